@@ -1,0 +1,68 @@
+import subprocess
+import sys
+
+import pytest
+
+import disco_zoo
+from disco_zoo.registry import (
+    UnknownModelError,
+    get_entry,
+    get_pretrained_cfg,
+    list_models,
+    normalize_name,
+    split_name,
+)
+
+DENSE = ["resnet18", "resnet50", "vit_small_patch16_224", "swin_tiny_patch4_window7_224",
+         "googlenet", "densenet121", "mobilenet_v2"]
+
+
+def test_dense_entries_registered():
+    names = list_models()
+    for name in DENSE:
+        assert name in names
+    assert names == sorted(names)
+
+
+def test_pattern_filters_and_sorts():
+    resnets = list_models("resnet*")
+    assert resnets == sorted(resnets)
+    assert {"resnet18", "resnet50"} <= set(resnets)
+    assert all(n.startswith("resnet") for n in resnets)
+    assert list_models("no_such_*") == []
+
+
+def test_cli_spelling_and_tags():
+    assert normalize_name("resnet50-disco-2node") == "resnet50_disco_2node"
+    assert split_name("resnet50-disco-2node.digits") == ("resnet50_disco_2node", "digits")
+    assert split_name("resnet50") == ("resnet50", "")
+    assert get_entry("ResNet50").arch == "resnet50"
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(UnknownModelError) as err:
+        get_entry("resnet05")
+    message = str(err.value)
+    assert "resnet05" in message and "resnet50" in message and "disco-zoo list" in message
+
+
+def test_unknown_name_without_matches_still_clear():
+    with pytest.raises(UnknownModelError, match="unknown model 'zzzz'"):
+        disco_zoo.create_model("zzzz")
+
+
+def test_pretrained_on_model_without_weights_is_clear():
+    with pytest.raises(UnknownModelError, match="no pretrained weights"):
+        get_pretrained_cfg("googlenet")
+
+
+def test_create_model_passes_kwargs():
+    model = disco_zoo.create_model("resnet18", num_classes=10)
+    assert model.fc.out_features == 10
+
+
+def test_listing_does_not_import_torch():
+    code = ("import sys, disco_zoo.cli, disco_zoo; disco_zoo.list_models(); "
+            "print('torch' in sys.modules, 'timm' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
