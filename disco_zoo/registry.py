@@ -85,6 +85,7 @@ _LOADED = False
 _ENTRY_MODULES = (
     "disco_zoo.models.timm_dense",
     "disco_zoo.models.torchvision_dense",
+    "disco_zoo.models.disco_variants",
 )
 
 

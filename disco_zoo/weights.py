@@ -37,10 +37,13 @@ def write_folder_atomically(folder: Path, write: Callable[[Path], dict[str, Any]
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
+        tmp.chmod(0o755)  # mkdtemp makes 0700; a published folder is world-readable
         config = write(tmp)
         weight_files = sorted(p for p in tmp.iterdir() if p.suffix == ".safetensors")
         config["files"] = [file_record(p) for p in weight_files]
         (tmp / "config.json").write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+        for path in tmp.iterdir():
+            path.chmod(0o644)
         old = None
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old")

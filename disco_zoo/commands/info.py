@@ -22,32 +22,58 @@ def model_report(name: str, nodes: int, input_size: int | None, dtype: str) -> d
     from disco_zoo.registry import create_model, get_entry
 
     entry = get_entry(name)
-    model = create_model(name)
-    size = input_size or _default_input_size(name)
+    model, masks = _model_for_report(name)
+    size = input_size or int(entry.kwargs.get("img_size", 224))
     dtype_bytes = DTYPE_BYTES[dtype]
-    graph = trace_model(model, (1, 3, size, size), dtype_bytes=dtype_bytes)
-    traffic = dense_tp_traffic(graph, nodes)
-    return {
-        "model": entry.arch,
-        "nodes": nodes,
-        "input_size": size,
-        "dtype": dtype,
-        "params": graph.total_params,
-        "flops": graph.total_flops,
-        "dense_tp_bytes": traffic.total,
-        "dense_tp_bytes_per_pair": {f"{j}->{k}": b for (j, k), b in sorted(traffic.per_pair.items())},
-        "layers": [
-            {**layer.to_dict(), "dense_tp_bytes": traffic.per_layer.get(layer.name, 0)} for layer in graph
-        ],
-    }
+    shape = (1, 3, size, size)
+    graph = trace_model(model, shape, dtype_bytes=dtype_bytes)
+    report: dict[str, Any] = {"model": entry.arch, "input_size": size, "dtype": dtype}
+    if entry.source == "disco":
+        from disco_zoo.disco.accounting import disco_accounting
+
+        acc = disco_accounting(model, shape, dtype_bytes)
+        nodes = len(acc["flops_per_node"])
+        report.update(masks=masks, **{k: acc[k] for k in _DISCO_KEYS})
+        report["bytes_per_pair"] = {f"{j}->{k}": b for (j, k), b in sorted(acc["bytes_per_pair"].items())}
+    traffic = dense_tp_traffic(graph, nodes, ratios=_ratios(model))
+    report.update(
+        nodes=nodes,
+        params=graph.total_params,
+        flops=graph.total_flops,
+        dense_tp_bytes=traffic.total,
+        dense_tp_bytes_per_pair={f"{j}->{k}": b for (j, k), b in sorted(traffic.per_pair.items())},
+        layers=[{**layer.to_dict(), "dense_tp_bytes": traffic.per_layer.get(layer.name, 0)} for layer in graph],
+    )
+    return report
 
 
-def _default_input_size(name: str) -> int:
-    """The pretrained config's input size when the model has one, else 224."""
-    from disco_zoo.registry import get_entry
+_DISCO_KEYS = ("disco_bytes", "traffic_ratio", "flops_total", "flops_per_node", "params_per_node", "act_peak_per_node")
+
+
+def _model_for_report(name: str) -> tuple[Any, str]:
+    """A DISCO model with its published masks when the hub has them, else masks all open."""
+    from disco_zoo.hub import HubError
+    from disco_zoo.registry import create_model, get_entry, split_name
 
     entry = get_entry(name)
-    return entry.pretrained[0].input_size[-1] if entry.pretrained else 224
+    if entry.source == "disco" and entry.pretrained:
+        try:
+            tag = split_name(name)[1] or entry.default_tag
+            return create_model(f"{entry.arch}.{tag}", pretrained=True), f"pretrained ({tag})"
+        except HubError:
+            pass
+    return create_model(name), "all open (untrained)" if entry.source == "disco" else "dense"
+
+
+def _ratios(model: Any) -> list[float] | None:
+    """The DISCO partition's split ratios, so the dense baseline splits channels alike."""
+    from disco_zoo.disco.adapters import get_partition
+    from disco_zoo.errors import DiscoZooError
+
+    try:
+        return list(get_partition(model).ratios)
+    except DiscoZooError:  # a dense model has no partition
+        return None
 
 
 def _print_table(report: dict[str, Any], all_layers: bool) -> None:
@@ -74,6 +100,14 @@ def _print_table(report: dict[str, Any], all_layers: bool) -> None:
         )
     console = Console(width=None if Console().is_terminal else 160)
     console.print(table)
+    if "disco_bytes" in report:
+        console.print(
+            f"DISCO ({report['masks']}): {report['disco_bytes']:,} bytes per inference, "
+            f"{report['traffic_ratio']:.3f} of dense within-layer parallelism "
+            f"({1 / max(report['traffic_ratio'], 1e-12):.1f}x less); FLOPs per node "
+            + ", ".join(f"{f / 1e9:.3f}G" for f in report["flops_per_node"])
+            + "; params per node " + ", ".join(f"{p:,}" for p in report["params_per_node"])
+        )
     console.print(
         f"params {report['params']:,} | GFLOPs {report['flops'] / 1e9:.3f} (FlopCounterMode: 2 per multiply-add) | "
         f"dense within-layer parallel traffic at {report['nodes']} nodes: "

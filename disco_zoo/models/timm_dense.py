@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from disco_zoo.models.pretrained_tags import DIGITS
 from disco_zoo.registry import ModelEntry, register_model
 
 _BUILDER = "disco_zoo.models.timm_dense:build_timm"
@@ -15,16 +16,17 @@ def build_timm(timm_name: str, **kwargs: Any) -> Any:
     return timm.create_model(timm_name, pretrained=False, **kwargs)
 
 
-for _arch, _family in (
-    ("resnet18", "resnet"),
-    ("resnet34", "resnet"),
-    ("resnet50", "resnet"),
-    ("resnet101", "resnet"),
-    ("vit_tiny_patch16_224", "vit"),
-    ("vit_small_patch16_224", "vit"),
-    ("vit_base_patch16_224", "vit"),
-    ("swin_tiny_patch4_window7_224", "swin"),
-    ("swin_small_patch4_window7_224", "swin"),
+# Architectures with weights published in hub/ (trained on digits) carry the DIGITS tag.
+for _arch, _family, _tags in (
+    ("resnet18", "resnet", (DIGITS,)),
+    ("resnet34", "resnet", ()),
+    ("resnet50", "resnet", (DIGITS,)),
+    ("resnet101", "resnet", ()),
+    ("vit_tiny_patch16_224", "vit", (DIGITS,)),
+    ("vit_small_patch16_224", "vit", ()),
+    ("vit_base_patch16_224", "vit", ()),
+    ("swin_tiny_patch4_window7_224", "swin", (DIGITS,)),
+    ("swin_small_patch4_window7_224", "swin", ()),
 ):
     register_model(
         ModelEntry(
@@ -33,6 +35,7 @@ for _arch, _family in (
             family=_family,
             source="timm",
             kwargs={"timm_name": _arch},
+            pretrained=_tags,
             description=f"timm {_arch} (dense)",
         )
     )

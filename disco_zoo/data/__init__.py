@@ -1,0 +1,1 @@
+"""Datasets: embedded real defaults (scikit-learn digits) and on-disk formats (ImageFolder)."""

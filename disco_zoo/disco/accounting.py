@@ -1,0 +1,184 @@
+"""Traffic, FLOPs, parameters and activation memory of a DISCO model, per node.
+
+What is counted (bytes per inference, ``dtype_bytes`` per activation element):
+
+* split conv/linear: node j sends node k its channels S_kj of the layer's input at the
+  input's full spatial size (H*W for a conv, tokens for a linear). The first layer's
+  input is the image, split by channels like any other input, so the image reaching
+  the nodes is counted this way.
+* reduce (classifier head): every node k != root sends its partial outputs
+  (out_features per token) to root, which adds them and the bias.
+* LayerNorm over split channels: each node sends its per-token partial sum and sum of
+  squares (2 numbers per token) to every other node that holds channels of it.
+* Nothing else moves: BatchNorm, activations, pooling, residual adds and attention
+  (whole heads per node) are local.
+
+``dense_tp_bytes`` is :func:`disco_zoo.graph.accounting.dense_tp_traffic` on the same
+model, i.e. dense within-layer parallelism with the same node count and ratios.
+
+FLOPs follow ``torch.utils.flop_counter.FlopCounterMode`` (2 per multiply-add, bias
+and elementwise ops not counted). A conv/linear costs the same per open weight entry
+(o, c), so node k's share of a layer's dense FLOPs is the fraction of mask entries
+in its rows that are open (reduce layers: its columns). FLOPs outside conv/linear
+(attention matmuls) are split by the node's share of the ``ratios``.
+
+Peak activation memory per node is an estimate: the largest per-layer working set
+(the input channels the node holds or receives plus the outputs it computes), in
+bytes; tensors kept alive across layers (residual operands) are not added.
+
+Parameters per node are the numels of the parameters in that node's shard
+(:mod:`disco_zoo.disco.shards`); replicated tensors count on every node.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from disco_zoo.disco.adapters import get_partition
+from disco_zoo.disco.partition import LayerSplit, Partition
+
+__all__ = ["disco_accounting", "disco_traffic", "layer_pair_bytes", "layer_shapes"]
+
+
+def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """(input shape, output shape) of every module the partition names, from one forward pass."""
+    part = get_partition(model)
+    modules = dict(model.named_modules())
+    shapes: dict[str, Any] = {}
+
+    def record(name: str) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
+            shapes.setdefault(name, (tuple(args[0].shape), tuple(out.shape)))
+
+        return hook
+
+    hooks = [modules[name].register_forward_hook(record(name)) for name in [*part.layers, *part.norms]]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(input_shape, device=next(model.parameters()).device))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
+def _per_channel(shape: tuple[int, ...], channels: int) -> int:
+    """Elements per channel: spatial positions (conv) or tokens (linear / norm)."""
+    numel = 1
+    for s in shape:
+        numel *= s
+    return numel // channels
+
+
+def layer_pair_bytes(
+    layer: LayerSplit, in_shape: tuple[int, ...], out_shape: tuple[int, ...], dtype_bytes: int
+) -> dict[tuple[int, int], int]:
+    """Bytes (sender, receiver) -> count for one conv/linear."""
+    pairs: dict[tuple[int, int], int] = {}
+    if layer.mode == "reduce":
+        per = _per_channel(out_shape, layer.out_channels) * layer.out_channels * dtype_bytes
+        for k in range(layer.nodes):
+            if k != layer.root and layer.in_groups[k]:
+                pairs[(k, layer.root)] = per
+        return pairs
+    per = _per_channel(in_shape, layer.in_channels) * dtype_bytes
+    for k in range(layer.nodes):
+        for j in range(layer.nodes):
+            if j != k and layer.selected[k][j]:
+                pairs[(j, k)] = len(layer.selected[k][j]) * per
+    return pairs
+
+
+def norm_pair_bytes(groups: list[list[int]], in_shape: tuple[int, ...], dtype_bytes: int) -> dict[tuple[int, int], int]:
+    """A split LayerNorm: 2 numbers per token between every two nodes holding channels."""
+    channels = sum(len(g) for g in groups)
+    per = 2 * _per_channel(in_shape, channels) * dtype_bytes
+    holders = [k for k, g in enumerate(groups) if g]
+    return {(j, k): per for j in holders for k in holders if j != k}
+
+
+def disco_traffic(
+    partition: Partition, shapes: dict[str, Any], dtype_bytes: int
+) -> tuple[dict[str, int], dict[tuple[int, int], int]]:
+    """(bytes per layer/norm name, bytes per (sender, receiver)) for one inference."""
+    per_layer: dict[str, int] = {}
+    per_pair: dict[tuple[int, int], int] = {}
+    items = [(n, layer_pair_bytes(l, *shapes[n], dtype_bytes)) for n, l in partition.layers.items()]
+    items += [(n, norm_pair_bytes(s.groups, shapes[n][0], dtype_bytes)) for n, s in partition.norms.items()]
+    for name, pairs in items:
+        per_layer[name] = sum(pairs.values())
+        for pair, count in pairs.items():
+            per_pair[pair] = per_pair.get(pair, 0) + count
+    return per_layer, per_pair
+
+
+def _open_fraction(layer: LayerSplit, k: int) -> float:
+    """Share of the layer's weight entries (o, c) that node k multiplies."""
+    if layer.mode == "reduce":
+        return len(layer.in_groups[k]) / layer.in_channels
+    return len(layer.out_groups[k]) * len(layer.columns(k)) / (layer.out_channels * layer.in_channels)
+
+
+def disco_accounting(
+    model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224), dtype_bytes: int = 4
+) -> dict[str, Any]:
+    """Bytes, FLOPs, parameters and activation memory of a DISCO model for one input.
+
+    Keys: disco_bytes, dense_tp_bytes, traffic_ratio, bytes_per_pair ((sender, receiver)
+    -> bytes), bytes_per_layer, flops_total, flops_dense, flops_per_node, flops_per_entry
+    (layer -> FLOPs of one weight entry), params_per_node, act_peak_per_node (bytes).
+    See the module docstring for exactly what is counted.
+    """
+    from disco_zoo.disco.shards import node_state_dict
+    from disco_zoo.graph import trace_model
+    from disco_zoo.graph.accounting import dense_tp_traffic
+
+    part = get_partition(model)
+    n = part.nodes
+    shapes = layer_shapes(model, input_shape)
+    per_layer, per_pair = disco_traffic(part, shapes, dtype_bytes)
+    was_training = model.training
+    graph = trace_model(model, input_shape, dtype_bytes)  # puts the model in eval mode
+    model.train(was_training)
+    dense = dense_tp_traffic(graph, n, dtype_bytes, part.ratios)
+
+    layer_flops = {l.target: l.flops for l in graph.of_op("conv", "linear")}
+    other = graph.total_flops - sum(layer_flops.values())
+    share = [r / sum(part.ratios) for r in part.ratios]
+    flops = [other * share[k] for k in range(n)]
+    for name, layer in part.layers.items():
+        for k in range(n):
+            flops[k] += layer_flops[name] * _open_fraction(layer, k)
+
+    state = model.state_dict()
+    param_names = {name for name, _ in model.named_parameters()}
+    params, peaks = [], []
+    for k in range(n):
+        tensors = node_state_dict(state, part, k)
+        params.append(sum(t.numel() for name, t in tensors.items() if name in param_names))
+        peak = 0
+        for name, layer in part.layers.items():
+            in_shape, out_shape = shapes[name]
+            held = len(layer.columns(k)) * _per_channel(in_shape, layer.in_channels)
+            made = len(layer.rows(k)) * _per_channel(out_shape, layer.out_channels)
+            peak = max(peak, (held + made) * dtype_bytes)
+        peaks.append(peak)
+
+    disco_bytes = sum(per_pair.values())
+    return {
+        "disco_bytes": disco_bytes,
+        "dense_tp_bytes": dense.total,
+        "traffic_ratio": disco_bytes / dense.total if dense.total else 0.0,
+        "bytes_per_pair": per_pair,
+        "bytes_per_layer": per_layer,
+        "flops_total": int(round(sum(flops))),
+        "flops_dense": graph.total_flops,
+        "flops_per_node": [int(round(f)) for f in flops],
+        "flops_per_entry": {n: layer_flops[n] / (l.out_channels * l.in_channels) for n, l in part.layers.items()},
+        "params_per_node": params,
+        "act_peak_per_node": peaks,
+    }

@@ -1,0 +1,190 @@
+"""Per-node safetensors shards: node k's file holds only what node k computes with.
+
+For a split conv/linear node k stores rows O_k of the weight restricted to the columns
+it reads (its own group and every S_kj, in increasing channel order; the partition in
+config.json says which) and bias rows O_k; for the reduce head it stores its columns
+I_k, and root also stores the bias. Tensors the partition lists (norm scales,
+BatchNorm statistics, position embeddings, ...) are sliced by node; everything else
+is replicated. ``config.json`` holds the partition (hence every mask) and the sha256
+of each file, so a node can rebuild its part from its own file alone.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from disco_zoo.disco.adapters import get_partition
+from disco_zoo.disco.partition import Partition
+from disco_zoo.errors import DiscoZooError
+
+__all__ = [
+    "node_state_dict", "save_shards", "load_node_shard", "assemble_state_dict", "load_shards_into", "load_disco_model",
+    "shard_file", "read_config",
+]
+
+
+def shard_file(k: int) -> str:
+    return f"node{k}.safetensors"
+
+
+def _index(ids: list[int]) -> torch.Tensor:
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _slice(name: str, tensor: torch.Tensor, part: Partition, k: int) -> torch.Tensor | None:
+    """Node k's slice of one state tensor (None when node k stores none of it)."""
+    module, _, leaf = name.rpartition(".")
+    layer = part.layers.get(module)
+    if layer is not None and leaf in ("weight", "bias"):
+        if leaf == "bias":
+            if layer.mode == "reduce":
+                return tensor if k == layer.root else None
+            return tensor[_index(layer.out_groups[k])]
+        return tensor[_index(layer.rows(k))][:, _index(layer.columns(k))]
+    split = part.tensors.get(name)
+    if split is not None:
+        return tensor.index_select(split.dim, _index(split.groups[k]))
+    return tensor
+
+
+def node_state_dict(state: dict[str, torch.Tensor], part: Partition, k: int) -> dict[str, torch.Tensor]:
+    """What node k stores: its slice of every state tensor (contiguous, detached)."""
+    out = {}
+    for name, tensor in state.items():
+        piece = _slice(name, tensor, part, k)
+        if piece is not None:
+            out[name] = piece.detach().contiguous().clone()
+    return out
+
+
+def save_shards(model: nn.Module, folder: Path | str, extra: dict[str, Any] | None = None, half: bool = False) -> Path:
+    """Write ``node{k}.safetensors`` for every node plus config.json (partition, sha256s).
+
+    The folder is written atomically (see :mod:`disco_zoo.weights`); ``extra`` is merged
+    into config.json: give ``arch`` (registry name) and ``args`` (builder arguments) so
+    that :func:`load_disco_model` and the hub can rebuild the model. ``half`` stores
+    floating tensors as fp16 (loaders cast back to fp32).
+    """
+    from safetensors.torch import save_file
+
+    from disco_zoo.weights import write_folder_atomically
+
+    part = get_partition(model)
+    state = model.state_dict()
+
+    def write(tmp: Path) -> dict[str, Any]:
+        for k in range(part.nodes):
+            tensors = node_state_dict(state, part, k)
+            if half:
+                tensors = {n: t.half() if t.is_floating_point() else t for n, t in tensors.items()}
+            save_file(tensors, str(tmp / shard_file(k)), metadata={"node": str(k)})
+        return {**(extra or {}), "kind": "disco", "nodes": part.nodes, "partition": part.to_dict(),
+                "storage_dtype": "fp16" if half else "fp32"}
+
+    return write_folder_atomically(Path(folder), write)
+
+
+def read_config(folder: Path | str) -> dict[str, Any]:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise DiscoZooError(f"{folder} has no config.json; is it a DISCO shard folder?")
+    return json.loads(path.read_text())
+
+
+def load_node_shard(folder: Path | str, k: int, verify: bool = True) -> tuple[Partition, dict[str, torch.Tensor]]:
+    """Node k's partition and tensors, reading only config.json and its own file.
+
+    With ``verify`` the file's sha256 must match config.json (a mismatch is an error).
+    """
+    from safetensors.torch import load_file
+
+    from disco_zoo.hub import verify_folder
+
+    folder = Path(folder)
+    config = read_config(folder)
+    part = Partition.from_dict(config["partition"])
+    if not 0 <= k < part.nodes:
+        raise DiscoZooError(f"node {k} does not exist; this model has {part.nodes} nodes")
+    path = folder / shard_file(k)
+    if not path.is_file():
+        raise DiscoZooError(f"missing shard {path}")
+    if verify:
+        verify_folder(folder, config, only=[path.name])
+    return part, as_compute_dtype(load_file(str(path)))
+
+
+def as_compute_dtype(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """fp16-stored floating tensors back to fp32, the dtype every node computes in."""
+    return {n: t.float() if t.dtype == torch.float16 else t for n, t in tensors.items()}
+
+
+def assemble_state_dict(
+    shards: list[dict[str, torch.Tensor]], part: Partition, like: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The full state dict from every node's tensors (closed weight entries are zero).
+
+    ``like`` gives each tensor's full shape and dtype (a freshly built model's state dict).
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, ref in like.items():
+        module, _, leaf = name.rpartition(".")
+        layer = part.layers.get(module)
+        split = part.tensors.get(name)
+        if layer is not None and leaf in ("weight", "bias"):
+            full = torch.zeros_like(ref)
+            for k, shard in enumerate(shards):
+                if name not in shard:
+                    continue
+                if leaf == "bias":
+                    rows = _index(layer.rows(k) if layer.mode == "reduce" else layer.out_groups[k])
+                    full[rows] = shard[name]
+                else:
+                    rows, cols = _index(layer.rows(k)), _index(layer.columns(k))
+                    if layer.mode == "reduce":
+                        full[:, cols] = shard[name]
+                    else:
+                        full[rows.unsqueeze(1), cols.unsqueeze(0)] = shard[name]
+            out[name] = full
+        elif split is not None:
+            full = torch.zeros_like(ref)
+            for k, shard in enumerate(shards):
+                full.index_copy_(split.dim, _index(split.groups[k]), shard[name])
+            out[name] = full
+        else:
+            out[name] = shards[0][name]
+    return out
+
+
+def load_shards_into(model: nn.Module, folder: Path | str) -> nn.Module:
+    """Load a shard folder into a freshly built dense model of the same architecture.
+
+    The model is converted with the folder's partition (masks included) and loaded
+    strictly; used by the hub and to check the round trip.
+    """
+    from disco_zoo.disco.adapters import apply_partition
+
+    config = read_config(folder)
+    part = Partition.from_dict(config["partition"])
+    shards = [load_node_shard(folder, k)[1] for k in range(part.nodes)]
+    apply_partition(model, part)
+    model.load_state_dict(assemble_state_dict(shards, part, model.state_dict()), strict=True)
+    return model
+
+
+def load_disco_model(folder: Path | str, config: dict[str, Any] | None = None, **kwargs: Any) -> nn.Module:
+    """Build ``config["arch"]`` with ``config["args"]`` (``kwargs`` override) and load the shards.
+
+    The architecture may be dense (``resnet18``) or a DISCO variant; either way the
+    folder's partition replaces the builder's. Returns the model in eval mode.
+    """
+    from disco_zoo.registry import create_model
+
+    config = config if config is not None else read_config(folder)
+    if config.get("kind") != "disco" or "arch" not in config:
+        raise DiscoZooError(f"{folder}/config.json is not a DISCO model folder (needs kind 'disco' and arch)")
+    model = create_model(config["arch"], **{**config.get("args", {}), **kwargs})
+    return load_shards_into(model, folder).eval()

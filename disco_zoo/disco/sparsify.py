@@ -1,0 +1,230 @@
+"""Training DISCO connectivity: group lasso, prune to a traffic budget, fine-tune.
+
+1. Fine-tune the (masks-open) model with a group-lasso penalty: one group per
+   (layer, receiving node k, input channel c of another node), the weights
+   W[O_k, c] (the whole kernel). Each group's norm is weighted by the bytes it
+   would move per inference (relative to the mean), so expensive channels shrink first.
+2. Prune: keep groups globally by norm per byte, greedily, while the DISCO traffic
+   stays within ``traffic * dense_tp_bytes`` (fixed costs such as the head's partial
+   logits and LayerNorm statistics are charged first). The budget is met exactly or
+   just under.
+3. Optionally (``compute``) prune within the diagonal blocks: drop (layer, node k, own
+   input channel) groups, lowest norm per FLOP first, until the total FLOPs are at most
+   ``compute`` x the dense model's.
+4. Fine-tune with the masks frozen (closed weights get zero gradient).
+
+Training is :func:`disco_zoo.train.fit` (the project's one loop) with the penalty as
+its extra loss. Everything is deterministic under ``seed`` (fit seeds every generator;
+the loaders shuffle with their own seeded generator).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+
+from disco_zoo.disco.accounting import disco_traffic, layer_shapes
+from disco_zoo.disco.adapters import apply_partition, get_partition
+from disco_zoo.disco.partition import LayerSplit
+from disco_zoo.errors import DiscoZooError
+
+__all__ = ["SparsifyConfig", "GroupLasso", "prune_to_budget", "prune_compute", "sparsify"]
+
+
+@dataclass
+class SparsifyConfig:
+    traffic: float = 0.2  # DISCO bytes / dense within-layer-parallel bytes
+    penalty: float = 1e-3  # group-lasso strength
+    epochs: int = 2  # training with the penalty
+    finetune_epochs: int = 1  # training with masks frozen
+    lr: float = 1e-3  # AdamW, as disco_zoo.train.fit
+    weight_decay: float = 0.05
+    compute: float | None = None  # optional FLOPs budget: total / dense FLOPs
+    seed: int = 0
+    dtype_bytes: int = 4  # activation bytes on the wire, for the budget
+
+
+def _squared_group_sums(module: nn.Module, rows_onehot: torch.Tensor) -> torch.Tensor:
+    """(nodes, in) sums of squared weights of W[O_k, c] over rows and kernel."""
+    w = module.weight
+    sq = w.pow(2).flatten(2).sum(2) if w.dim() > 2 else w.pow(2)
+    return rows_onehot @ sq
+
+
+def _rows_onehot(layer: LayerSplit) -> torch.Tensor:
+    onehot = torch.zeros(layer.nodes, layer.out_channels)
+    for k, rows in enumerate(layer.out_groups):
+        onehot[k, rows] = 1.0
+    return onehot
+
+
+def _offdiag_open(layer: LayerSplit) -> torch.Tensor:
+    """(nodes, in) 1 where (k, c) is an open off-diagonal group."""
+    open_ = torch.zeros(layer.nodes, layer.in_channels)
+    for k in range(layer.nodes):
+        for j in range(layer.nodes):
+            if j != k:
+                open_[k, layer.selected[k][j]] = 1.0
+    return open_
+
+
+class GroupLasso:
+    """sum over open off-diagonal groups of cost_g * ||W_g||_2 (cost: relative bytes)."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...]) -> None:
+        part = get_partition(model)
+        shapes = layer_shapes(model, input_shape)
+        modules = dict(model.named_modules())
+        self.terms: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+        splits = {name: layer for name, layer in part.layers.items() if layer.mode == "split"}
+        costs = {name: _channel_bytes(layer, shapes[name], 1) for name, layer in splits.items()}
+        mean = sum(costs.values()) / max(len(costs), 1)
+        for name, cost in costs.items():
+            layer = part.layers[name]
+            weight = _offdiag_open(layer) * (cost / mean)
+            self.terms.append((modules[name], _rows_onehot(layer), weight))
+
+    def __call__(self) -> torch.Tensor:
+        total = torch.zeros(())
+        for module, onehot, weight in self.terms:
+            norms = (_squared_group_sums(module, onehot.to(module.weight)) + 1e-12).sqrt()
+            total = total + (norms * weight.to(norms)).sum()
+        return total
+
+
+def _channel_bytes(layer: LayerSplit, shapes: tuple[tuple[int, ...], tuple[int, ...]], dtype_bytes: int) -> int:
+    """Bytes one input channel of this layer costs on the wire."""
+    numel = 1
+    for s in shapes[0]:
+        numel *= s
+    return numel // layer.in_channels * dtype_bytes
+
+
+def prune_to_budget(
+    model: nn.Module, traffic: float, input_shape: tuple[int, ...], dtype_bytes: int = 4
+) -> dict[str, Any]:
+    """Close off-diagonal groups so DISCO traffic <= traffic * dense traffic; returns the numbers."""
+    from disco_zoo.graph import trace_model
+    from disco_zoo.graph.accounting import dense_tp_traffic
+
+    part = get_partition(model)
+    was_training = model.training
+    dense = dense_tp_traffic(trace_model(model, input_shape, dtype_bytes), part.nodes, dtype_bytes, part.ratios).total
+    model.train(was_training)
+    shapes = layer_shapes(model, input_shape)
+    closed = part.copy()  # every S_kj empty; compute pruning (dropped) kept
+    for layer in closed.layers.values():
+        layer.selected = [[[] for _ in row] for row in layer.selected]
+    fixed = sum(disco_traffic(closed, shapes, dtype_bytes)[1].values())
+    budget = int(traffic * dense)
+    if budget < fixed:
+        raise DiscoZooError(
+            f"traffic {traffic} allows {budget} bytes but the head and norms alone need {fixed}; raise --traffic"
+        )
+    modules = dict(model.named_modules())
+    candidates = []  # (score, order, name, k, c, bytes)
+    with torch.no_grad():
+        for name, layer in part.layers.items():
+            if layer.mode != "split":
+                continue
+            cost = _channel_bytes(layer, shapes[name], dtype_bytes)
+            norms = _squared_group_sums(modules[name], _rows_onehot(layer).to(modules[name].weight)).sqrt()
+            for k in range(layer.nodes):
+                for j in range(layer.nodes):
+                    for c in layer.selected[k][j] if j != k else []:
+                        candidates.append((norms[k, c].item() / cost, len(candidates), name, k, j, c, cost))
+    candidates.sort(key=lambda g: (-g[0], g[1]))
+    spent = fixed
+    for _, _, name, k, j, c, cost in candidates:
+        if spent + cost <= budget:
+            closed.layers[name].selected[k][j].append(c)
+            spent += cost
+    for layer in closed.layers.values():
+        layer.selected = [[sorted(s) for s in row] for row in layer.selected]
+    apply_partition(model, closed)
+    kept = sum(len(s) for layer in closed.layers.values() for row in layer.selected for s in row)
+    return {
+        "dense_tp_bytes": dense,
+        "budget_bytes": budget,
+        "disco_bytes": spent,
+        "fixed_bytes": fixed,
+        "groups_total": len(candidates),
+        "groups_kept": kept,
+    }
+
+
+def prune_compute(model: nn.Module, compute: float, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Drop own-channel groups (diagonal blocks) until FLOPs <= compute x dense FLOPs."""
+    from disco_zoo.disco.accounting import disco_accounting
+
+    part = get_partition(model).copy()  # a copy: the model changes only on success
+    acc = disco_accounting(model, input_shape)
+    budget = compute * acc["flops_dense"]
+    excess = acc["flops_total"] - budget
+    per_entry = acc["flops_per_entry"]  # layer -> FLOPs of one (output, input) weight entry
+    modules = dict(model.named_modules())
+    candidates = []  # (norm per FLOP, order, name, k, c, flops)
+    with torch.no_grad():
+        for name, layer in part.layers.items():
+            if layer.mode != "split":
+                continue
+            norms = _squared_group_sums(modules[name], _rows_onehot(layer).to(modules[name].weight)).sqrt()
+            if not layer.dropped:
+                layer.dropped = [[] for _ in range(layer.nodes)]
+            for k in range(layer.nodes):
+                flops = per_entry[name] * len(layer.out_groups[k])
+                for c in sorted(set(layer.in_groups[k]) - set(layer.dropped[k])):
+                    candidates.append((norms[k, c].item() / max(flops, 1e-9), len(candidates), name, k, c, flops))
+    if excess > sum(g[-1] for g in candidates):
+        raise DiscoZooError(f"compute {compute} is below what the layers DISCO can prune allow; raise --compute")
+    candidates.sort(key=lambda g: (g[0], g[1]))
+    removed = 0.0
+    for _, _, name, k, c, flops in candidates:
+        if removed >= excess:
+            break
+        part.layers[name].dropped[k].append(c)
+        removed += flops
+    for layer in part.layers.values():
+        layer.dropped = [sorted(d) for d in layer.dropped]
+    part.check()
+    apply_partition(model, part)
+    return {"flops_budget": int(budget), "flops_total": int(round(acc["flops_total"] - removed))}
+
+
+def sparsify(
+    model: nn.Module,
+    train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    cfg: SparsifyConfig,
+    input_shape: tuple[int, ...],
+    show_progress: bool = False,
+) -> dict[str, Any]:
+    """Group lasso -> prune to ``cfg.traffic`` -> fine-tune with masks frozen -> BatchNorm
+    statistics re-estimated (in place).
+
+    ``model`` must be a DISCO model (see :func:`disco_zoo.disco.adapters.to_disco`);
+    ``input_shape`` (1, C, H, W) is the inference size the traffic budget is for.
+    """
+    if not 0 < cfg.traffic <= 1:
+        raise DiscoZooError(f"traffic must be in (0, 1], got {cfg.traffic}")
+    if cfg.compute is not None and not 0 < cfg.compute <= 1:
+        raise DiscoZooError(f"compute must be in (0, 1], got {cfg.compute}")
+    from disco_zoo.train import TrainConfig, fit, recalibrate_batchnorm
+
+    get_partition(model)
+    penalty = GroupLasso(model, input_shape)
+    if cfg.epochs:
+        train = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed)
+        fit(model, train_loader, train, lambda m: cfg.penalty * penalty(), description="group lasso",
+            show_progress=show_progress)
+    stats = prune_to_budget(model, cfg.traffic, input_shape, cfg.dtype_bytes)
+    if cfg.compute is not None:
+        stats.update(prune_compute(model, cfg.compute, input_shape))
+    if cfg.finetune_epochs:  # the masks are frozen: closed weights get no gradient
+        train = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed)
+        stats["finetune_loss"] = fit(model, train_loader, train, description="fine-tune (masks frozen)",
+                                     show_progress=show_progress)[-1]
+    trained = bool(cfg.epochs or cfg.finetune_epochs)
+    stats["batchnorm_recalibrated"] = trained and recalibrate_batchnorm(model, train_loader)
+    return stats

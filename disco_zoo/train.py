@@ -1,0 +1,121 @@
+"""One plain, seeded training loop shared by dense training and DISCO sparsification.
+
+Sparsification needs two hooks on an ordinary loop: an extra loss term (the group
+penalty) and a step hook (re-applying frozen masks). Everything else — AdamW, cosine
+schedule, progress bar, accuracy — is the same, so it lives here once.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["TrainConfig", "seed_everything", "fit", "accuracy", "predict"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    seed: int = 0
+
+
+def seed_everything(seed: int) -> None:
+    """Make a run repeatable: Python, NumPy and torch generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _progress(description: str, total: int, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.fields[status]}"))
+    progress = Progress(*columns, disable=not enabled, transient=False)
+    return progress, progress.add_task(description, total=total, status="")
+
+
+def fit(
+    model: nn.Module,
+    train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    config: TrainConfig,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
+    description: str = "train",
+    show_progress: bool = True,
+) -> list[float]:
+    """Train with AdamW + cosine decay; returns the mean loss of each epoch."""
+    seed_everything(config.seed)
+    steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
+    criterion = nn.CrossEntropyLoss()
+    losses: list[float] = []
+    progress, task = _progress(description, config.epochs * steps_per_epoch, show_progress)
+    with progress:
+        for epoch in range(config.epochs):
+            model.train()
+            total, count = 0.0, 0
+            for images, labels in train_loader:
+                loss = criterion(model(images), labels)
+                if extra_loss is not None:
+                    loss = loss + extra_loss(model)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                if after_step is not None:
+                    after_step(model)
+                total += loss.item() * len(labels)
+                count += len(labels)
+                progress.update(task, advance=1, status=f"epoch {epoch + 1} loss {total / count:.3f}")
+            losses.append(total / max(count, 1))
+    return losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) over a loader, in eval mode."""
+    model.eval()
+    outputs, targets = [], []
+    for images, labels in loader:
+        outputs.append(model(images))
+        targets.append(labels)
+    return torch.cat(outputs), torch.cat(targets)
+
+
+def accuracy(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 accuracy in [0, 1]."""
+    logits, labels = predict(model, loader)
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+    """Re-estimate BatchNorm running statistics as exact averages over ``loader``.
+
+    After pruning and a short fine-tune the exponential running averages lag the weights
+    they describe (seen here: a 4-node ResNet-18 at 22% top-1 in eval mode, 99% with batch
+    statistics, 100% after this). Returns whether the model had any BatchNorm.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return False
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    was_training = model.training
+    model.train()
+    for images, _ in loader:
+        model(images)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+    return True
