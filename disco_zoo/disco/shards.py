@@ -98,9 +98,16 @@ def read_config(folder: Path | str) -> dict[str, Any]:
 def load_node_shard(folder: Path | str, k: int, verify: bool = True) -> tuple[Partition, dict[str, torch.Tensor]]:
     """Node k's partition and tensors, reading only config.json and its own file.
 
-    With ``verify`` the file's sha256 must match config.json (a mismatch is an error).
+    The file is memory-mapped (safetensors ``safe_open``); with ``verify`` its size and
+    sha256 must match config.json first, so a damaged shard is refused before use.
     """
-    from safetensors.torch import load_file
+    part, _, tensors = read_node_shard(folder, k, verify)
+    return part, tensors
+
+
+def read_node_shard(folder: Path | str, k: int, verify: bool = True) -> tuple[Partition, dict[str, Any], dict[str, torch.Tensor]]:
+    """(partition, config.json, node k's tensors in fp32): what one rank needs, and nothing more."""
+    from safetensors import safe_open
 
     from disco_zoo.hub import verify_folder
 
@@ -111,10 +118,12 @@ def load_node_shard(folder: Path | str, k: int, verify: bool = True) -> tuple[Pa
         raise DiscoZooError(f"node {k} does not exist; this model has {part.nodes} nodes")
     path = folder / shard_file(k)
     if not path.is_file():
-        raise DiscoZooError(f"missing shard {path}")
+        raise DiscoZooError(f"missing shard {path}: node {k} needs its own file")
     if verify:
         verify_folder(folder, config, only=[path.name])
-    return part, as_compute_dtype(load_file(str(path)))
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    return part, config, as_compute_dtype(tensors)
 
 
 def as_compute_dtype(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,330 @@
+"""Run a DISCO model split across ranks: each rank holds only its own shard.
+
+Rank k builds the architecture on the meta device (no weights allocated), loads its
+``node{k}.safetensors`` through ``safe_open`` (memory-mapped) and swaps every conv/linear
+the partition names for a module that computes
+
+    Y_k = W[O_k, I_k] X_k + sum_{j != k} W[O_k, S_kj] X[S_kj]
+
+(minus the own channels ``dropped[k]`` that compute pruning removed from the diagonal
+block; node k still holds and sends them)
+
+exchanging exactly the channels the partition selects: it posts the receives of
+X[S_kj] and the sends of its own channels to the peers that need them, computes the
+diagonal block while those are in flight, then adds the off-diagonal terms. Every other
+module runs the model's own forward on the rank's local channels (BatchNorm on its
+slice, activations, pooling, residual adds: the partition keeps them local). The
+classifier head is a reduce layer: every rank computes partial logits W[:, I_k] X_k and
+rank ``root`` adds them and the bias.
+
+The input image lives on rank 0 (one camera); rank 0 sends node k its channels of the
+first layer's input, I_k, under the tag ``"input"``. Everything else that moves is what
+:func:`disco_zoo.disco.accounting.disco_traffic` predicts, message for message.
+
+LayerNorms over split channels (ViT, Swin) exchange per-token partial sums and sums of
+squares; attention runs the node's own heads (Swin: with its rows of the relative
+position bias table; patch merging is local, its norm and reduction are split layers).
+Supported families: ResNet, nn.Sequential, ViT, Swin.
+"""
+from __future__ import annotations
+
+import resource
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from disco_zoo.disco.partition import LayerSplit, Partition
+from disco_zoo.errors import DiscoZooError
+from disco_zoo.runtime.transport import Transport
+
+__all__ = ["DiscoSplitLayer", "DiscoReduceLayer", "DiscoLayerNorm", "build_node_model", "run_disco", "INPUT_TAG"]
+
+INPUT_TAG = "input"
+SUPPORTED_FAMILIES = ("resnet", "sequential", "vit", "swin")
+
+
+def _index(ids: list[int]) -> torch.Tensor:
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def _layer_fn(module: nn.Module) -> tuple[Callable[..., torch.Tensor], int]:
+    """(function(x, weight, bias), channel dim) reproducing a conv/linear's forward."""
+    if isinstance(module, nn.Conv2d):
+        if module.groups != 1 or module.padding_mode != "zeros":
+            raise DiscoZooError(f"conv with groups={module.groups}, padding_mode={module.padding_mode!r} is not supported")
+        stride, padding, dilation = module.stride, module.padding, module.dilation
+        return (lambda x, w, b: F.conv2d(x, w, b, stride, padding, dilation)), 1
+    if isinstance(module, nn.Linear):
+        return F.linear, -1
+    raise DiscoZooError(f"partition layer is a {type(module).__name__}, expected a conv or linear")
+
+
+class DiscoSplitLayer(nn.Module):
+    """Node k's part of a split conv/linear: diagonal block + received channels."""
+
+    def __init__(self, split: LayerSplit, k: int, transport: Transport, like: nn.Module,
+                 weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.name, self.k, self.transport = split.name, k, transport
+        self.fn, self.dim = _layer_fn(like)
+        self.out_channels, self.out_local = split.out_channels, len(split.out_groups[k])
+        position = {c: i for i, c in enumerate(split.columns(k))}
+        own = split.in_groups[k]
+        kept = [c for c in own if c in position]  # compute pruning may drop own channels
+        self.own_index = None if len(kept) == len(own) else _index([i for i, c in enumerate(own) if c in position])
+        # the weight is stored once, cut into the blocks the forward multiplies
+        w_own = weight[:, _index([position[c] for c in kept])]
+        # a node using none of its inputs (tiny layers, skewed ratios, all dropped)
+        # multiplies one zero channel, so its output still has the right shape and the bias
+        self.no_input = not kept
+        if self.no_input:
+            w_own = weight.new_zeros((weight.shape[0], 1, *weight.shape[2:]))
+        self.w_own = nn.Parameter(w_own.contiguous(), requires_grad=False)
+        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
+        self.recv_from: list[tuple[int, int]] = []  # (peer j, |S_kj|)
+        self.w_peer = nn.ParameterList()
+        for j in range(split.nodes):
+            if j != k and split.selected[k][j]:
+                cols = _index([position[c] for c in split.selected[k][j]])
+                self.recv_from.append((j, len(split.selected[k][j])))
+                self.w_peer.append(nn.Parameter(weight[:, cols].contiguous(), requires_grad=False))
+        local = {c: i for i, c in enumerate(own)}
+        self.send_to = [  # (peer p, positions of S_pk among this node's channels)
+            (p, _index([local[c] for c in split.selected[p][k]]))
+            for p in range(split.nodes) if p != k and split.selected[p][k]
+        ]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, dim = self.transport, self.dim % x.dim()
+        recvs = []
+        for j, count in self.recv_from:
+            shape = list(x.shape)
+            shape[dim] = count
+            recvs.append(t.irecv(shape, x.dtype, j, self.name))
+        sends = [t.isend(x.index_select(dim, idx), p, self.name) for p, idx in self.send_to]
+        if self.no_input:
+            own = x.new_zeros(x.shape[:dim] + (1,) + x.shape[dim + 1:])
+        else:
+            own = x if self.own_index is None else x.index_select(dim, self.own_index)
+        y = self.fn(own, self.w_own, self.bias)  # overlaps with the transfers
+        for weight, handle in zip(self.w_peer, recvs):
+            y = y + self.fn(handle.wait(), weight, None)
+        for handle in sends:
+            handle.wait()
+        return y
+
+
+class DiscoReduceLayer(nn.Module):
+    """The classifier head: partial products summed on ``root`` (others return theirs)."""
+
+    def __init__(self, split: LayerSplit, k: int, transport: Transport, like: nn.Module,
+                 weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.name, self.k, self.root, self.transport = split.name, k, split.root, transport
+        self.fn, _ = _layer_fn(like)
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
+        self.senders = [j for j in range(split.nodes) if j != split.root and split.in_groups[j]]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        partial = self.fn(x, self.weight, None)
+        if self.k != self.root:
+            if self.k in self.senders:
+                self.transport.send(partial, self.root, self.name)
+            return partial
+        handles = [self.transport.irecv(partial.shape, partial.dtype, j, self.name) for j in self.senders]
+        for handle in handles:
+            partial = partial + handle.wait()
+        return partial + self.bias if self.bias is not None else partial
+
+
+class DiscoLayerNorm(nn.Module):
+    """A LayerNorm over channels split across nodes: each node sends every other holder
+    its per-token partial sum and sum of squares (2 numbers per token), then normalises
+    its own channels with the global statistics."""
+
+    def __init__(self, name: str, groups: list[list[int]], k: int, transport: Transport, like: nn.LayerNorm,
+                 weight: torch.Tensor | None, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.name, self.k, self.transport, self.eps = name, k, transport, like.eps
+        self.channels = sum(len(g) for g in groups)
+        self.peers = [j for j, g in enumerate(groups) if g and j != k] if groups[k] else []
+        self.weight = nn.Parameter(weight, requires_grad=False) if weight is not None else None
+        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = self.transport
+        stats = torch.stack([x.sum(-1), x.pow(2).sum(-1)], dim=-1)
+        recvs = [t.irecv(stats.shape, stats.dtype, j, self.name) for j in self.peers]
+        sends = [t.isend(stats, j, self.name) for j in self.peers]
+        total = stats
+        for handle in recvs:
+            total = total + handle.wait()
+        for handle in sends:
+            handle.wait()
+        mean = total[..., 0:1] / self.channels
+        var = (total[..., 1:2] / self.channels - mean * mean).clamp_min(0)
+        y = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            y = y * self.weight
+        return y + self.bias if self.bias is not None else y
+
+
+def _localise_attention(model: nn.Module, k: int) -> None:
+    """Attention modules whose qkv is split: this node runs only its own heads."""
+    for module in model.modules():
+        qkv = getattr(module, "qkv", None)
+        if isinstance(qkv, DiscoSplitLayer) and hasattr(module, "num_heads"):
+            heads = module.num_heads * qkv.out_local // qkv.out_channels
+            if hasattr(module, "attn_dim"):
+                module.attn_dim = module.attn_dim * heads // module.num_heads
+            module.num_heads = heads
+
+
+def _init_non_persistent_buffers(model: nn.Module) -> None:
+    """Buffers that are not in any state dict (e.g. Swin's relative position index) are
+    computed by the module itself (timm's meta-device hook); they are tiny."""
+    for module in model.modules():
+        if any(b.is_meta for b in module.buffers(recurse=False)) and hasattr(module, "init_non_persistent_buffers"):
+            for leaf, buf in module._buffers.items():
+                if buf is not None and buf.is_meta:
+                    module._buffers[leaf] = torch.empty_like(buf, device="cpu")
+            module.init_non_persistent_buffers()
+
+
+def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Put a shard tensor in place of the meta parameter/buffer of the same name."""
+    module_name, _, leaf = name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    if leaf in module._parameters:
+        module._parameters[leaf] = nn.Parameter(tensor, requires_grad=False)
+    elif leaf in module._buffers:
+        module._buffers[leaf] = tensor
+    else:
+        raise DiscoZooError(f"shard tensor {name!r} has no place in the model")
+
+
+def current_rss_bytes() -> int:
+    """Resident set size now (Linux /proc), to measure what loading a shard adds."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return pages * resource.getpagesize()
+
+
+def build_node_model(folder: Path | str, transport: Transport, verify: bool = True) -> tuple[nn.Module, Partition]:
+    """Rank ``transport.rank``'s part of the DISCO model in ``folder`` (eval mode)."""
+    from disco_zoo.registry import create_model
+
+    from disco_zoo.disco.shards import read_node_shard
+
+    k = transport.rank
+    part, config, shard = read_node_shard(folder, k, verify)
+    if part.nodes != transport.world_size:
+        raise DiscoZooError(f"{folder} is split over {part.nodes} nodes; run it with {part.nodes} ranks, not {transport.world_size}")
+    if part.family not in SUPPORTED_FAMILIES:
+        raise DiscoZooError(
+            f"distributed execution of {part.family!r} DISCO models is not implemented yet; "
+            f"supported: {', '.join(SUPPORTED_FAMILIES)}"
+        )
+    if "arch" not in config:
+        raise DiscoZooError(f"{folder}/config.json has no 'arch'; cannot rebuild the architecture")
+    with torch.device("meta"):
+        model = create_model(config["arch"], **config.get("args", {}))
+    for name, split in part.layers.items():
+        like = model.get_submodule(name)
+        weight, bias = shard.pop(f"{name}.weight"), shard.pop(f"{name}.bias", None)
+        cls = DiscoReduceLayer if split.mode == "reduce" else DiscoSplitLayer
+        model.set_submodule(name, cls(split, k, transport, like, weight, bias))
+    for name, split in part.norms.items():
+        like = model.get_submodule(name)
+        weight, bias = shard.pop(f"{name}.weight", None), shard.pop(f"{name}.bias", None)
+        model.set_submodule(name, DiscoLayerNorm(name, split.groups, k, transport, like, weight, bias))
+    _localise_attention(model, k)
+    _init_non_persistent_buffers(model)
+    for name, tensor in shard.items():
+        _assign(model, name, tensor)
+    missing = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
+    if missing:
+        raise DiscoZooError(f"node {k}'s shard lacks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+    return model.eval(), part
+
+
+def _input(input_path: str | None, input_shape: list[int], seed: int) -> torch.Tensor:
+    """The whole input batch (only rank 0 calls this)."""
+    if input_path:
+        import numpy as np
+
+        x = torch.from_numpy(np.load(input_path)).float()
+        if list(x.shape) != list(input_shape):
+            raise DiscoZooError(f"{input_path} holds shape {list(x.shape)}, expected {list(input_shape)}")
+        return x
+    return torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
+
+
+def scatter_input(t: Transport, x: torch.Tensor | None, first: LayerSplit, input_shape: list[int]) -> torch.Tensor:
+    """Rank 0 sends node k its channels I_k of the image (tag 'input'); returns ours."""
+    dim = 1 if first.kind == "conv" else len(input_shape) - 1
+    if t.rank == 0:
+        handles = [t.isend(x.index_select(dim, _index(first.in_groups[k])), k, INPUT_TAG)
+                   for k in range(1, t.world_size) if first.in_groups[k]]
+        for handle in handles:
+            handle.wait()
+        return x.index_select(dim, _index(first.in_groups[0]))
+    shape = list(input_shape)
+    shape[dim] = len(first.in_groups[t.rank])
+    return t.recv(shape, torch.float32, 0, INPUT_TAG) if first.in_groups[t.rank] else torch.empty(shape)
+
+
+def run_disco(
+    t: Transport,
+    folder: str,
+    input_shape: list[int],
+    input_path: str | None = None,
+    seed: int = 0,
+    warmup: int = 0,
+    repeats: int = 1,
+    verify: bool = True,
+) -> dict[str, Any]:
+    """Launch entry: one (or ``repeats`` timed) distributed inference(s).
+
+    Returns, per rank: timings (load, per inference), bytes sent (counted on the last
+    inference only, so they are one inference's traffic), peak RSS, and on the root the
+    logits as a list.
+    """
+    rss_before = current_rss_bytes()
+    t0 = time.perf_counter()
+    model, part = build_node_model(folder, t, verify)
+    load_s = time.perf_counter() - t0
+    rss_after_load = current_rss_bytes()
+    first = next(iter(part.layers.values()))
+    root = next((l.root for l in part.layers.values() if l.mode == "reduce"), 0)
+    x = _input(input_path, input_shape, seed) if t.rank == 0 else None
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            t.barrier()
+            t.counter.reset()  # count one inference
+            start = time.perf_counter()
+            out = model(scatter_input(t, x, first, input_shape))
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    t.barrier()
+    result = {
+        "rank": t.rank,
+        "load_s": load_s,
+        "times_s": times,
+        "bytes": t.counter.to_dict(),
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "rss_load_growth_bytes": rss_after_load - rss_before,
+        "params": sum(p.numel() for p in model.parameters()),
+        "weight_bytes": sum(p.numel() * p.element_size() for p in [*model.parameters(), *model.buffers()]),
+    }
+    if t.rank == root:
+        result["logits"] = out.tolist()
+    return result

@@ -1,0 +1,24 @@
+"""Runtime errors: a failed peer must surface as one message naming rank and tag."""
+from __future__ import annotations
+
+from disco_zoo.errors import DiscoZooError
+
+
+class PeerError(DiscoZooError):
+    """A peer died, hung or failed; the message names the rank(s) and the tag/layer.
+
+    ``rank`` is the rank that failed (or the first one known to), ``tag`` the layer or
+    message tag involved when known.
+    """
+
+    def __init__(self, message: str, rank: int | None = None, tag: str | None = None) -> None:
+        super().__init__(message)
+        self.rank = rank
+        self.tag = tag
+
+
+class RendezvousError(DiscoZooError):
+    """The backend could not set up its process group (e.g. the port was taken).
+
+    The launcher retries on a fresh port when it sees this.
+    """

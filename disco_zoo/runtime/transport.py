@@ -1,0 +1,264 @@
+"""The one transport interface every rank talks through, whatever the backend.
+
+It owns what must be identical on MPI and gloo: byte counting per ordered pair and per
+tag, the wire dtype cast, link emulation and receive timeouts. Backends only post raw
+sends/receives of contiguous CPU tensors and say whether a request has completed.
+
+Tags are strings (layer names). Backends need integers, so a tag is hashed
+(``tag_id``); two tags that collide are still matched correctly because both sides post
+messages between a pair in the same program order, and MPI/gloo never reorder messages
+with the same (source, tag).
+"""
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections import defaultdict
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+
+from disco_zoo.errors import DiscoZooError
+from disco_zoo.runtime.errors import PeerError
+from disco_zoo.runtime.link import LinkEmulator, LinkProfile
+
+__all__ = ["Transport", "LinkProfile", "ByteCounter", "Backend", "WIRE_DTYPES", "tag_id", "poll_until"]
+
+WIRE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+MAX_TAG = 32767  # the smallest MPI_TAG_UB the standard allows
+
+
+def tag_id(tag: str) -> int:
+    """A stable integer for a string tag (same on every rank and every run)."""
+    return zlib.crc32(tag.encode()) % MAX_TAG
+
+
+class Backend(Protocol):
+    """What a backend provides: raw non-blocking point-to-point on contiguous tensors."""
+
+    rank: int
+    world_size: int
+    name: str
+
+    def post_send(self, buf: torch.Tensor, dst: int, tag: int) -> Any: ...
+    def post_recv(self, buf: torch.Tensor, src: int, tag: int) -> Any: ...
+    def wait(self, request: Any, deadline: float) -> bool: ...  # False: still pending at deadline; raises if it failed
+    def post_barrier(self) -> Any: ...
+    def close(self) -> None: ...
+
+
+class ByteCounter:
+    """Bytes this rank put on the wire, per (src, dst) pair and per tag.
+
+    Only sends are counted, so summing the counters of all ranks (``merge``) counts every
+    message exactly once.
+    """
+
+    def __init__(self) -> None:
+        self._pairs: dict[tuple[int, int], int] = defaultdict(int)
+        self._tags: dict[str, int] = defaultdict(int)
+        self._lock = threading.Lock()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._pairs.clear()
+            self._tags.clear()
+
+    def add(self, src: int, dst: int, tag: str, nbytes: int) -> None:
+        with self._lock:
+            self._pairs[(src, dst)] += nbytes
+            self._tags[tag] += nbytes
+
+    def bytes_per_pair(self) -> dict[tuple[int, int], int]:
+        return dict(self._pairs)
+
+    def bytes_per_tag(self) -> dict[str, int]:
+        return dict(self._tags)
+
+    @property
+    def total(self) -> int:
+        return sum(self._pairs.values())
+
+    def to_dict(self) -> dict[str, dict[str, int]]:
+        """JSON form: pairs keyed ``"src->dst"``."""
+        return {"pairs": {f"{s}->{d}": n for (s, d), n in self._pairs.items()}, "tags": dict(self._tags)}
+
+    @staticmethod
+    def merge(dicts: Sequence[dict[str, dict[str, int]]]) -> dict[str, dict]:
+        """Sum the ``to_dict()`` of every rank into one (pairs keyed by (src, dst) tuples)."""
+        pairs: dict[tuple[int, int], int] = defaultdict(int)
+        tags: dict[str, int] = defaultdict(int)
+        for d in dicts:
+            for key, n in d["pairs"].items():
+                src, dst = key.split("->")
+                pairs[(int(src), int(dst))] += n
+            for tag, n in d["tags"].items():
+                tags[tag] += n
+        return {"pairs": dict(pairs), "tags": dict(tags)}
+
+
+def poll_until(test: Callable[[], bool], deadline: float) -> bool:
+    """Poll ``test`` until it returns True (-> True) or ``deadline`` passes (-> False).
+
+    Spins briefly (a 1 KB MPI message takes microseconds), then backs off to at most
+    1 ms sleeps so a waiting rank does not eat a core that a peer needs.
+    """
+    spins, pause = 0, 20e-6
+    while not test():
+        if time.monotonic() >= deadline:
+            return test()
+        spins += 1
+        if spins > 200:
+            time.sleep(pause)
+            pause = min(pause * 2, 1e-3)
+    return True
+
+
+class SendHandle:
+    """A pending send; ``wait()`` returns once the message is handed over."""
+
+    def __init__(self, transport: "Transport", dst: int, tag: str, deliver_at: float = 0.0) -> None:
+        self._transport, self.dst, self.tag, self.deliver_at = transport, dst, tag, deliver_at
+        self._request: Any = None
+        self._posted = threading.Event()
+        self._error: BaseException | None = None
+        self._buf: torch.Tensor | None = None  # keeps the wire buffer alive until done
+
+    def _post(self, buf: torch.Tensor) -> None:
+        try:
+            self._buf = buf
+            self._request = self._transport.backend.post_send(buf, self.dst, tag_id(self.tag))
+        except BaseException as err:  # surfaced on wait()
+            self._error = err
+        finally:
+            self._posted.set()
+
+    def wait(self) -> None:
+        t = self._transport
+        deadline = max(time.monotonic(), self.deliver_at) + t.timeout_s
+        if not self._posted.wait(max(0.0, deadline - time.monotonic())):
+            raise t._peer_error("send to", self.dst, self.tag)
+        if self._error is not None:
+            raise t._wrap(self._error, "send to", self.dst, self.tag)
+        try:
+            done = t.backend.wait(self._request, deadline)
+        except Exception as err:
+            raise t._wrap(err, "send to", self.dst, self.tag) from err
+        if not done:
+            raise t._peer_error("send to", self.dst, self.tag)
+        self._buf = None
+
+
+class RecvHandle:
+    """A pending receive; ``wait()`` returns the tensor in the requested dtype."""
+
+    def __init__(self, transport: "Transport", buf: torch.Tensor, dtype: torch.dtype, src: int, tag: str) -> None:
+        self._transport, self._buf, self._dtype, self.src, self.tag = transport, buf, dtype, src, tag
+        self._request = transport.backend.post_recv(buf, src, tag_id(tag))
+
+    def wait(self) -> torch.Tensor:
+        t = self._transport
+        try:
+            done = t.backend.wait(self._request, time.monotonic() + t.timeout_s)
+        except Exception as err:
+            raise t._wrap(err, "receive from", self.src, self.tag) from err
+        if not done:
+            raise t._peer_error("receive from", self.src, self.tag)
+        return self._buf if self._buf.dtype == self._dtype else self._buf.to(self._dtype)
+
+
+class Transport:
+    """Point-to-point messages between ranks, counted, optionally cast and link-emulated.
+
+    ``links`` maps an ordered pair (src, dst) to its LinkProfile, or is one profile for
+    every pair; ``timeout_s`` bounds every wait on a peer (then PeerError names it).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        wire_dtype: str = "fp32",
+        links: LinkProfile | dict[tuple[int, int], LinkProfile] | None = None,
+        timeout_s: float = 60.0,
+    ) -> None:
+        if wire_dtype not in WIRE_DTYPES:
+            raise DiscoZooError(f"unknown wire dtype {wire_dtype!r}: use one of {sorted(WIRE_DTYPES)}")
+        self.backend = backend
+        self.rank, self.world_size = backend.rank, backend.world_size
+        self.wire_dtype = wire_dtype
+        self.timeout_s = float(timeout_s)
+        self.counter = ByteCounter()
+        if isinstance(links, LinkProfile):
+            links = {(s, d): links for s in range(self.world_size) for d in range(self.world_size) if s != d}
+        mine = {d: p for (s, d), p in (links or {}).items() if s == self.rank and not p.is_ideal}
+        self.links = links or {}
+        self._emulator = LinkEmulator(mine) if mine else None
+
+    # -- sending ------------------------------------------------------------------------
+    def _wire(self, tensor: torch.Tensor) -> torch.Tensor:
+        wire = WIRE_DTYPES[self.wire_dtype]
+        tensor = tensor.detach()
+        if tensor.is_floating_point() and tensor.dtype != wire:
+            tensor = tensor.to(wire)
+        return tensor.contiguous().cpu()
+
+    def _check_peer(self, peer: int) -> None:
+        if not 0 <= peer < self.world_size or peer == self.rank:
+            raise DiscoZooError(f"rank {self.rank}: bad peer {peer} (world size {self.world_size})")
+
+    def isend(self, tensor: torch.Tensor, dst: int, tag: str) -> SendHandle:
+        self._check_peer(dst)
+        buf = self._wire(tensor)
+        nbytes = buf.numel() * buf.element_size()
+        self.counter.add(self.rank, dst, tag, nbytes)
+        if self._emulator is None or dst not in self._emulator.profiles:
+            handle = SendHandle(self, dst, tag)
+            handle._post(buf)
+            return handle
+        handle = SendHandle(self, dst, tag)
+        handle.deliver_at = self._emulator.schedule(dst, nbytes, lambda: handle._post(buf))
+        return handle
+
+    def send(self, tensor: torch.Tensor, dst: int, tag: str) -> None:
+        self.isend(tensor, dst, tag).wait()
+
+    # -- receiving ----------------------------------------------------------------------
+    def irecv(self, shape: Sequence[int], dtype: torch.dtype, src: int, tag: str) -> RecvHandle:
+        self._check_peer(src)
+        wire = WIRE_DTYPES[self.wire_dtype] if dtype.is_floating_point else dtype
+        return RecvHandle(self, torch.empty(tuple(shape), dtype=wire), dtype, src, tag)
+
+    def recv(self, shape: Sequence[int], dtype: torch.dtype, src: int, tag: str) -> torch.Tensor:
+        return self.irecv(shape, dtype, src, tag).wait()
+
+    # -- collectives built on the backend -----------------------------------------------
+    def barrier(self) -> None:
+        """Every rank waits for every other, bounded by the timeout."""
+        request = self.backend.post_barrier()
+        try:
+            done = self.backend.wait(request, time.monotonic() + self.timeout_s)
+        except Exception as err:
+            raise PeerError(f"rank {self.rank}: barrier failed: {err}", tag="barrier") from err
+        if not done:
+            raise PeerError(
+                f"rank {self.rank}: barrier not reached by every rank within {self.timeout_s:g} s", tag="barrier"
+            )
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # -- errors -------------------------------------------------------------------------
+    def _peer_error(self, what: str, peer: int, tag: str) -> PeerError:
+        return PeerError(
+            f"rank {self.rank}: timed out after {self.timeout_s:g} s waiting to {what} rank {peer} "
+            f"(tag/layer {tag!r}); rank {peer} is dead or hung",
+            rank=peer,
+            tag=tag,
+        )
+
+    def _wrap(self, err: BaseException, what: str, peer: int, tag: str) -> PeerError:
+        return PeerError(
+            f"rank {self.rank}: failed to {what} rank {peer} (tag/layer {tag!r}): {str(err).splitlines()[0]}",
+            rank=peer, tag=tag,
+        )

@@ -1,0 +1,20 @@
+"""Heavier executor checks: more nodes, unequal and skewed splits (marked slow)."""
+import pytest
+
+from test_runtime_disco import _check, _sparse_disco_folder
+
+
+@pytest.mark.slow
+def test_resnet50_four_nodes_skewed_split(tmp_path, monkeypatch):
+    import test_runtime_disco
+
+    monkeypatch.setattr(test_runtime_disco, "SHAPE", [1, 3, 32, 32])
+    folder, model, part = _sparse_disco_folder(tmp_path, 4, ratios=(0.4, 0.3, 0.2, 0.1), arch="resnet50")
+    assert not next(iter(part.layers.values())).in_groups[3]  # conv1: node 3 gets no image channel
+    _check(folder, model, part, "mpi", 4)
+
+
+@pytest.mark.slow
+def test_resnet18_three_nodes_unequal_split(tmp_path):
+    folder, model, part = _sparse_disco_folder(tmp_path, 3, ratios=(0.5, 0.3, 0.2), seed=1)
+    _check(folder, model, part, "mpi", 3)
