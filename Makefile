@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/disco-zoo info resnet50 --nodes 2
+	$(BIN)/disco-zoo eval resnet50-disco-2node
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -21,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("listing", "info")
+COMMAND_MODULES = ("listing", "info", "train", "sparsify", "run", "eval", "plan", "profile", "hubcmd")
 
 for _module in COMMAND_MODULES:
     importlib.import_module(f"disco_zoo.commands.{_module}").register(app)

@@ -40,7 +40,6 @@ _PUBLISHED = {
     "resnet50_disco_2node",
     "resnet50_disco_4node",
     "vit_tiny_disco_2node",
-    "swin_tiny_disco_2node",
 }
 
 for _arch, _family, _timm, _nodes, _extra in _VARIANTS:

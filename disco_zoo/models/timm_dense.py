@@ -25,7 +25,7 @@ for _arch, _family, _tags in (
     ("vit_tiny_patch16_224", "vit", (DIGITS,)),
     ("vit_small_patch16_224", "vit", ()),
     ("vit_base_patch16_224", "vit", ()),
-    ("swin_tiny_patch4_window7_224", "swin", (DIGITS,)),
+    ("swin_tiny_patch4_window7_224", "swin", ()),
     ("swin_small_patch4_window7_224", "swin", ()),
 ):
     register_model(

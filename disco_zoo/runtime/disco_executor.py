@@ -208,6 +208,17 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
         raise DiscoZooError(f"shard tensor {name!r} has no place in the model")
 
 
+def _warm_imports(folder: str) -> None:
+    """Build the architecture on the meta device first, so the RSS measured around
+    loading counts this rank's weights rather than the first import of the model code."""
+    from disco_zoo.disco.shards import read_config
+    from disco_zoo.registry import create_model
+
+    config = read_config(folder)
+    with torch.device("meta"):
+        create_model(config["arch"], **config.get("args", {}))
+
+
 def current_rss_bytes() -> int:
     """Resident set size now (Linux /proc), to measure what loading a shard adds."""
     try:
@@ -297,6 +308,7 @@ def run_disco(
     inference only, so they are one inference's traffic), peak RSS, and on the root the
     logits as a list.
     """
+    _warm_imports(folder)
     rss_before = current_rss_bytes()
     t0 = time.perf_counter()
     model, part = build_node_model(folder, t, verify)

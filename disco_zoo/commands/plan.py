@@ -1,0 +1,84 @@
+"""``disco-zoo plan``: an EdgeFlow plan for a model over a device profile, vs the baselines."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+
+def plan_command(
+    model: str = typer.Argument(..., help="Registered model name, e.g. resnet50."),
+    devices: str = typer.Option(..., "--devices", help="Device profile JSON file, or a preset name."),
+    input_size: int = typer.Option(224, "--input-size", help="Input height and width."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classifier size (default: the model's)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Write the plan (JSON) here."),
+    gantt: Optional[str] = typer.Option(None, "--gantt", help="Draw the per-device timeline (PNG) here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Plan MODEL over the devices in a profile; print predicted latency vs each baseline."""
+    from disco_zoo.planner.profiles import load_profile
+    from disco_zoo.planner.report import build_graph, plan_and_compare
+
+    profile = load_profile(devices)
+    report = plan_and_compare(model, build_graph(model, input_size, num_classes), profile, out, gantt, num_classes)
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    ef = report["edgeflow"]["latency_s"]
+    table = Table(title=f"{model} at {input_size}x{input_size} on {profile.name} (predicted)")
+    table.add_column("plan")
+    table.add_column("latency ms", justify="right")
+    table.add_column("MB sent", justify="right")
+    table.add_column("EdgeFlow speedup", justify="right")
+    table.add_row("edgeflow", f"{ef * 1e3:.2f}", f"{report['edgeflow']['bytes'] / 1e6:.2f}", "1.00x")
+    for name, b in report["baselines"].items():
+        table.add_row(name, f"{b['latency_s'] * 1e3:.2f}", f"{b['bytes'] / 1e6:.2f}", f"{b['latency_s'] / ef:.2f}x")
+    console = Console()
+    console.print(table)
+    console.print(f"LP: {report['lp']['solves']} HiGHS solves, {report['lp']['lp_seconds']:.2f} s "
+                  f"(planning {report['lp']['plan_seconds']:.2f} s)")
+    if out:
+        console.print(f"plan written to {out}")
+    if gantt:
+        console.print(f"timeline drawn to {gantt}")
+
+
+def run_plan_command(
+    plan: str = typer.Argument(..., help="Plan JSON written by `disco-zoo plan --out`."),
+    backend: str = typer.Option("mpi", "--backend", help="mpi or gloo."),
+    stretch: bool = typer.Option(True, "--stretch/--no-stretch",
+                                 help="Emulate each device's speed by stretching unit compute to its profile."),
+    slowdown: float = typer.Option(1.0, "--slowdown", help="Divide every profile rate by this (to emulate here)."),
+    emulate_links: bool = typer.Option(False, "--emulate-links", help="Emulate the profile's default link."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights and input."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Seconds any rank may wait on a peer."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Execute PLAN, one process per device; print measured vs predicted latency and bytes."""
+    from disco_zoo.planner.executor import execute_plan
+
+    report = execute_plan(plan, backend=backend, seed=seed, stretch=stretch, slowdown=slowdown,
+                          emulate_links=emulate_links, timeout_s=timeout)
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['model']} on {', '.join(report['devices'])}")
+    table.add_column("")
+    table.add_column("measured", justify="right")
+    table.add_column("predicted", justify="right")
+    table.add_row("latency ms", f"{report['measured_latency_s'] * 1e3:.2f}",
+                  f"{report['predicted_this_run_s'] * 1e3:.2f}" if stretch else "-")
+    table.add_row("bytes", str(report["bytes_measured"]), str(report["bytes_predicted"]))
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan_command)
+    app.command("run-plan")(run_plan_command)

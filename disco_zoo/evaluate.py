@@ -1,0 +1,305 @@
+"""The eval harness: one pretrained DISCO model against its dense counterpart, measured.
+
+Every figure comes from running code here:
+- accuracy: the eval split through real N-process distributed inference (the runtime's
+  DISCO executor, each rank reading only its own shard), and the dense model in one process;
+- bytes: counted by the transport on the wire, next to the accounting's prediction;
+- FLOPs / params / activation memory per node: the accounting (disco_zoo.disco.accounting);
+- latency: batch-1 inference timed on localhost (one thread per rank, and the dense model
+  on one thread), and with emulated links at each bandwidth, for DISCO and for dense
+  within-layer parallelism (the same executor with every cross-node channel kept).
+The same bytes/FLOPs and latencies are measured at 224x224 (ResNets) for comparison with
+the DISCO paper; there a slow link is timed once per model (dense ResNet-50 parallelism
+at 10 Mbit/s takes ~17 s per inference).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from disco_zoo.errors import DiscoZooError
+
+__all__ = ["EvalOptions", "evaluate", "environment"]
+
+EXECUTOR = "disco_zoo.runtime.disco_executor:run_disco"
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    data: str = "digits"
+    bandwidths: tuple[str, ...] = ("10mbit", "100mbit", "1gbit")
+    backend: str = "mpi"
+    repeats: int = 5
+    warmup: int = 2
+    paper_size: int = 224
+    latency: bool = True
+    timeout_s: float = 120.0
+
+
+def environment(backend: str) -> dict[str, Any]:
+    """Versions and machine facts recorded with every result."""
+    import mpi4py
+    import timm
+
+    cpu = platform.processor()
+    try:
+        cpu = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "mpi4py": mpi4py.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads_per_rank": 1,
+        "backend": backend,
+    }
+
+
+def _eval_split(data: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of the evaluation split: digits' test split or an ImageFolder's val/."""
+    if data == "digits":
+        from disco_zoo.data.digits import digits_dataset
+
+        images, labels = digits_dataset("test", size=size).tensors
+        return images, labels
+    from disco_zoo.data.image_folder import image_folder_loader
+
+    root = Path(data)
+    loader = image_folder_loader(root / "val" if (root / "val").is_dir() else root, size, 64)
+    batches = list(loader)
+    return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+
+
+def _median_ms(values: Sequence[float]) -> float:
+    return 1000.0 * statistics.median(values)
+
+
+def _time_single(model: torch.nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> float:
+    """Median ms of one-thread inference in this process."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        times = []
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                start = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    times.append(time.perf_counter() - start)
+        return _median_ms(times)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(folder: Path, nodes: int, shape: list[int], opts: EvalOptions, input_path: str | None = None,
+         link: Any = None, warmup: int = 0, repeats: int = 1) -> list[dict[str, Any]]:
+    from disco_zoo.runtime.launch import launch
+
+    args = {"folder": str(folder), "input_shape": shape, "input_path": input_path, "warmup": warmup, "repeats": repeats}
+    return launch(EXECUTOR, world_size=nodes, backend=opts.backend, args=args, timeout_s=opts.timeout_s, link=link)
+
+
+def _latency_ms(results: list[dict[str, Any]]) -> float:
+    """Median over repeats of the slowest rank's time: an inference ends when every rank has."""
+    per_repeat = zip(*(r["times_s"] for r in results))
+    return _median_ms([max(times) for times in per_repeat])
+
+
+def _measured_pairs(results: list[dict[str, Any]]) -> dict[str, int]:
+    """'j->k' -> bytes sent, summed from every rank's counter."""
+    pairs: dict[str, int] = {}
+    for r in results:
+        for key, value in r["bytes"]["pairs"].items():
+            pairs[key] = pairs.get(key, 0) + value
+    return pairs
+
+
+def _counted_bytes(model: torch.nn.Module, folder: Path, nodes: int, size: int, opts: EvalOptions) -> dict[str, Any]:
+    """One batch-1 distributed inference: bytes per pair as the transport counted them.
+
+    Rank 0 holds the image and sends node k its input channels I_k (tag 'input'); that
+    scatter is reported apart, and everything else must equal the accounting exactly.
+    """
+    from disco_zoo.disco.adapters import get_partition
+    from disco_zoo.runtime.disco_executor import INPUT_TAG
+
+    results = _run(folder, nodes, [1, 3, size, size], opts)
+    first = next(iter(get_partition(model).layers.values()))
+    scatter = {f"0->{k}": len(first.in_groups[k]) * size * size * 4 for k in range(1, nodes) if first.in_groups[k]}
+    measured = _measured_pairs(results)
+    for pair, count in scatter.items():
+        measured[pair] -= count
+    tags = sum(r["bytes"]["tags"].get(INPUT_TAG, 0) for r in results)
+    return {
+        "measured_bytes_per_pair": {pair: count for pair, count in sorted(measured.items()) if count},
+        "input_scatter_bytes": tags,
+        "input_scatter_bytes_expected": sum(scatter.values()),
+    }
+
+
+def _accounting(model: torch.nn.Module, size: int) -> dict[str, Any]:
+    from disco_zoo.disco.accounting import disco_accounting
+
+    acc = disco_accounting(model, (1, 3, size, size))
+    return {
+        "input_size": size,
+        "disco_bytes": acc["disco_bytes"],
+        "dense_tp_bytes": acc["dense_tp_bytes"],
+        "traffic_ratio": acc["traffic_ratio"],
+        "bytes_per_pair": {f"{j}->{k}": b for (j, k), b in sorted(acc["bytes_per_pair"].items())},
+        "flops_dense": acc["flops_dense"],
+        "flops_total": acc["flops_total"],
+        "flops_per_node": acc["flops_per_node"],
+        "params_per_node": acc["params_per_node"],
+        "params_dense": sum(p.numel() for p in model.parameters()),
+        "params_bytes_per_node": [4 * p for p in acc["params_per_node"]],
+        "act_peak_per_node": acc["act_peak_per_node"],
+    }
+
+
+def _warm_imports(name: str) -> None:
+    """Build the architecture on the meta device (no memory) so that measuring RSS around
+    loading counts the weights, not the first import of timm's model code."""
+    from disco_zoo.registry import create_model, split_name
+
+    with torch.device("meta"):
+        create_model(split_name(name)[0])
+
+
+def _open_copy(model: torch.nn.Module, folder: Path, out: Path) -> Path:
+    """The same weights with every cross-node channel kept: dense within-layer parallelism."""
+    from disco_zoo.disco.adapters import apply_partition, get_partition
+    from disco_zoo.disco.shards import read_config, save_shards
+
+    dense_tp = copy.deepcopy(model)
+    apply_partition(dense_tp, get_partition(model).with_all_open())
+    config = read_config(folder)
+    extra = {k: config[k] for k in ("arch", "args") if k in config}
+    return save_shards(dense_tp, out, extra=extra)
+
+
+def evaluate(name: str, opts: EvalOptions = EvalOptions(), progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Measure ``name`` (a pretrained DISCO model) and its dense counterpart; JSON-able result."""
+    from disco_zoo.hub import load, read_config, resolve_folder, verify_folder
+    from disco_zoo.registry import get_entry, get_pretrained_cfg, split_name
+    from disco_zoo.runtime.link import LinkProfile
+
+    entry = get_entry(name)
+    if entry.source != "disco":
+        raise DiscoZooError(f"{entry.arch} is a dense model; eval measures DISCO variants (e.g. {entry.arch}_disco_2node).")
+    cfg = get_pretrained_cfg(name)
+    full_name = f"{entry.arch}.{split_name(name)[1] or cfg.tag}"
+    dense_name = f"{entry.kwargs['timm_name']}.{cfg.tag}"
+    folder = resolve_folder(full_name)
+    config = read_config(folder)
+    verify_folder(folder, config)
+    nodes = int(config["nodes"])
+    size = int(config["input_size"][-1])
+
+    from disco_zoo.runtime.disco_executor import current_rss_bytes
+
+    progress("loading models")
+    _warm_imports(dense_name)
+    rss = current_rss_bytes()
+    dense = load(dense_name)
+    dense_load_growth = current_rss_bytes() - rss
+    model = load(full_name)
+    images, labels = _eval_split(opts.data, size)
+
+    progress(f"distributed inference over {len(labels)} images on {nodes} ranks")
+    with tempfile.TemporaryDirectory(prefix="disco-zoo-eval-") as tmp:
+        batch_path = Path(tmp) / "batch.npy"
+        np.save(batch_path, images.numpy())
+        results = _run(folder, nodes, list(images.shape), opts, input_path=str(batch_path))
+        root = next(r for r in results if "logits" in r)
+        disco_pred = torch.tensor(root["logits"]).argmax(1)
+        with torch.inference_mode():
+            dense_pred = dense(images).argmax(1)
+            single_pred = model(images).argmax(1)
+        accuracy = {
+            "disco_top1": float((disco_pred == labels).float().mean()),
+            "dense_top1": float((dense_pred == labels).float().mean()),
+            "disco_single_process_top1": float((single_pred == labels).float().mean()),
+            "images": len(labels),
+        }
+
+        progress("accounting, and bytes counted on the wire for one inference")
+        at_input = _accounting(model, size)
+        at_input.update(_counted_bytes(model, folder, nodes, size, opts))
+        report: dict[str, Any] = {
+            "model": full_name,
+            "dense_model": dense_name,
+            "nodes": nodes,
+            "dataset": opts.data,
+            "accuracy": accuracy,
+            "at_input": at_input,
+        }
+        resizable = entry.family == "resnet"  # ViT/Swin here are built for 32x32 inputs
+        if opts.paper_size and resizable:
+            progress(f"accounting at {opts.paper_size}x{opts.paper_size}")
+            report["at_paper_size"] = _accounting(model, opts.paper_size)
+        if opts.latency:
+            dense_tp_folder = _open_copy(model, folder, Path(tmp) / "dense_tp")
+            report["latency"] = _latencies(model, dense, folder, dense_tp_folder, nodes, size, opts, progress,
+                                           link_warmup=1, link_repeats=max(2, opts.repeats // 2))
+            report["latency"]["dense_rss_load_growth_bytes"] = dense_load_growth
+            if opts.paper_size and resizable:
+                # Slow links at 224 take seconds per inference: one timed run after none warm.
+                report["latency_paper_size"] = _latencies(model, dense, folder, dense_tp_folder, nodes,
+                                                          opts.paper_size, opts, progress, link_warmup=0, link_repeats=1)
+    report["environment"] = environment(opts.backend)
+    return report
+
+
+def _latencies(model, dense, folder: Path, dense_tp_folder: Path, nodes: int, size: int, opts: EvalOptions,
+               progress: Callable[[str], None], link_warmup: int, link_repeats: int) -> dict[str, Any]:
+    """Batch-1 latency, all measured: dense in one process, DISCO and dense TP on N ranks,
+    on localhost and through each emulated link (one thread per process throughout)."""
+    from disco_zoo.runtime.link import LinkProfile
+
+    shape = [1, 3, size, size]
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    progress(f"latency on localhost at {size}x{size}")
+    dense_ms = _time_single(dense, x, opts.warmup, opts.repeats)
+    local = _run(folder, nodes, shape, opts, warmup=opts.warmup, repeats=opts.repeats)
+    local_tp = _run(dense_tp_folder, nodes, shape, opts, warmup=opts.warmup, repeats=opts.repeats)
+    out: dict[str, Any] = {
+        "input_size": size,
+        "dense_single_ms": dense_ms,
+        "disco_localhost_ms": _latency_ms(local),
+        "dense_tp_localhost_ms": _latency_ms(local_tp),
+        "per_rank_ms": [_median_ms(r["times_s"]) for r in local],
+        "rank_peak_rss_kb": [r["maxrss_kb"] for r in local],
+        "rank_rss_load_growth_bytes": [r["rss_load_growth_bytes"] for r in local],
+        "rank_weight_bytes": [r["weight_bytes"] for r in local],
+        "links": [],
+    }
+    out["speedup_localhost_vs_dense"] = dense_ms / out["disco_localhost_ms"]
+    for bandwidth in opts.bandwidths:
+        progress(f"emulated link {bandwidth} at {size}x{size}")
+        link = LinkProfile.parse(bandwidth)
+        disco = _latency_ms(_run(folder, nodes, shape, opts, link=link, warmup=link_warmup, repeats=link_repeats))
+        tp = _latency_ms(_run(dense_tp_folder, nodes, shape, opts, link=link, warmup=link_warmup, repeats=link_repeats))
+        out["links"].append({
+            "bandwidth": bandwidth,
+            "bandwidth_bps": link.bandwidth_bps,
+            "disco_ms": disco,
+            "dense_tp_ms": tp,
+            "speedup_vs_dense_single": dense_ms / disco,
+            "speedup_vs_dense_tp": tp / disco,
+        })
+    return out

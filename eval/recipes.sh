@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The exact, seeded commands that build every published weight folder under hub/.
+# Run from the repository root with the venv active (make setup). CPU is enough.
+set -euo pipefail
+disco-zoo train resnet18 --data digits --epochs 15 --seed 0
+disco-zoo train resnet50 --data digits --epochs 15 --seed 0
+disco-zoo train vit_tiny_patch16_224 --data digits --epochs 20 --lr 1e-3 --seed 0 --arg img_size=32 --arg patch_size=8
+# DISCO variants: group-lasso fine-tuning from the dense weights, prune to 0.2 of dense
+# within-layer-parallel traffic, fine-tune with masks frozen.
+disco-zoo sparsify resnet18_disco_2node --init hub/resnet18.digits --traffic 0.2 --epochs 4 --finetune-epochs 3 --seed 0 --out hub/resnet18_disco_2node.digits
+disco-zoo sparsify resnet18_disco_4node --init hub/resnet18.digits --traffic 0.2 --epochs 4 --finetune-epochs 3 --seed 0 --out hub/resnet18_disco_4node.digits
+disco-zoo sparsify resnet50_disco_2node --init hub/resnet50.digits --traffic 0.2 --epochs 3 --finetune-epochs 3 --seed 0 --out hub/resnet50_disco_2node.digits
+disco-zoo sparsify resnet50_disco_4node --init hub/resnet50.digits --traffic 0.2 --epochs 3 --finetune-epochs 3 --seed 0 --out hub/resnet50_disco_4node.digits
+disco-zoo sparsify vit_tiny_disco_2node --init hub/vit_tiny_patch16_224.digits --traffic 0.2 --epochs 4 --finetune-epochs 3 --seed 0 --out hub/vit_tiny_disco_2node.digits

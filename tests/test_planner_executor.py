@@ -1,0 +1,87 @@
+"""The executor runs plans across processes: logits equal the single-process forward, bytes
+on the wire equal the plan's prediction, emulation is refused when it cannot be honest."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from disco_zoo import create_model
+from disco_zoo.errors import DiscoZooError
+from disco_zoo.planner import profile_from_dict
+from disco_zoo.planner.executor import execute_plan
+from disco_zoo.planner.report import build_graph, plan_and_compare
+
+# slow devices on fast links: EdgeFlow splits layers across all of them
+SLOW3 = {"name": "slow3", "devices": [{"name": "a", "flops": 1e8}, {"name": "b", "flops": 6e7},
+                                      {"name": "c", "flops": 4e7}],
+         "links": {"default": {"bandwidth_bps": 1e9, "latency_s": 1e-4}}}
+
+
+def _check(model: str, devices: int, size: int, tmp_path) -> dict:
+    raw = dict(SLOW3, devices=SLOW3["devices"][:devices])
+    prof = profile_from_dict(raw)
+    torch.manual_seed(0)
+    graph = build_graph(model, size, 10)
+    path = tmp_path / "plan.json"
+    report = plan_and_compare(model, graph, prof, path, num_classes=10)
+    assert all(v > 0 for v in report["rows_per_device"].values())  # every device has units
+    run = execute_plan(str(path), stretch=False, timeout_s=120)
+    torch.manual_seed(0)
+    net = create_model(model, num_classes=10).eval()
+    x = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = net(x).flatten()
+    assert (torch.tensor(run["logits"]) - want).abs().max().item() <= 1e-4
+    assert run["bytes_measured"] == run["bytes_predicted"] == report["edgeflow"]["bytes"] > 0
+    return run
+
+
+def test_mobilenet_v2_on_three_devices(tmp_path) -> None:
+    _check("mobilenet_v2", 3, 32, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, devices", [("resnet50", 3), ("googlenet", 2), ("densenet121", 3)])
+def test_models_across_devices(model: str, devices: int, tmp_path) -> None:
+    _check(model, devices, 32, tmp_path)
+
+
+def test_mismatched_plan_and_unemulatable_profile(tmp_path) -> None:
+    fast = dict(SLOW3, devices=[{"name": "a", "flops": 1e15}, {"name": "b", "flops": 1e8}])
+    path = tmp_path / "plan.json"
+    plan_and_compare("mobilenet_v2", build_graph("mobilenet_v2", 32, 10), profile_from_dict(fast), path,
+                     num_classes=10)
+    with pytest.raises(DiscoZooError, match="cannot emulate a .*faster than this host"):
+        execute_plan(str(path), stretch=True)
+    import json
+
+    doc = json.loads(path.read_text())
+    doc["input_shape"] = [1, 3, 64, 64]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DiscoZooError, match="another model, input size"):
+        execute_plan(str(path), stretch=False)
+
+
+@pytest.mark.slow
+def test_run_plan_command_stretches_to_the_prediction(tmp_path) -> None:
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from disco_zoo.commands import plan as plan_cmd
+
+    app = typer.Typer()
+    plan_cmd.register(app)
+    prof = tmp_path / "slow3.json"
+    prof.write_text(json.dumps(SLOW3))
+    path = tmp_path / "plan.json"
+    made = CliRunner().invoke(app, ["plan", "mobilenet_v2", "--devices", str(prof), "--input-size", "32",
+                                    "--num-classes", "10", "--out", str(path), "--json"])
+    assert made.exit_code == 0, made.output
+    res = CliRunner().invoke(app, ["run-plan", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    run = json.loads(res.output)
+    assert run["bytes_measured"] == run["bytes_predicted"]
+    # unit compute is stretched to the profile, links are ideal: measured tracks the prediction
+    assert 0.9 * run["predicted_this_run_s"] <= run["measured_latency_s"] <= 2.0 * run["predicted_this_run_s"] + 0.5

@@ -1,0 +1,105 @@
+"""Simulator (hand-checked timings), baselines, planner vs baselines, memory limits."""
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+from disco_zoo.errors import DiscoZooError
+from disco_zoo.graph import trace_model
+from disco_zoo.planner import plan_edgeflow, profile_from_dict, simulate
+from disco_zoo.planner.baselines import BASELINES, equal_split, layerwise_split, proportional_split, single_device
+from disco_zoo.planner.units import extent, splittable
+
+from planner_nets import Branchy, three_devices
+
+
+def _two(rate0: float, rate1: float, bw: float, lat: float):
+    return profile_from_dict({"devices": [{"name": "a", "flops": rate0}, {"name": "b", "flops": rate1}],
+                              "links": {"default": {"bandwidth_bps": bw, "latency_s": lat}}})
+
+
+def test_simulator_by_hand() -> None:
+    g = trace_model(nn.Sequential(nn.Conv2d(1, 1, 1)), (1, 1, 8, 8))  # 128 FLOPs, 16 per row
+    conv = g.of_op("conv")[0]
+    assert conv.flops == 128
+    prof = _two(32.0, 16.0, 1024.0, 0.5)  # 128 bytes take 1 s + 0.5 s latency
+    placement = {l.name: [(0, extent(l)), (extent(l), extent(l))] for l in g}
+    placement[conv.name] = [(0, 4), (4, 8)]
+    sim = simulate(g, placement, prof)
+    # b: input rows 4..8 arrive at 1.5 s, 4 rows x 16 FLOPs / 16 FLOP/s -> 5.5 s; a: 64/32 = 2 s;
+    # the output (on a) gets b's 128 bytes at 5.5 + 1.5 = 7.0 s
+    assert sim.latency_s == pytest.approx(7.0)
+    assert sim.bytes_total == 256
+    ev = {(e.layer, e.device): e for e in sim.timeline}
+    assert ev[(conv.name, 1)].start == pytest.approx(1.5) and ev[(conv.name, 0)].finish == pytest.approx(2.0)
+    assert sim.busy_s == pytest.approx([2.0, 4.0])
+
+
+def test_baseline_shapes() -> None:
+    g = trace_model(Branchy(), (1, 3, 16, 16))
+    prof = three_devices()
+    conv = g.of_op("conv")[0]
+    assert [b - a for a, b in equal_split(g, prof)[conv.name]] == [6, 5, 5]
+    assert [b - a for a, b in proportional_split(g, prof)[conv.name]] == [9, 5, 2]
+    single = single_device(g, prof)
+    assert all(single[l.name][0] == (0, extent(l)) for l in g)
+    for make in BASELINES.values():
+        placement = make(g, prof)
+        assert all(sum(b - a for a, b in placement[l.name]) == extent(l) for l in g)
+
+
+def test_layerwise_dp_follows_the_link() -> None:
+    g = trace_model(Branchy(), (1, 3, 16, 16))
+    fast_link = _two(1e6, 1e8, 1e12, 0.0)
+    slow_link = _two(1e6, 1e8, 1e3, 1.0)
+    on_b = layerwise_split(g, fast_link)
+    assert all(on_b[l.name][1][1] > 0 for l in g.of_op("conv"))
+    on_a = layerwise_split(g, slow_link)
+    assert all(on_a[l.name][0][1] > 0 for l in g)
+    assert simulate(g, on_b, fast_link).latency_s < simulate(g, single_device(g, fast_link, 0), fast_link).latency_s
+
+
+def test_edgeflow_beats_baselines_on_a_compute_bound_profile() -> None:
+    g = trace_model(Branchy(), (1, 3, 32, 32))
+    prof = three_devices()
+    placement, stats = plan_edgeflow(g, prof)
+    ef = simulate(g, placement, prof).latency_s
+    assert stats.lp_solves > 0
+    for name, make in BASELINES.items():
+        assert ef <= simulate(g, make(g, prof), prof).latency_s * 1.0001, name
+    assert any(sum(1 for a, b in placement[l.name] if b > a) > 1 for l in g if splittable(l))
+
+
+def test_memory_excludes_devices_and_infeasible_is_clear() -> None:
+    g = trace_model(Branchy(), (1, 3, 32, 32))
+    roomy = profile_from_dict({"devices": [{"name": "a", "flops": 1e7, "memory_bytes": 1e9},
+                                           {"name": "tiny", "flops": 1e9, "memory_bytes": 400}],
+                               "links": {"default": {"bandwidth_bps": 1e9, "latency_s": 0}}})
+    placement, _ = plan_edgeflow(g, roomy)
+    for conv in g.of_op("conv"):  # every conv holds more than 400 bytes of weights
+        assert placement[conv.name][1][0] == placement[conv.name][1][1]
+    with pytest.raises(DiscoZooError, match="fits in memory"):
+        plan_edgeflow(g, three_devices(memory=500))
+
+
+@pytest.mark.parametrize("preset", ["wifi-pi4-nano-phone", "four-mixed-ethernet"])
+def test_edgeflow_never_worse_than_single_fastest(preset: str) -> None:
+    from disco_zoo.planner import load_profile
+
+    g = trace_model(Branchy(), (1, 3, 32, 32))
+    prof = load_profile(preset)
+    placement, _ = plan_edgeflow(g, prof)
+    assert simulate(g, placement, prof).latency_s <= simulate(g, single_device(g, prof), prof).latency_s + 1e-12
+
+
+def test_memory_caps_by_hand() -> None:
+    from disco_zoo.planner.lp import memory_caps
+
+    g = trace_model(nn.Sequential(nn.Conv2d(1, 1, 1)), (1, 1, 8, 8))
+    conv = g.of_op("conv")[0]  # 2 weights = 8 bytes; a row: 32 bytes out + 32 bytes in
+    prof = profile_from_dict({"devices": [{"name": "a", "flops": 1, "memory_bytes": 8 + 64 * 3},
+                                          {"name": "b", "flops": 1, "memory_bytes": 7},
+                                          {"name": "c", "flops": 1}],
+                              "links": {"default": {"bandwidth_bps": 1, "latency_s": 0}}})
+    assert memory_caps(g, conv, [0.0, 0.0, 0.0], prof) == [3, 0, 8]
+    assert memory_caps(g, conv, [64.0, 0.0, 0.0], prof) == [2, 0, 8]  # weights already held count
