@@ -34,15 +34,7 @@ def sparse_disco(arch: str, nodes: int, keep: float, seed: int = 0) -> torch.nn.
     """``arch`` over ``nodes`` nodes with a random ``keep`` fraction of each S_kj open."""
     torch.manual_seed(seed)
     model = to_disco(create_model(arch), nodes).eval()
-    part = get_partition(model)
-    rng = random.Random(seed)
-    for layer in part.layers.values():
-        if layer.mode == "split":
-            for k in range(nodes):
-                for j in range(nodes):
-                    if j != k:
-                        owned = layer.in_groups[j]
-                        layer.selected[k][j] = sorted(rng.sample(owned, round(keep * len(owned))))
+    part = get_partition(model).with_random_selection(random.Random(seed), keep)
     return apply_partition(model, part)
 
 

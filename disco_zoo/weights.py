@@ -15,9 +15,18 @@ from typing import Any, Callable
 
 from disco_zoo.errors import DiscoZooError
 
-__all__ = ["DENSE_FILE", "write_folder_atomically", "file_record", "save_dense", "load_model_from_folder"]
+__all__ = ["DENSE_FILE", "storage_tensor", "write_folder_atomically", "file_record", "save_dense", "load_model_from_folder"]
 
 DENSE_FILE = "model.safetensors"
+
+
+def storage_tensor(tensor: Any, half: bool) -> Any:
+    """How a tensor is stored: fp16 for weight matrices/kernels (>= 2-D) when ``half``;
+    vectors (biases, norm scales, BatchNorm statistics) stay fp32: they are tiny, and
+    rounding a small running variance to fp16 visibly moves accuracy."""
+    if half and tensor.is_floating_point() and tensor.dim() >= 2:
+        return tensor.half()
+    return tensor
 
 
 def file_record(path: Path) -> dict[str, Any]:
@@ -63,7 +72,7 @@ def save_dense(model: Any, folder: Path, config: dict[str, Any], half: bool = Fa
     from safetensors.torch import save_file
 
     def write(tmp: Path) -> dict[str, Any]:
-        state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+        state = {k: storage_tensor(v, half).contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / DENSE_FILE))
         return {**config, "kind": "dense", "storage_dtype": "fp16" if half else "fp32"}
 

@@ -10,5 +10,5 @@ disco-zoo train vit_tiny_patch16_224 --data digits --epochs 20 --lr 1e-3 --seed 
 disco-zoo sparsify resnet18_disco_2node --init hub/resnet18.digits --traffic 0.2 --epochs 4 --finetune-epochs 3 --seed 0 --out hub/resnet18_disco_2node.digits
 disco-zoo sparsify resnet18_disco_4node --init hub/resnet18.digits --traffic 0.2 --epochs 4 --finetune-epochs 3 --seed 0 --out hub/resnet18_disco_4node.digits
 disco-zoo sparsify resnet50_disco_2node --init hub/resnet50.digits --traffic 0.2 --epochs 3 --finetune-epochs 3 --seed 0 --out hub/resnet50_disco_2node.digits
-disco-zoo sparsify resnet50_disco_4node --init hub/resnet50.digits --traffic 0.2 --epochs 3 --finetune-epochs 3 --seed 0 --out hub/resnet50_disco_4node.digits
+disco-zoo sparsify resnet50_disco_4node --init hub/resnet50.digits --traffic 0.2 --epochs 3 --finetune-epochs 3 --seed 0 --storage fp16 --out hub/resnet50_disco_4node.digits
 disco-zoo sparsify vit_tiny_disco_2node --init hub/vit_tiny_patch16_224.digits --traffic 0.2 --epochs 4 --finetune-epochs 3 --seed 0 --out hub/vit_tiny_disco_2node.digits

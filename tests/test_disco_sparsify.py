@@ -138,7 +138,7 @@ def test_sparsify_command_starts_from_dense_weights(tmp_path):
     app.command("noop")(lambda: None)
     out = tmp_path / "disco"
     args = ["sparsify", "resnet18_disco_2node", "--traffic", "1.0", "--input-size", "16", "--epochs", "0",
-            "--finetune-epochs", "0", "--limit", "16", "--init", str(tmp_path / "dense"), "--out", str(out), "--fp32"]
+            "--finetune-epochs", "0", "--limit", "16", "--init", str(tmp_path / "dense"), "--out", str(out), "--storage", "fp32"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())

@@ -154,3 +154,17 @@ def test_torch_hub_local_entry_points():
     assert all(getattr(module, name).__doc__ for name in entries)
     model = torch.hub.load(str(repo), "resnet18", source="local", num_classes=10)
     assert model.fc.out_features == 10
+
+
+def test_fp16_storage_rounds_weight_matrices_only(tmp_path):
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    model = create_model(ARCH, num_classes=10)
+    folder = save_dense(model, tmp_path / f"{ARCH}.digits", {"arch": ARCH, "args": {"num_classes": 10}}, half=True)
+    with safe_open(str(folder / DENSE_FILE), framework="pt") as handle:
+        dtypes = {name: handle.get_tensor(name).dtype for name in handle.keys()}
+    assert dtypes["conv1.weight"] == torch.float16 and dtypes["fc.weight"] == torch.float16
+    assert dtypes["bn1.running_var"] == torch.float32 and dtypes["fc.bias"] == torch.float32
+    loaded = create_model(ARCH, pretrained=True, path=folder)
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())

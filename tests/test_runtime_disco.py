@@ -31,15 +31,10 @@ def _sparse_disco_folder(tmp_path, nodes, ratios=None, seed=0, arch="resnet18", 
     torch.manual_seed(seed)
     args = {**(args or {}), "num_classes": 10}
     model = to_disco(create_model(arch, **args), nodes, ratios).eval()
-    part = get_partition(model)
     rng = random.Random(seed)
+    part = get_partition(model).with_random_selection(rng)
     for layer in part.layers.values():
         if layer.mode == "split":
-            for k in range(nodes):
-                for j in range(nodes):
-                    if j != k:
-                        owned = layer.in_groups[j]
-                        layer.selected[k][j] = sorted(rng.sample(owned, rng.randint(0, len(owned))))
             # compute pruning: each node skips some of its own channels
             layer.dropped = [sorted(c for c in own if rng.random() < 0.1) for own in layer.in_groups]
     apply_partition(model, part)

@@ -32,17 +32,36 @@ def require_digits(data: str) -> None:
         )
 
 
-def storage_check(model: Any, loader: Any, reference_top1: float) -> bool:
-    """True when fp16 storage (weights rounded to fp16, computed in fp32) keeps top-1 unchanged."""
+def fp16_rounded_top1(model: Any, loader: Any) -> float:
+    """Test top-1 of ``model`` with its weights rounded as fp16 storage rounds them (computed in fp32)."""
     import copy
 
     import torch
 
     from disco_zoo.train import accuracy
+    from disco_zoo.weights import storage_tensor
 
     rounded = copy.deepcopy(model)
     with torch.no_grad():
         for tensor in rounded.state_dict().values():
             if tensor.is_floating_point():
-                tensor.copy_(tensor.half().float())
-    return accuracy(rounded, loader) == reference_top1
+                tensor.copy_(storage_tensor(tensor, half=True).float())
+    return accuracy(rounded, loader)
+
+
+def storage_decision(storage: str, model: Any, loader: Any, metrics: dict[str, float]) -> bool:
+    """Whether to store fp16. 'auto': only when fp16 keeps test top-1 unchanged.
+
+    With fp16 storage, ``metrics`` gets the rounded model's test top-1 (what users load)
+    and keeps the fp32 figure as ``test_top1_fp32``.
+    """
+    if storage not in ("auto", "fp16", "fp32"):
+        raise DiscoZooError(f"--storage must be auto, fp16 or fp32, got {storage!r}")
+    if storage == "fp32":
+        return False
+    rounded = fp16_rounded_top1(model, loader)
+    if storage == "auto" and rounded != metrics["test_top1"]:
+        return False
+    metrics["test_top1_fp32"] = metrics["test_top1"]
+    metrics["test_top1"] = rounded
+    return True

@@ -69,14 +69,14 @@ def sparsify_command(
     seed: int = typer.Option(0, "--seed"),
     model_args: list[str] = typer.Option([], "--arg", help="Builder argument KEY=VALUE, repeatable."),
     out: Path = typer.Option(..., "--out", help="Folder for the shards and config.json."),
-    fp16: bool = typer.Option(True, "--fp16/--fp32", help="Store shards in fp16 when that keeps test top-1 unchanged."),
+    storage: str = typer.Option("auto", "--storage", help="auto (fp16 when test top-1 is unchanged, else fp32) | fp16 | fp32."),
 ) -> None:
     """Sparsify MODEL's cross-node channels to a traffic budget and export per-node shards."""
     import torch
     from rich.console import Console
     from rich.table import Table
 
-    from disco_zoo.commands.common import parse_model_args, storage_check
+    from disco_zoo.commands.common import parse_model_args, storage_decision
     from disco_zoo.disco.accounting import disco_accounting
     from disco_zoo.disco.adapters import to_disco
     from disco_zoo.disco.shards import save_shards
@@ -125,7 +125,7 @@ def sparsify_command(
     summary = {k: acc[k] for k in ("disco_bytes", "dense_tp_bytes", "traffic_ratio", "flops_total", "flops_dense",
                                      "flops_per_node", "params_per_node", "act_peak_per_node")}
     summary["bytes_per_pair"] = {f"{j}->{k}": v for (j, k), v in acc["bytes_per_pair"].items()}
-    half = fp16 and storage_check(net, loaders["test"], metrics["test_top1"])
+    half = storage_decision(storage, net, loaders["test"], metrics)
     save_shards(net, out, half=half, extra={
         "arch": entry.arch,
         "args": args,

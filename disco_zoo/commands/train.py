@@ -18,7 +18,7 @@ def train_command(
     input_size: int = typer.Option(32, "--input-size", min=8),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(2, "--threads", min=1, help="torch intra-op threads."),
-    fp16: bool = typer.Option(True, "--fp16/--fp32", help="Store weights in fp16 (checked: accuracy must not change)."),
+    storage: str = typer.Option("auto", "--storage", help="auto (fp16 when test top-1 is unchanged, else fp32) | fp16 | fp32."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default hub/<arch>.<data>)."),
     model_args: list[str] = typer.Option([], "--arg", help="Builder argument KEY=VALUE (int/float/str), repeatable."),
 ) -> None:
@@ -26,7 +26,7 @@ def train_command(
     import torch
     from rich.console import Console
 
-    from disco_zoo.commands.common import parse_model_args, require_digits, storage_check
+    from disco_zoo.commands.common import parse_model_args, require_digits, storage_decision
     from disco_zoo.data.digits import DIGITS_MEAN, DIGITS_STD, NUM_CLASSES, digits_loaders
     from disco_zoo.hub import REPO_HUB
     from disco_zoo.registry import create_model, get_entry
@@ -43,7 +43,7 @@ def train_command(
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
     fit(net, loaders["train"], config, description=f"train {entry.arch}")
     metrics = {"val_top1": accuracy(net, loaders["val"]), "test_top1": accuracy(net, loaders["test"])}
-    half = fp16 and storage_check(net, loaders["test"], metrics["test_top1"])
+    half = storage_decision(storage, net, loaders["test"], metrics)
     folder = out or REPO_HUB / f"{entry.arch}.{data}"
     save_dense(
         net,

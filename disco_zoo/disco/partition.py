@@ -22,6 +22,8 @@ node: its partial sum and sum of squares). Every other state tensor is replicate
 """
 from __future__ import annotations
 
+import random
+
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -201,6 +203,23 @@ class Partition:
             if layer.mode == "split":
                 n = self.nodes
                 layer.selected = [[[] if j == k else list(layer.in_groups[j]) for j in range(n)] for k in range(n)]
+        return other
+
+    def with_random_selection(self, rng: "random.Random", keep: float | None = None) -> "Partition":
+        """A copy with random S_kj: a ``keep`` fraction of I_j, or a random size when None.
+
+        Exercises the runtime and benchmarks latency without a trained selection.
+        """
+        other = self.copy()
+        for layer in other.layers.values():
+            if layer.mode != "split":
+                continue
+            for k in range(self.nodes):
+                for j in range(self.nodes):
+                    if j != k:
+                        owned = layer.in_groups[j]
+                        size = rng.randint(0, len(owned)) if keep is None else round(keep * len(owned))
+                        layer.selected[k][j] = sorted(rng.sample(owned, size))
         return other
 
     def check(self) -> None:

@@ -67,11 +67,11 @@ def save_shards(model: nn.Module, folder: Path | str, extra: dict[str, Any] | No
     The folder is written atomically (see :mod:`disco_zoo.weights`); ``extra`` is merged
     into config.json: give ``arch`` (registry name) and ``args`` (builder arguments) so
     that :func:`load_disco_model` and the hub can rebuild the model. ``half`` stores
-    floating tensors as fp16 (loaders cast back to fp32).
+    weight matrices as fp16 (see :func:`disco_zoo.weights.storage_tensor`; loaders cast back to fp32).
     """
     from safetensors.torch import save_file
 
-    from disco_zoo.weights import write_folder_atomically
+    from disco_zoo.weights import storage_tensor, write_folder_atomically
 
     part = get_partition(model)
     state = model.state_dict()
@@ -79,8 +79,7 @@ def save_shards(model: nn.Module, folder: Path | str, extra: dict[str, Any] | No
     def write(tmp: Path) -> dict[str, Any]:
         for k in range(part.nodes):
             tensors = node_state_dict(state, part, k)
-            if half:
-                tensors = {n: t.half() if t.is_floating_point() else t for n, t in tensors.items()}
+            tensors = {n: storage_tensor(t, half) for n, t in tensors.items()}
             save_file(tensors, str(tmp / shard_file(k)), metadata={"node": str(k)})
         return {**(extra or {}), "kind": "disco", "nodes": part.nodes, "partition": part.to_dict(),
                 "storage_dtype": "fp16" if half else "fp32"}
