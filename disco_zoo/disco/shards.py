@@ -121,13 +121,15 @@ def read_node_shard(folder: Path | str, k: int, verify: bool = True) -> tuple[Pa
     if verify:
         verify_folder(folder, config, only=[path.name])
     with safe_open(str(path), framework="pt") as handle:
-        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
-    return part, config, as_compute_dtype(tensors)
+        # Cast one tensor at a time: the fp16 copy of the whole shard never coexists
+        # with the fp32 one, so loading grows memory by the fp32 weights only.
+        tensors = {name: _compute_dtype(handle.get_tensor(name)) for name in handle.keys()}
+    return part, config, tensors
 
 
-def as_compute_dtype(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """fp16-stored floating tensors back to fp32, the dtype every node computes in."""
-    return {n: t.float() if t.dtype == torch.float16 else t for n, t in tensors.items()}
+def _compute_dtype(tensor: torch.Tensor) -> torch.Tensor:
+    """An fp16-stored tensor back to fp32, the dtype every node computes in."""
+    return tensor.float() if tensor.dtype == torch.float16 else tensor
 
 
 def assemble_state_dict(
