@@ -85,3 +85,22 @@ def test_run_plan_command_stretches_to_the_prediction(tmp_path) -> None:
     assert run["bytes_measured"] == run["bytes_predicted"]
     # unit compute is stretched to the profile, links are ideal: measured tracks the prediction
     assert 0.9 * run["predicted_this_run_s"] <= run["measured_latency_s"] <= 2.0 * run["predicted_this_run_s"] + 0.5
+
+
+def test_emulated_pair_links_slow_the_run_by_their_own_latency(tmp_path) -> None:
+    """With --emulate-links each device pair gets its profile's link: the same plan, run
+    with a 150 ms override on a<->b, pays that latency; bytes still equal the prediction."""
+    import json
+
+    raw = dict(SLOW3, devices=SLOW3["devices"][:2])
+    path = tmp_path / "plan.json"
+    plan_and_compare("mobilenet_v2", build_graph("mobilenet_v2", 32, 10), profile_from_dict(raw), path, num_classes=10)
+    fast = execute_plan(str(path), stretch=False, emulate_links=True, timeout_s=120)
+    assert fast["bytes_measured"] == fast["bytes_predicted"] > 0  # the plan crosses the pair
+    doc = json.loads(path.read_text())
+    doc["profile"]["links"]["pairs"] = [{"between": ["a", "b"], "bandwidth_bps": 1e9, "latency_s": 0.15}]
+    slow_path = tmp_path / "slow.json"
+    slow_path.write_text(json.dumps(doc))
+    slow = execute_plan(str(slow_path), stretch=False, emulate_links=True, timeout_s=120)
+    assert slow["links_emulated"] and slow["bytes_measured"] == slow["bytes_predicted"]
+    assert slow["measured_latency_s"] >= fast["measured_latency_s"] + 0.14

@@ -57,6 +57,14 @@ def test_link_emulation_delivers_at_latency_plus_serialisation(backend):
     assert results[0]["send_s"] >= 0.345
 
 
+def test_per_pair_links_emulate_only_their_own_pair():
+    # 0 -> 1 is slow (1 Mbit/s + 50 ms); the reverse direction has its own, fast link.
+    links = {(0, 1): LinkProfile.parse("1mbit", "50ms"), (1, 0): LinkProfile.parse("1gbit")}
+    results = launch("disco_zoo.runtime.selftest:timed_send", 2, "mpi", args={"nbytes": 12500},
+                     timeout_s=20, link=links)
+    assert 0.145 <= results[1]["arrivals"][0] <= 0.23
+
+
 def test_without_emulation_a_message_is_fast():
     results = launch("disco_zoo.runtime.selftest:timed_send", 2, "mpi", args={"nbytes": 12500}, timeout_s=20)
     assert results[1]["arrivals"][0] < 0.05

@@ -53,7 +53,7 @@ def run_plan_command(
     stretch: bool = typer.Option(True, "--stretch/--no-stretch",
                                  help="Emulate each device's speed by stretching unit compute to its profile."),
     slowdown: float = typer.Option(1.0, "--slowdown", help="Divide every profile rate by this (to emulate here)."),
-    emulate_links: bool = typer.Option(False, "--emulate-links", help="Emulate the profile's default link."),
+    emulate_links: bool = typer.Option(False, "--emulate-links", help="Emulate the profile's link of every device pair."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights and input."),
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds any rank may wait on a peer."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),

@@ -175,16 +175,14 @@ def execute_plan(plan_path: str, *, backend: str = "mpi", seed: int = 0, stretch
                 f"per rank for {n} ranks). Pass a slowdown of at least "
                 f"{max(d.flops for d in fast) / host:.1f} (--slowdown) or run without --stretch.")
     link = None
-    if emulate_links:
-        dl = plan.profile.default_link
-        link = LinkProfile(dl.bandwidth_bps, dl.latency_s)
+    if emulate_links:  # rank i is device i: every ordered pair gets its own profile link
+        link = {(i, j): LinkProfile(plan.profile.link(i, j).bandwidth_bps, plan.profile.link(i, j).latency_s)
+                for i in range(n) for j in range(n) if i != j}
     results = launch("disco_zoo.planner.executor:run_plan_rank", n, backend,
                      args={"plan_path": str(plan_path), "seed": seed, "stretch": stretch, "slowdown": slowdown},
                      timeout_s=timeout_s, link=link, wall_timeout_s=timeout_s * 3)
     merged = ByteCounter.merge([r["bytes"] for r in results])
     run_profile = profile if emulate_links else ideal_links(profile)
-    if emulate_links and plan.profile.pair_links:
-        run_profile = Profile(profile.name, profile.devices, profile.default_link, {}, profile.basis)
     predicted = simulate(graph, plan.placement, run_profile)  # compute only meaningful when stretched
     return {
         "model": plan.model,
@@ -198,5 +196,4 @@ def execute_plan(plan_path: str, *, backend: str = "mpi", seed: int = 0, stretch
         "logits": next(r["logits"] for r in results if "logits" in r),
         "host_rate_share": host,
         "links_emulated": emulate_links,
-        "pair_links_not_emulated": bool(emulate_links and plan.profile.pair_links),
     }

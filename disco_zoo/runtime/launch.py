@@ -208,6 +208,15 @@ def _failure_message(run: _Run, reason: str, details: dict, wall_timeout_s: floa
     )
 
 
+def _link_spec(link: LinkProfile | dict[tuple[int, int], LinkProfile] | None) -> Any:
+    """JSON form of the link argument: one profile dict, or [[src, dst, profile dict], ...]."""
+    if link is None:
+        return None
+    if isinstance(link, LinkProfile):
+        return None if link.is_ideal else link.to_dict()
+    return [[src, dst, profile.to_dict()] for (src, dst), profile in sorted(link.items()) if not profile.is_ideal] or None
+
+
 def launch(
     entry: str,
     world_size: int,
@@ -216,7 +225,7 @@ def launch(
     timeout_s: float = 60.0,
     threads_per_rank: int = 1,
     *,
-    link: LinkProfile | None = None,
+    link: LinkProfile | dict[tuple[int, int], LinkProfile] | None = None,
     wire_dtype: str = "fp32",
     wall_timeout_s: float | None = None,
     retries: int = 3,
@@ -226,7 +235,8 @@ def launch(
     ``timeout_s`` bounds every wait on a peer: a dead or hung rank makes the run fail
     with PeerError (naming rank and tag) about ``timeout_s`` after it stopped answering.
     ``wall_timeout_s`` optionally bounds the whole run (for ranks that hang without
-    ever waiting on a peer). ``link`` emulates every link; ``wire_dtype`` is 'fp32'/'fp16'.
+    ever waiting on a peer). ``link`` emulates every link (one profile for all ordered
+    pairs, or a map (src, dst) -> profile); ``wire_dtype`` is 'fp32'/'fp16'.
     """
     if backend not in ("mpi", "gloo"):
         raise DiscoZooError(f"unknown backend {backend!r}: use 'mpi' or 'gloo'")
@@ -240,7 +250,7 @@ def launch(
             out_dir.mkdir()
             spec = {
                 "entry": entry, "args": args or {}, "backend": backend, "timeout_s": timeout_s,
-                "wire_dtype": wire_dtype, "link": link.to_dict() if link and not link.is_ideal else None,
+                "wire_dtype": wire_dtype, "link": _link_spec(link),
                 "threads_per_rank": threads_per_rank, "out_dir": str(out_dir),
             }
             spec_path = out_dir / "spec.json"

@@ -67,7 +67,10 @@ def make_transport(spec: dict[str, Any]):
 
         raise DiscoZooError(f"unknown backend {spec['backend']!r}: use 'mpi' or 'gloo'")
     link = spec.get("link")
-    links = LinkProfile(**link) if link else None
+    if isinstance(link, list):  # per ordered pair: [[src, dst, profile], ...]
+        links = {(src, dst): LinkProfile(**profile) for src, dst, profile in link}
+    else:
+        links = LinkProfile(**link) if link else None
     return Transport(backend, wire_dtype=spec.get("wire_dtype", "fp32"), links=links, timeout_s=spec["timeout_s"])
 
 
