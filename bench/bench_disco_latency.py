@@ -1,36 +1,36 @@
-"""DISCO on 2 nodes vs the dense model in one process: latency per image, ResNet-50.
+"""DISCO on N ranks vs the dense model in one process: latency, memory, cost model.
 
-    .venv/bin/python bench/bench_disco_latency.py [--input-size 224] [--keep 0.1]
-        [--bandwidths 10mbit 100mbit 1gbit] [--latency 0.5ms] [--repeats 3]
+    .venv/bin/python bench/bench_disco_latency.py [--model resnet50_disco_2node.digits]
+        [--keep F] [--input-size 224] [--bandwidths 10mbit 100mbit 1gbit] [--repeats 5]
 
-Both sides use one thread per process. The DISCO model keeps a random ``--keep``
-fraction of every S_kj (no trained ResNet-50 shards are published yet; latency and
-traffic depend on the masks' sizes, not their values), is saved as per-node shards and
-run with ``disco_zoo.runtime.disco_executor`` over MPI with every link emulated at each
-bandwidth (plus the one-way latency). Per-inference latency is the slowest rank's best
-of ``--repeats`` after one warm-up. Prints numbers, asserts nothing.
+By default the published, trained ``resnet50_disco_2node.digits`` (traffic 0.2 of dense
+within-layer parallelism) is timed at 224x224, batch 1, one thread per process, over MPI
+on localhost; ``--keep F`` instead keeps a random fraction F of every S_kj of an
+untrained ``--arch`` (latency depends on the masks' sizes, not their values).
+Measurements are ``disco_zoo.evaluate.measure_latencies`` (the eval harness's own):
+dense in one process, DISCO and dense within-layer parallelism (TP) on N ranks, each
+rank's compute alone, and the cost model's prediction for every emulated link. Prints
+the ratios the runtime issue targets, measured in this one run; asserts nothing.
 """
 from __future__ import annotations
 
 import argparse
 import random
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from disco_zoo.disco.accounting import disco_traffic, layer_shapes
 from disco_zoo.disco.adapters import apply_partition, get_partition, to_disco
 from disco_zoo.disco.shards import save_shards
-from disco_zoo.registry import create_model
-from disco_zoo.runtime.launch import launch
-from disco_zoo.runtime.link import LinkProfile
+from disco_zoo.evaluate import EvalOptions, dense_tp_copy, load_dense_measured, measure_latencies
+from disco_zoo.hub import load, resolve_folder
+from disco_zoo.registry import create_model, get_entry, split_name
 
 
-def sparse_disco(arch: str, nodes: int, keep: float, seed: int = 0) -> torch.nn.Module:
+def random_disco(arch: str, nodes: int, keep: float, seed: int = 0) -> torch.nn.Module:
     """``arch`` over ``nodes`` nodes with a random ``keep`` fraction of each S_kj open."""
     torch.manual_seed(seed)
     model = to_disco(create_model(arch), nodes).eval()
@@ -38,62 +38,58 @@ def sparse_disco(arch: str, nodes: int, keep: float, seed: int = 0) -> torch.nn.
     return apply_partition(model, part)
 
 
-def dense_latency(arch: str, shape: tuple[int, ...], repeats: int) -> float:
-    torch.set_num_threads(1)
-    model = create_model(arch).eval()
-    x = torch.randn(shape)
-    best = float("inf")
-    with torch.inference_mode():
-        model(x)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - start)
-    return best
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--model", default="resnet50_disco_2node.digits", help="a published DISCO model")
+    parser.add_argument("--keep", type=float, default=None, help="instead: random fraction of every S_kj kept")
+    parser.add_argument("--arch", default="resnet50", help="with --keep: the dense architecture")
+    parser.add_argument("--nodes", type=int, default=2, help="with --keep: number of nodes")
     parser.add_argument("--input-size", type=int, default=224)
-    parser.add_argument("--keep", type=float, default=0.1, help="fraction of every S_kj kept open")
     parser.add_argument("--bandwidths", nargs="+", default=["10mbit", "100mbit", "1gbit"])
-    parser.add_argument("--latency", default="0.5ms")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backend", default="mpi", choices=("mpi", "gloo"))
     ns = parser.parse_args()
-    shape = (1, 3, ns.input_size, ns.input_size)
+    opts = EvalOptions(bandwidths=tuple(ns.bandwidths), backend=ns.backend, repeats=ns.repeats, warmup=2)
 
-    model = sparse_disco(ns.arch, 2, ns.keep)
-    _, per_pair = disco_traffic(get_partition(model), layer_shapes(model, shape), 4)
-    first = next(iter(get_partition(model).layers.values()))
-    image = 4 * len(first.in_groups[1]) * shape[2] * shape[3]  # rank 0 sends node 1 its image channels
-    dense_s = dense_latency(ns.arch, shape, ns.repeats)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "shards"
-        save_shards(model, folder, extra={"arch": ns.arch, "args": {}})
-        del model
-        for bandwidth in ["unshaped", *ns.bandwidths]:
-            link = None if bandwidth == "unshaped" else LinkProfile.parse(bandwidth, ns.latency)
-            results = launch(
-                "disco_zoo.runtime.disco_executor:run_disco", 2, ns.backend,
-                args={"folder": str(folder), "input_shape": list(shape), "warmup": 1, "repeats": ns.repeats},
-                timeout_s=600, link=link,
-            )
-            slowest = max(min(r["times_s"]) for r in results)
-            sent = sum(sum(r["bytes"]["pairs"].values()) for r in results)
-            rows.append((bandwidth, slowest, sent))
+        if ns.keep is None:
+            entry = get_entry(ns.model)  # the dense model first: its load is measured in a fresh process
+            dense, dense_growth = load_dense_measured(f"{entry.kwargs['timm_name']}.{split_name(ns.model)[1] or 'digits'}")
+            model, folder = load(ns.model).eval(), resolve_folder(ns.model)
+            title = ns.model
+        else:
+            model = random_disco(ns.arch, ns.nodes, ns.keep)
+            folder = save_shards(model, Path(tmp) / "disco", extra={"arch": ns.arch, "args": {}})
+            dense, title = create_model(ns.arch).eval(), f"{ns.arch}, random keep {ns.keep:g} of every S_kj"
+            dense_growth = None
+        nodes = get_partition(model).nodes
+        tp_folder = dense_tp_copy(model, Path(folder), Path(tmp) / "dense_tp")
+        lat = measure_latencies(model, dense, Path(folder), tp_folder, nodes, ns.input_size, opts,
+                                progress=lambda text: print(text, flush=True), link_warmup=1, link_repeats=2)
 
-    table = Table(title=f"{ns.arch} {ns.input_size}px, DISCO 2 nodes (keep {ns.keep:g} of S_kj) vs dense, 1 thread each")
-    for column in ("link", "DISCO ms", "dense ms", "speedup", "bytes/inference"):
+    console = Console(width=150)
+    alone = max(lat["compute_alone_ms"])
+    console.print(f"{title}, {ns.input_size}x{ns.input_size}, batch 1, 1 thread per process, {ns.backend}")
+    console.print(f"dense, one process: {lat['dense_single_ms']:.1f} ms; DISCO localhost: {lat['disco_localhost_ms']:.1f} ms "
+                  f"-> {lat['speedup_localhost_vs_dense']:.2f}x (target >= 2x)")
+    console.print(f"slowest rank's compute alone: {alone:.1f} ms; DISCO localhost is {lat['localhost_over_compute_alone']:.2f}x "
+                  "of it (target <= 1.15)")
+    growth = max(lat["rank_rss_load_growth_bytes"])
+    console.print(f"RSS growth loading a shard: {growth / 2**20:.0f} MiB = {growth / lat['dense_weight_bytes']:.2f} of the "
+                  f"dense model's fp32 weights ({lat['dense_weight_bytes'] / 2**20:.0f} MiB)")
+    if dense_growth:
+        console.print(f"  and {growth / dense_growth:.2f} of the RSS growth of one process loading the dense model "
+                      f"({dense_growth / 2**20:.0f} MiB) (target <= 0.55)")
+    table = Table(title="emulated links (every ordered pair)")
+    for column in ("link", "DISCO ms", "predicted", "meas/pred", "dense TP ms", "predicted", "meas/pred",
+                   "DISCO vs TP", "DISCO vs dense"):
         table.add_column(column, justify="right")
-    for bandwidth, seconds, sent in rows:
-        label = "localhost (no emulation)" if bandwidth == "unshaped" else f"{bandwidth} + {ns.latency}"
-        table.add_row(label, f"{seconds * 1e3:.1f}", f"{dense_s * 1e3:.1f}", f"{dense_s / seconds:.2f}x", f"{sent:,}")
-    console = Console(width=140)
+    for link in lat["links"]:
+        table.add_row(link["bandwidth"], f"{link['disco_ms']:.0f}", f"{link['disco_predicted_ms']:.0f}",
+                      f"{link['disco_measured_over_predicted']:.2f}", f"{link['dense_tp_ms']:.0f}",
+                      f"{link['dense_tp_predicted_ms']:.0f}", f"{link['dense_tp_measured_over_predicted']:.2f}",
+                      f"{link['speedup_vs_dense_tp']:.2f}x", f"{link['speedup_vs_dense_single']:.2f}x")
     console.print(table)
-    console.print(f"predicted by the accounting: {sum(per_pair.values()):,} bytes + {image:,} bytes of image to node 1")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import torch
 
 from disco_zoo.errors import DiscoZooError
 
-__all__ = ["EvalOptions", "evaluate", "environment"]
+__all__ = ["EvalOptions", "evaluate", "environment", "measure_latencies", "dense_tp_copy", "load_dense_measured"]
 
 EXECUTOR = "disco_zoo.runtime.disco_executor:run_disco"
 
@@ -180,7 +180,19 @@ def _warm_imports(name: str) -> None:
         create_model(split_name(name)[0])
 
 
-def _open_copy(model: torch.nn.Module, folder: Path, out: Path) -> Path:
+def load_dense_measured(name: str) -> tuple[torch.nn.Module, int]:
+    """(the dense pretrained model, RSS growth of this process while loading it): the
+    baseline a rank's shard loading is compared with."""
+    from disco_zoo.hub import load
+    from disco_zoo.runtime.disco_executor import current_rss_bytes
+
+    _warm_imports(name)
+    rss = current_rss_bytes()
+    model = load(name)
+    return model.eval(), current_rss_bytes() - rss
+
+
+def dense_tp_copy(model: torch.nn.Module, folder: Path, out: Path) -> Path:
     """The same weights with every cross-node channel kept: dense within-layer parallelism."""
     from disco_zoo.disco.adapters import apply_partition, get_partition
     from disco_zoo.disco.shards import read_config, save_shards
@@ -210,13 +222,8 @@ def evaluate(name: str, opts: EvalOptions = EvalOptions(), progress: Callable[[s
     nodes = int(config["nodes"])
     size = int(config["input_size"][-1])
 
-    from disco_zoo.runtime.disco_executor import current_rss_bytes
-
     progress("loading models")
-    _warm_imports(dense_name)
-    rss = current_rss_bytes()
-    dense = load(dense_name)
-    dense_load_growth = current_rss_bytes() - rss
+    dense, dense_load_growth = load_dense_measured(dense_name)
     model = load(full_name)
     images, labels = _eval_split(opts.data, size)
 
@@ -253,22 +260,28 @@ def evaluate(name: str, opts: EvalOptions = EvalOptions(), progress: Callable[[s
             progress(f"accounting at {opts.paper_size}x{opts.paper_size}")
             report["at_paper_size"] = _accounting(model, opts.paper_size)
         if opts.latency:
-            dense_tp_folder = _open_copy(model, folder, Path(tmp) / "dense_tp")
-            report["latency"] = _latencies(model, dense, folder, dense_tp_folder, nodes, size, opts, progress,
+            dense_tp_folder = dense_tp_copy(model, folder, Path(tmp) / "dense_tp")
+            report["latency"] = measure_latencies(model, dense, folder, dense_tp_folder, nodes, size, opts, progress,
                                            link_warmup=1, link_repeats=max(2, opts.repeats // 2))
             report["latency"]["dense_rss_load_growth_bytes"] = dense_load_growth
             if opts.paper_size and resizable:
                 # Slow links at 224 take seconds per inference: one timed run after none warm.
-                report["latency_paper_size"] = _latencies(model, dense, folder, dense_tp_folder, nodes,
+                report["latency_paper_size"] = measure_latencies(model, dense, folder, dense_tp_folder, nodes,
                                                           opts.paper_size, opts, progress, link_warmup=0, link_repeats=1)
     report["environment"] = environment(opts.backend)
     return report
 
 
-def _latencies(model, dense, folder: Path, dense_tp_folder: Path, nodes: int, size: int, opts: EvalOptions,
-               progress: Callable[[str], None], link_warmup: int, link_repeats: int) -> dict[str, Any]:
+def measure_latencies(model, dense, folder: Path, dense_tp_folder: Path, nodes: int, size: int, opts: EvalOptions,
+                      progress: Callable[[str], None], link_warmup: int, link_repeats: int) -> dict[str, Any]:
     """Batch-1 latency, all measured: dense in one process, DISCO and dense TP on N ranks,
-    on localhost and through each emulated link (one thread per process throughout)."""
+    on localhost and through each emulated link (one thread per process throughout).
+
+    Next to each measurement: every rank's compute alone (the runtime with no wire, see
+    :mod:`disco_zoo.runtime.cost_model`) and the cost model's prediction for each link,
+    so a gap between what the links should cost and what they did cost is visible.
+    """
+    from disco_zoo.runtime.cost_model import predict_latency, profile_compute
     from disco_zoo.runtime.link import LinkProfile
 
     shape = [1, 3, size, size]
@@ -277,28 +290,39 @@ def _latencies(model, dense, folder: Path, dense_tp_folder: Path, nodes: int, si
     dense_ms = _time_single(dense, x, opts.warmup, opts.repeats)
     local = _run(folder, nodes, shape, opts, warmup=opts.warmup, repeats=opts.repeats)
     local_tp = _run(dense_tp_folder, nodes, shape, opts, warmup=opts.warmup, repeats=opts.repeats)
+    progress(f"compute alone per rank at {size}x{size} (cost model profile)")
+    profile = profile_compute(folder, shape, repeats=opts.repeats, warmup=opts.warmup)
+    profile_tp = profile_compute(dense_tp_folder, shape, repeats=opts.repeats, warmup=opts.warmup)
     out: dict[str, Any] = {
         "input_size": size,
         "dense_single_ms": dense_ms,
         "disco_localhost_ms": _latency_ms(local),
         "dense_tp_localhost_ms": _latency_ms(local_tp),
         "per_rank_ms": [_median_ms(r["times_s"]) for r in local],
+        "compute_alone_ms": [1000.0 * c for c in profile.compute_s],
         "rank_peak_rss_kb": [r["maxrss_kb"] for r in local],
         "rank_rss_load_growth_bytes": [r["rss_load_growth_bytes"] for r in local],
         "rank_weight_bytes": [r["weight_bytes"] for r in local],
+        "dense_weight_bytes": sum(t.numel() * t.element_size() for t in [*dense.parameters(), *dense.buffers()]),
         "links": [],
     }
     out["speedup_localhost_vs_dense"] = dense_ms / out["disco_localhost_ms"]
+    out["localhost_over_compute_alone"] = out["disco_localhost_ms"] / max(out["compute_alone_ms"])
     for bandwidth in opts.bandwidths:
         progress(f"emulated link {bandwidth} at {size}x{size}")
         link = LinkProfile.parse(bandwidth)
         disco = _latency_ms(_run(folder, nodes, shape, opts, link=link, warmup=link_warmup, repeats=link_repeats))
         tp = _latency_ms(_run(dense_tp_folder, nodes, shape, opts, link=link, warmup=link_warmup, repeats=link_repeats))
+        predicted, predicted_tp = 1000.0 * predict_latency(profile, link), 1000.0 * predict_latency(profile_tp, link)
         out["links"].append({
             "bandwidth": bandwidth,
             "bandwidth_bps": link.bandwidth_bps,
             "disco_ms": disco,
             "dense_tp_ms": tp,
+            "disco_predicted_ms": predicted,
+            "dense_tp_predicted_ms": predicted_tp,
+            "disco_measured_over_predicted": disco / predicted,
+            "dense_tp_measured_over_predicted": tp / predicted_tp,
             "speedup_vs_dense_single": dense_ms / disco,
             "speedup_vs_dense_tp": tp / disco,
         })

@@ -128,8 +128,13 @@ def read_node_shard(folder: Path | str, k: int, verify: bool = True) -> tuple[Pa
 
 
 def _compute_dtype(tensor: torch.Tensor) -> torch.Tensor:
-    """An fp16-stored tensor back to fp32, the dtype every node computes in."""
-    return tensor.float() if tensor.dtype == torch.float16 else tensor
+    """An fp16-stored tensor back to fp32, the dtype every node computes in.
+
+    Always a fresh copy: a tensor handed out by ``safe_open`` may be a view of the
+    memory-mapped file, and one surviving view keeps every touched page of the file
+    resident, doubling what loading a shard costs in RSS.
+    """
+    return tensor.float() if tensor.dtype == torch.float16 else tensor.clone()
 
 
 def assemble_state_dict(

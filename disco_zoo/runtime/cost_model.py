@@ -1,0 +1,250 @@
+"""Latency cost model for a DISCO model on N ranks: measured compute, modelled links.
+
+Why: a latency measured over an emulated or shaped link should be *predictable* from
+two things we know separately, each rank's compute and the bytes the accounting says
+move, and a prediction that misses tells us the runtime does something we did not plan
+(extra copies, serialisation, lost overlap).
+
+1. :func:`profile_compute` runs every rank's part of the model in *this* process, one
+   thread, against a :class:`NullBackend` (sends vanish, receives return zeros at once),
+   and records each rank's program: the compute time between its communication calls,
+   and every message it posts (peer, tag, bytes on the wire) and waits for. The runtime
+   code is the real one (``build_node_model``, ``scatter_input``, :class:`Transport`);
+   only the wire is missing, so the trace is "compute alone".
+2. :func:`predict_latency` replays those programs against a link model, the same one
+   the emulator implements (``disco_zoo.runtime.link``): every ordered pair is a FIFO
+   link; a message of n bytes posted at t starts when the link is free, takes
+   ``n * 8 / bandwidth`` and arrives ``latency`` later. A rank waiting for a message
+   stalls until it arrives; a send completes when it is delivered. The prediction is the
+   slowest rank's finishing time; per-message software overhead and CPU contention
+   between ranks are not modelled (that is what the 10-15% tolerances absorb).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from disco_zoo.errors import DiscoZooError
+from disco_zoo.runtime.link import LinkProfile
+
+__all__ = ["Event", "RankProgram", "ComputeProfile", "NullBackend", "profile_compute", "predict_latency"]
+
+Links = LinkProfile | dict[tuple[int, int], LinkProfile] | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One communication call of a rank: ``kind`` is 'send', 'recv' (waiting for a
+    message) or 'send_done' (waiting for a send to complete); ``gap_s`` is the compute
+    time since the previous event; ``nbytes`` is on the wire (sends only)."""
+
+    kind: str
+    peer: int
+    tag: int
+    gap_s: float
+    nbytes: int = 0
+
+
+@dataclass
+class RankProgram:
+    """A rank's inference as compute gaps and communication events, in program order."""
+
+    rank: int
+    events: list[Event] = field(default_factory=list)
+    tail_s: float = 0.0  # compute after the last event
+
+    @property
+    def compute_s(self) -> float:
+        return sum(e.gap_s for e in self.events) + self.tail_s
+
+
+@dataclass
+class ComputeProfile:
+    """Every rank's program; ``compute_s[k]`` is rank k's compute alone."""
+
+    programs: list[RankProgram]
+
+    @property
+    def compute_s(self) -> list[float]:
+        return [p.compute_s for p in self.programs]
+
+    @property
+    def bytes_per_pair(self) -> dict[tuple[int, int], int]:
+        out: dict[tuple[int, int], int] = defaultdict(int)
+        for p in self.programs:
+            for e in p.events:
+                if e.kind == "send":
+                    out[(p.rank, e.peer)] += e.nbytes
+        return dict(out)
+
+
+class _Request:
+    def __init__(self, kind: str, peer: int, tag: int, nbytes: int = 0) -> None:
+        self.kind, self.peer, self.tag, self.nbytes = kind, peer, tag, nbytes
+
+
+class NullBackend:
+    """A backend with no wire: sends complete at once, receives are zeros. It logs each
+    call with a timestamp so the compute between them can be measured."""
+
+    name = "null"
+
+    def __init__(self, rank: int, world_size: int) -> None:
+        self.rank, self.world_size = rank, world_size
+        self.log: list[tuple[str, int, int, int, float]] = []  # (kind, peer, tag, nbytes, time)
+
+    def post_send(self, buf: torch.Tensor, dst: int, tag: int) -> _Request:
+        self.log.append(("send", dst, tag, buf.numel() * buf.element_size(), time.perf_counter()))
+        return _Request("send_done", dst, tag)
+
+    def post_recv(self, buf: torch.Tensor, src: int, tag: int) -> _Request:
+        buf.zero_()
+        return _Request("recv", src, tag)
+
+    def wait(self, request: _Request | None, deadline: float) -> bool:
+        if request is not None:
+            self.log.append((request.kind, request.peer, request.tag, 0, time.perf_counter()))
+        return True
+
+    def post_barrier(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def _program(rank: int, log: list[tuple[str, int, int, int, float]], start: float, end: float) -> RankProgram:
+    program, last = RankProgram(rank), start
+    for kind, peer, tag, nbytes, at in log:
+        program.events.append(Event(kind, peer, tag, at - last, nbytes))
+        last = at
+    program.tail_s = end - last
+    return program
+
+
+def _median_program(runs: list[RankProgram]) -> RankProgram:
+    """Event-wise median of repeated runs of one rank (the event sequence is fixed)."""
+    first = runs[0]
+    if any([(e.kind, e.peer, e.tag) for e in r.events] != [(e.kind, e.peer, e.tag) for e in first.events] for r in runs):
+        raise DiscoZooError(f"rank {first.rank}'s communication differs between repeats; the model is not static")
+    events = [
+        Event(e.kind, e.peer, e.tag, statistics.median(r.events[i].gap_s for r in runs), e.nbytes)
+        for i, e in enumerate(first.events)
+    ]
+    return RankProgram(first.rank, events, statistics.median(r.tail_s for r in runs))
+
+
+def profile_compute(
+    folder: Path | str,
+    input_shape: list[int] | tuple[int, ...],
+    repeats: int = 3,
+    warmup: int = 1,
+    wire_dtype: str = "fp32",
+    threads: int = 1,
+) -> ComputeProfile:
+    """Measure every rank's program for the DISCO model in ``folder`` (see module doc)."""
+    from disco_zoo.runtime.disco_executor import _input, build_node_model, scatter_input
+    from disco_zoo.runtime.transport import Transport
+
+    from disco_zoo.disco.shards import read_config
+
+    nodes = int(read_config(folder)["nodes"])
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    programs = []
+    try:
+        for k in range(nodes):
+            backend = NullBackend(k, nodes)
+            transport = Transport(backend, wire_dtype=wire_dtype)
+            model, part = build_node_model(folder, transport)
+            first = next(iter(part.layers.values()))
+            x = _input(None, list(input_shape), 0) if k == 0 else None
+            runs = []
+            with torch.inference_mode():
+                for i in range(warmup + repeats):
+                    backend.log.clear()
+                    start = time.perf_counter()
+                    model(scatter_input(transport, x, first, list(input_shape)))
+                    end = time.perf_counter()
+                    if i >= warmup:
+                        runs.append(_program(k, list(backend.log), start, end))
+            programs.append(_median_program(runs))
+            del model
+    finally:
+        torch.set_num_threads(saved)
+    return ComputeProfile(programs)
+
+
+def _link_map(links: Links, nodes: int) -> dict[tuple[int, int], LinkProfile]:
+    if isinstance(links, LinkProfile) or links is None:
+        profile = links or LinkProfile()
+        return {(s, d): profile for s in range(nodes) for d in range(nodes) if s != d}
+    return {pair: links.get(pair, LinkProfile()) for pair in ((s, d) for s in range(nodes) for d in range(nodes) if s != d)}
+
+
+def _occurrences(events: list[Event], kind: str) -> Iterator[tuple[int, int, int]]:
+    """(event index, peer, n-th message with this (peer, tag) so far) for ``kind`` events."""
+    seen: dict[tuple[int, int], int] = defaultdict(int)
+    for i, e in enumerate(events):
+        if e.kind == kind:
+            yield i, e.peer, seen[(e.peer, e.tag)]
+            seen[(e.peer, e.tag)] += 1
+
+
+def predict_latency(profile: ComputeProfile, links: Links = None) -> float:
+    """Predicted seconds per inference (slowest rank) over ``links`` (see module doc)."""
+    programs = profile.programs
+    nodes = len(programs)
+    link = _link_map(links, nodes)
+    # match each send with the receive it feeds: (src, dst, tag, n-th) -> delivery time
+    recv_key = {}
+    for p in programs:
+        for i, peer, nth in _occurrences(p.events, "recv"):
+            recv_key[(p.rank, i)] = (peer, p.rank, p.events[i].tag, nth)
+    send_key = {}
+    for p in programs:
+        for i, peer, nth in _occurrences(p.events, "send"):
+            send_key[(p.rank, i)] = (p.rank, peer, p.events[i].tag, nth)
+    delivered: dict[tuple[int, int, int, int], float] = {}
+    free_at: dict[tuple[int, int], float] = defaultdict(float)
+    clock, position = [0.0] * nodes, [0] * nodes
+    send_done_queue: dict[int, dict[tuple[int, int], list[float]]] = {p.rank: defaultdict(list) for p in programs}
+    while True:
+        progressed = False
+        for p in programs:
+            k = p.rank
+            while position[k] < len(p.events):
+                e = p.events[position[k]]
+                at = clock[k] + e.gap_s
+                if e.kind == "send":
+                    pair = link[(k, e.peer)]
+                    begin = max(at, free_at[(k, e.peer)])
+                    free_at[(k, e.peer)] = begin + pair.transfer_time(e.nbytes)
+                    arrival = free_at[(k, e.peer)] + pair.latency_s
+                    delivered[send_key[(k, position[k])]] = arrival
+                    send_done_queue[k][(e.peer, e.tag)].append(arrival)
+                elif e.kind == "recv":
+                    key = recv_key[(k, position[k])]
+                    if key not in delivered:
+                        break  # the sender has not got there yet: try another rank
+                    at = max(at, delivered[key])
+                elif e.kind == "send_done":
+                    queue = send_done_queue[k][(e.peer, e.tag)]
+                    if not queue:
+                        raise DiscoZooError(f"rank {k} waits for a send to {e.peer} it never posted")
+                    at = max(at, queue.pop(0))
+                clock[k] = at
+                position[k] += 1
+                progressed = True
+        if all(position[p.rank] == len(p.events) for p in programs):
+            break
+        if not progressed:
+            stuck = [p.rank for p in programs if position[p.rank] < len(p.events)]
+            raise DiscoZooError(f"the ranks' programs deadlock (ranks {stuck} wait for messages never sent)")
+    return max(clock[p.rank] + p.tail_s for p in programs)

@@ -1,0 +1,74 @@
+"""The latency cost model: replay semantics on hand-written programs, and a profile of a
+real DISCO model whose messages are exactly the accounting's (so the wire time it
+predicts is for the right bytes). Agreement with measured runs is a benchmark
+(bench/bench_disco_latency.py) and, on a real shaped link, tests/test_runtime_netns.py."""
+import pytest
+import torch
+
+from disco_zoo.disco.accounting import disco_traffic, layer_shapes
+from disco_zoo.errors import DiscoZooError
+from disco_zoo.runtime.cost_model import ComputeProfile, Event, RankProgram, predict_latency, profile_compute
+from disco_zoo.runtime.link import LinkProfile
+from test_runtime_disco import SHAPE, _sparse_disco_folder
+
+MB_PER_S = LinkProfile(8e6, 0.001)  # 1e6 bytes/s, 1 ms
+
+
+def _programs(*programs: RankProgram) -> ComputeProfile:
+    return ComputeProfile(list(programs))
+
+
+def test_a_receiver_waits_for_serialisation_plus_latency():
+    sender = RankProgram(0, [Event("send", 1, 7, 0.010, 1_000_000), Event("send_done", 1, 7, 0.0)], tail_s=0.002)
+    receiver = RankProgram(1, [Event("recv", 0, 7, 0.002)], tail_s=0.005)
+    profile = _programs(sender, receiver)
+    # arrival 0.010 + 1.0 s on the wire + 1 ms; the receiver then computes 5 ms more
+    assert predict_latency(profile, MB_PER_S) == pytest.approx(1.016)
+    assert predict_latency(profile, None) == pytest.approx(0.015)  # ideal link: compute only
+    assert profile.compute_s == pytest.approx([0.012, 0.007])
+
+
+def test_back_to_back_sends_queue_on_one_link_but_not_across_links():
+    two_to_one = RankProgram(0, [Event("send", 1, 1, 0.0, 500_000), Event("send", 1, 2, 0.0, 500_000)])
+    receiver = RankProgram(1, [Event("recv", 0, 1, 0.0), Event("recv", 0, 2, 0.0)])
+    assert predict_latency(_programs(two_to_one, receiver), MB_PER_S) == pytest.approx(1.001)
+
+    # a per-pair map: 0->1 slow, 0->2 fast; the sends overlap
+    fan_out = RankProgram(0, [Event("send", 1, 1, 0.0, 500_000), Event("send", 2, 1, 0.0, 500_000)])
+    links = {(0, 1): MB_PER_S, (0, 2): LinkProfile(80e6, 0.0)}
+    profile = _programs(fan_out, RankProgram(1, [Event("recv", 0, 1, 0.0)]), RankProgram(2, [Event("recv", 0, 1, 0.0)]))
+    assert predict_latency(profile, links) == pytest.approx(0.501)
+
+
+def test_exchange_overlaps_compute_as_the_executor_does():
+    # each rank posts its send, computes its diagonal block (30 ms), then waits
+    def rank(k: int) -> RankProgram:
+        return RankProgram(k, [Event("send", 1 - k, 3, 0.0, 10_000), Event("recv", 1 - k, 3, 0.030),
+                               Event("send_done", 1 - k, 3, 0.0)], tail_s=0.010)
+    # 10 kB at 1 MB/s = 10 ms + 1 ms < 30 ms of compute: the link is hidden
+    assert predict_latency(_programs(rank(0), rank(1)), MB_PER_S) == pytest.approx(0.040)
+
+
+def test_a_program_waiting_for_a_message_never_sent_is_an_error():
+    lonely = RankProgram(0, [Event("recv", 1, 9, 0.0)])
+    with pytest.raises(DiscoZooError, match="deadlock"):
+        predict_latency(_programs(lonely, RankProgram(1, [])), MB_PER_S)
+
+
+def test_profile_of_a_real_model_moves_exactly_the_accounted_bytes(tmp_path):
+    folder, model, part = _sparse_disco_folder(tmp_path, 2)
+    profile = profile_compute(folder, SHAPE, repeats=1, warmup=0)
+    _, per_pair = disco_traffic(part, layer_shapes(model, tuple(SHAPE)), 4)
+    first = next(iter(part.layers.values()))
+    image = len(first.in_groups[1]) * SHAPE[0] * SHAPE[2] * SHAPE[3] * 4
+    expected = dict(per_pair)
+    expected[(0, 1)] += image
+    assert profile.bytes_per_pair == expected
+    assert all(c > 0 for c in profile.compute_s)
+    # with an ideal link nothing waits longer than the slower rank's compute, give or
+    # take the other rank's lead; a slow link cannot beat its own serialisation time
+    ideal = predict_latency(profile, None)
+    assert max(profile.compute_s) <= ideal <= sum(profile.compute_s)
+    slow = LinkProfile.parse("10mbit")
+    assert predict_latency(profile, slow) >= max(ideal, slow.transfer_time(max(expected.values())))
+    assert torch.get_num_threads() == 1  # the profile restores the caller's threads
