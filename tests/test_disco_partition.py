@@ -82,7 +82,7 @@ def test_registry_variants_and_cli_import_stay_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     for name in ("resnet18_disco_2node", "resnet18_disco_4node", "resnet50_disco_2node", "resnet50_disco_4node",
-                 "vit_tiny_disco_2node", "swin_tiny_disco_2node"):
+                 "vit_tiny_disco_2node", "swin_micro_disco_2node"):
         assert name in out
 
 

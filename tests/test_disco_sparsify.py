@@ -97,6 +97,43 @@ def test_compute_budget_prunes_diagonal_blocks(tmp_path):
         prune_compute(model, 1e-6, SHAPE)
 
 
+def _dense_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_params_budget_caps_every_node():
+    from disco_zoo.disco.sparsify import prune_params
+
+    model = to_disco(timm.create_model("resnet18", num_classes=10), 4)
+    prune_to_budget(model, 0.2, SHAPE)
+    before = disco_accounting(model, SHAPE)
+    # a byte budget alone keeps layer4 (1x1 maps here) connected: shards near the dense weights
+    assert max(before["params_per_node"]) > 0.2 * _dense_params(model)
+    stats = prune_params(model, 0.125, SHAPE)
+    after = disco_accounting(model, SHAPE)
+    assert max(after["params_per_node"]) <= stats["params_budget"] == int(0.125 * _dense_params(model))
+    assert after["params_per_node"] == stats["params_per_node"]
+    assert after["disco_bytes"] == stats["disco_bytes"] <= before["disco_bytes"]
+    assert after["traffic_ratio"] <= 0.2
+    # only cross-node channels were closed, and only as many as needed (within one group)
+    assert all(not layer.dropped or not any(layer.dropped) for layer in model.disco_partition.layers.values())
+    assert min(after["params_per_node"]) > stats["params_budget"] - 512 * 9
+    with pytest.raises(DiscoZooError, match="raise --params"):
+        prune_params(copy.deepcopy(model), 0.01, SHAPE)
+
+
+def test_sparsify_with_params_budget():
+    model = small_resnet()
+    loader = digits_loaders(size=16, batch_size=32, seed=0, limit=64)["train"]
+    cfg = SparsifyConfig(traffic=0.2, params=0.3, epochs=0, finetune_epochs=1, seed=0)
+    stats = sparsify(model, loader, cfg, SHAPE)
+    acc = disco_accounting(model, SHAPE)
+    assert max(acc["params_per_node"]) <= 0.3 * _dense_params(model)
+    assert acc["disco_bytes"] == stats["disco_bytes"] <= stats["budget_bytes"]
+    with pytest.raises(DiscoZooError, match="params must be"):
+        sparsify(model, loader, SparsifyConfig(params=1.5, epochs=0, finetune_epochs=0), SHAPE)
+
+
 def test_sparsify_command(tmp_path):
     from disco_zoo.commands.sparsify import register
     from disco_zoo.hub import sha256_file
@@ -105,14 +142,17 @@ def test_sparsify_command(tmp_path):
     register(app)
     app.command("noop")(lambda: None)  # a second command keeps "sparsify" a sub-command
     out = tmp_path / "r18"
-    args = ["sparsify", "resnet18", "--nodes", "2", "--traffic", "0.25", "--data", "digits", "--input-size", "16",
-            "--epochs", "1", "--finetune-epochs", "1", "--limit", "64", "--seed", "3", "--out", str(out)]
+    args = ["sparsify", "resnet18", "--nodes", "2", "--traffic", "0.25", "--params", "0.4", "--data", "digits",
+            "--input-size", "16", "--epochs", "1", "--finetune-epochs", "1", "--limit", "64", "--seed", "3",
+            "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "traffic ratio" in result.output
     config = json.loads((out / "config.json").read_text())
     assert config["arch"] == "resnet18" and config["nodes"] == 2 and config["kind"] == "disco"
     assert config["accounting"]["traffic_ratio"] <= 0.25
+    assert config["sparsify"]["params"] == 0.4
+    assert max(config["accounting"]["params_per_node"]) <= config["sparsify"]["params_budget"]
     for record in config["files"]:
         assert sha256_file(out / record["name"]) == record["sha256"]
     # the hub's loader rebuilds it from config.json alone

@@ -66,3 +66,14 @@ def test_listing_does_not_import_torch():
             "print('torch' in sys.modules, 'timm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_small_swin_is_named_for_its_size():
+    """The published Swin is a small config of timm's Swin, registered under its own name."""
+    dense = disco_zoo.create_model("swin_micro_patch2_window4_32", num_classes=10)
+    params = sum(p.numel() for p in dense.parameters())
+    assert params < 2_000_000  # timm's swin_tiny is 28M
+    variant = get_entry("swin_micro_disco_2node")
+    assert variant.kwargs["timm_name"] == "swin_micro_patch2_window4_32"  # eval's dense counterpart
+    disco = disco_zoo.create_model("swin_micro_disco_2node", num_classes=10)
+    assert disco.disco_partition.nodes == 2 and sum(p.numel() for p in disco.parameters()) == params

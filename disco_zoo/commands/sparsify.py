@@ -1,8 +1,9 @@
 """``disco-zoo sparsify``: train a model's DISCO connectivity to a traffic budget.
 
 Group lasso on cross-node channels, prune to ``--traffic`` x dense within-layer
-traffic (optionally to a ``--compute`` FLOPs budget), fine-tune with masks frozen, then
-write one safetensors shard per node and config.json (partition, metrics, accounting).
+traffic (optionally to a ``--params`` per-node storage budget and a ``--compute`` FLOPs
+budget), fine-tune with masks frozen, then write one safetensors shard per node and
+config.json (partition, metrics, accounting).
 Start from trained dense weights with ``--init`` (a folder written by ``disco-zoo train``).
 """
 from __future__ import annotations
@@ -56,6 +57,9 @@ def sparsify_command(
     traffic: float = typer.Option(0.2, "--traffic", help="DISCO bytes / dense within-layer-parallel bytes."),
     compute: Optional[float] = typer.Option(
         None, "--compute", help="Optional FLOPs budget (total / dense), met by pruning within diagonal blocks."
+    ),
+    params: Optional[float] = typer.Option(
+        None, "--params", help="Optional per-node storage budget: max node params / dense params (e.g. 0.125)."
     ),
     data: str = typer.Option("digits", "--data", help="'digits' or an ImageFolder root with train/ and val/."),
     init: Optional[Path] = typer.Option(None, "--init", help="Dense weights to start from (a hub folder)."),
@@ -116,7 +120,7 @@ def sparsify_command(
     if init is not None:
         _load_dense_init(net, init)
     cfg = SparsifyConfig(traffic=traffic, penalty=penalty, epochs=epochs, finetune_epochs=finetune_epochs,
-                         lr=lr, compute=compute, seed=seed)
+                         lr=lr, compute=compute, params=params, seed=seed)
     shape = (1, 3, input_size, input_size)
     stats = sparsify(net, loaders["train"], cfg, shape, show_progress=True)
 
@@ -149,6 +153,8 @@ def sparsify_command(
     table.add_row("FLOPs total / dense", f"{acc['flops_total'] / acc['flops_dense']:.3f}")
     table.add_row("FLOPs per node", ", ".join(f"{f:,}" for f in acc["flops_per_node"]))
     table.add_row("params per node", ", ".join(f"{p:,}" for p in acc["params_per_node"]))
+    dense_params = sum(p.numel() for p in net.parameters())
+    table.add_row("params per node / dense", ", ".join(f"{p / dense_params:.3f}" for p in acc["params_per_node"]))
     console.print(table)
     console.print(f"wrote {out}")
 

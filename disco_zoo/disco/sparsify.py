@@ -8,10 +8,15 @@
    stays within ``traffic * dense_tp_bytes`` (fixed costs such as the head's partial
    logits and LayerNorm statistics are charged first). The budget is met exactly or
    just under.
-3. Optionally (``compute``) prune within the diagonal blocks: drop (layer, node k, own
+3. Optionally (``params``) close more off-diagonal groups, lowest norm per stored
+   parameter first, until every node's shard holds at most ``params`` x the dense
+   model's parameters. A byte budget alone keeps late layers (1x1 or 2x2 maps at small
+   inputs, so nearly free on the wire) fully connected, and their off-diagonal blocks
+   then fill every node's shard with almost the dense weights.
+4. Optionally (``compute``) prune within the diagonal blocks: drop (layer, node k, own
    input channel) groups, lowest norm per FLOP first, until the total FLOPs are at most
    ``compute`` x the dense model's.
-4. Fine-tune with the masks frozen (closed weights get zero gradient).
+5. Fine-tune with the masks frozen (closed weights get zero gradient).
 
 Training is :func:`disco_zoo.train.fit` (the project's one loop) with the penalty as
 its extra loss. Everything is deterministic under ``seed`` (fit seeds every generator;
@@ -27,10 +32,10 @@ from torch import nn
 
 from disco_zoo.disco.accounting import disco_traffic, layer_shapes
 from disco_zoo.disco.adapters import apply_partition, get_partition
-from disco_zoo.disco.partition import LayerSplit
+from disco_zoo.disco.partition import LayerSplit, Partition
 from disco_zoo.errors import DiscoZooError
 
-__all__ = ["SparsifyConfig", "GroupLasso", "prune_to_budget", "prune_compute", "sparsify"]
+__all__ = ["SparsifyConfig", "GroupLasso", "prune_to_budget", "prune_params", "prune_compute", "sparsify"]
 
 
 @dataclass
@@ -42,6 +47,7 @@ class SparsifyConfig:
     lr: float = 1e-3  # AdamW, as disco_zoo.train.fit
     weight_decay: float = 0.05
     compute: float | None = None  # optional FLOPs budget: total / dense FLOPs
+    params: float | None = None  # optional storage budget: max over nodes of node params / dense params
     seed: int = 0
     dtype_bytes: int = 4  # activation bytes on the wire, for the budget
 
@@ -155,6 +161,63 @@ def prune_to_budget(
     }
 
 
+def _params_candidates(model: nn.Module, part: Partition, k: int) -> list[tuple[float, int, str, int, int, int]]:
+    """Node k's open off-diagonal groups: (norm per parameter saved, order, name, j, c, saved).
+
+    Closing c in S_kj removes one column of node k's slice, i.e. len(O_k) x kernel numbers.
+    """
+    modules = dict(model.named_modules())
+    candidates = []
+    with torch.no_grad():
+        for name, layer in part.layers.items():
+            if layer.mode != "split":
+                continue
+            weight = modules[name].weight
+            saved = len(layer.out_groups[k]) * weight[0, 0].numel()
+            if not saved:
+                continue
+            norms = _squared_group_sums(modules[name], _rows_onehot(layer).to(weight)).sqrt()
+            for j in range(layer.nodes):
+                for c in layer.selected[k][j] if j != k else []:
+                    candidates.append((norms[k, c].item() / saved, len(candidates), name, j, c, saved))
+    return candidates
+
+
+def prune_params(
+    model: nn.Module, params: float, input_shape: tuple[int, ...], dtype_bytes: int = 4
+) -> dict[str, Any]:
+    """Close off-diagonal groups until every node stores <= params x the dense parameters.
+
+    Only closes channels, so the traffic can only fall; the model changes only on success.
+    """
+    from disco_zoo.disco.accounting import disco_accounting
+
+    part = get_partition(model).copy()
+    stored = disco_accounting(model, input_shape, dtype_bytes)["params_per_node"]
+    budget = int(params * sum(p.numel() for p in model.parameters()))
+    per_node = []
+    for k, have in enumerate(stored):
+        candidates = sorted(_params_candidates(model, part, k), key=lambda g: (g[0], g[1]))
+        floor = have - sum(g[-1] for g in candidates)
+        if floor > budget:
+            raise DiscoZooError(
+                f"params {params} allows {budget:,} parameters per node but node {k} stores {floor:,} "
+                "with no cross-node channels at all; raise --params"
+            )
+        for _, _, name, j, c, saved in candidates:
+            if have <= budget:
+                break
+            part.layers[name].selected[k][j].remove(c)
+            have -= saved
+        per_node.append(have)
+    part.check()
+    apply_partition(model, part)
+    traffic = disco_traffic(part, layer_shapes(model, input_shape), dtype_bytes)[1]
+    kept = sum(len(s) for layer in part.layers.values() for row in layer.selected for s in row)
+    return {"params_budget": budget, "params_per_node": per_node, "disco_bytes": sum(traffic.values()),
+            "groups_kept": kept}
+
+
 def prune_compute(model: nn.Module, compute: float, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """Drop own-channel groups (diagonal blocks) until FLOPs <= compute x dense FLOPs."""
     from disco_zoo.disco.accounting import disco_accounting
@@ -200,8 +263,8 @@ def sparsify(
     input_shape: tuple[int, ...],
     show_progress: bool = False,
 ) -> dict[str, Any]:
-    """Group lasso -> prune to ``cfg.traffic`` -> fine-tune with masks frozen -> BatchNorm
-    statistics re-estimated (in place).
+    """Group lasso -> prune to ``cfg.traffic`` (then ``cfg.params``, ``cfg.compute``) ->
+    fine-tune with masks frozen -> BatchNorm statistics re-estimated (in place).
 
     ``model`` must be a DISCO model (see :func:`disco_zoo.disco.adapters.to_disco`);
     ``input_shape`` (1, C, H, W) is the inference size the traffic budget is for.
@@ -210,6 +273,8 @@ def sparsify(
         raise DiscoZooError(f"traffic must be in (0, 1], got {cfg.traffic}")
     if cfg.compute is not None and not 0 < cfg.compute <= 1:
         raise DiscoZooError(f"compute must be in (0, 1], got {cfg.compute}")
+    if cfg.params is not None and not 0 < cfg.params <= 1:
+        raise DiscoZooError(f"params must be in (0, 1], got {cfg.params}")
     from disco_zoo.train import TrainConfig, fit, recalibrate_batchnorm
 
     get_partition(model)
@@ -219,6 +284,8 @@ def sparsify(
         fit(model, train_loader, train, lambda m: cfg.penalty * penalty(), description="group lasso",
             show_progress=show_progress)
     stats = prune_to_budget(model, cfg.traffic, input_shape, cfg.dtype_bytes)
+    if cfg.params is not None:
+        stats.update(prune_params(model, cfg.params, input_shape, cfg.dtype_bytes))
     if cfg.compute is not None:
         stats.update(prune_compute(model, cfg.compute, input_shape))
     if cfg.finetune_epochs:  # the masks are frozen: closed weights get no gradient

@@ -39,3 +39,28 @@ for _arch, _family, _tags in (
             description=f"timm {_arch} (dense)",
         )
     )
+
+# Small configurations of timm architectures, named for what they are: timm's smallest
+# Swin (tiny, 28M parameters) is far too big for 32x32 digits and the hub's size budget.
+SWIN_MICRO = {
+    "timm_name": "swin_tiny_patch4_window7_224",
+    "img_size": 32,
+    "patch_size": 2,
+    "window_size": 4,
+    "embed_dim": 48,
+    "depths": (2, 2, 2),
+    "num_heads": (3, 6, 12),
+}
+
+register_model(
+    ModelEntry(
+        arch="swin_micro_patch2_window4_32",
+        builder=_BUILDER,
+        family="swin",
+        source="timm",
+        kwargs=SWIN_MICRO,
+        pretrained=(DIGITS,),
+        description="timm SwinTransformer for 32x32 inputs: patch 2, window 4, embed 48, depths 2-2-2, "
+        "heads 3-6-12 (1.3M parameters; dense)",
+    )
+)
