@@ -80,6 +80,8 @@ def main() -> None:
     if dense_growth:
         console.print(f"  and {growth / dense_growth:.2f} of the RSS growth of one process loading the dense model "
                       f"({dense_growth / 2**20:.0f} MiB) (target <= 0.55)")
+    console.print(f"cost model: compute alone per rank + links + {lat['message_overhead_ms']:.3f} ms per message "
+                  "(measured 1 KB one-way time through the emulated transport)")
     table = Table(title="emulated links (every ordered pair)")
     for column in ("link", "DISCO ms", "predicted", "meas/pred", "dense TP ms", "predicted", "meas/pred",
                    "DISCO vs TP", "DISCO vs dense"):

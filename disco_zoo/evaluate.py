@@ -281,7 +281,7 @@ def measure_latencies(model, dense, folder: Path, dense_tp_folder: Path, nodes: 
     :mod:`disco_zoo.runtime.cost_model`) and the cost model's prediction for each link,
     so a gap between what the links should cost and what they did cost is visible.
     """
-    from disco_zoo.runtime.cost_model import predict_latency, profile_compute
+    from disco_zoo.runtime.cost_model import measure_message_overhead, predict_latency, profile_compute
     from disco_zoo.runtime.link import LinkProfile
 
     shape = [1, 3, size, size]
@@ -293,6 +293,7 @@ def measure_latencies(model, dense, folder: Path, dense_tp_folder: Path, nodes: 
     progress(f"compute alone per rank at {size}x{size} (cost model profile)")
     profile = profile_compute(folder, shape, repeats=opts.repeats, warmup=opts.warmup)
     profile_tp = profile_compute(dense_tp_folder, shape, repeats=opts.repeats, warmup=opts.warmup)
+    overhead_s = measure_message_overhead(opts.backend, emulated=True)
     out: dict[str, Any] = {
         "input_size": size,
         "dense_single_ms": dense_ms,
@@ -300,6 +301,7 @@ def measure_latencies(model, dense, folder: Path, dense_tp_folder: Path, nodes: 
         "dense_tp_localhost_ms": _latency_ms(local_tp),
         "per_rank_ms": [_median_ms(r["times_s"]) for r in local],
         "compute_alone_ms": [1000.0 * c for c in profile.compute_s],
+        "message_overhead_ms": 1000.0 * overhead_s,
         "rank_peak_rss_kb": [r["maxrss_kb"] for r in local],
         "rank_rss_load_growth_bytes": [r["rss_load_growth_bytes"] for r in local],
         "rank_weight_bytes": [r["weight_bytes"] for r in local],
@@ -313,7 +315,8 @@ def measure_latencies(model, dense, folder: Path, dense_tp_folder: Path, nodes: 
         link = LinkProfile.parse(bandwidth)
         disco = _latency_ms(_run(folder, nodes, shape, opts, link=link, warmup=link_warmup, repeats=link_repeats))
         tp = _latency_ms(_run(dense_tp_folder, nodes, shape, opts, link=link, warmup=link_warmup, repeats=link_repeats))
-        predicted, predicted_tp = 1000.0 * predict_latency(profile, link), 1000.0 * predict_latency(profile_tp, link)
+        predicted = 1000.0 * predict_latency(profile, link, overhead_s)
+        predicted_tp = 1000.0 * predict_latency(profile_tp, link, overhead_s)
         out["links"].append({
             "bandwidth": bandwidth,
             "bandwidth_bps": link.bandwidth_bps,

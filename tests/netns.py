@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
+from disco_zoo.runtime.launch import pid_alive
+
 __all__ = ["VethLink", "veth_pair", "unavailable_reason", "clean_stale", "payload_rate_bps", "PREFIX"]
 
 PREFIX = "dzns"
@@ -62,22 +64,12 @@ def _namespaces() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale(prefix: str = PREFIX) -> list[str]:
     """Delete the namespaces ``<prefix><pid>-...`` whose pid no longer runs."""
     removed = []
     for name in _namespaces():
         match = re.fullmatch(re.escape(prefix) + r"(\d+)-(?:\d+[ab]|probe)", name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             _ip("netns", "del", name, check=False)
             removed.append(name)
     return removed

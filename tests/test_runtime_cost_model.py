@@ -7,7 +7,9 @@ import torch
 
 from disco_zoo.disco.accounting import disco_traffic, layer_shapes
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.runtime.cost_model import ComputeProfile, Event, RankProgram, predict_latency, profile_compute
+from disco_zoo.runtime.cost_model import (
+    ComputeProfile, Event, RankProgram, measure_message_overhead, predict_latency, profile_compute,
+)
 from disco_zoo.runtime.link import LinkProfile
 from test_runtime_disco import SHAPE, _sparse_disco_folder
 
@@ -25,6 +27,7 @@ def test_a_receiver_waits_for_serialisation_plus_latency():
     # arrival 0.010 + 1.0 s on the wire + 1 ms; the receiver then computes 5 ms more
     assert predict_latency(profile, MB_PER_S) == pytest.approx(1.016)
     assert predict_latency(profile, None) == pytest.approx(0.015)  # ideal link: compute only
+    assert predict_latency(profile, MB_PER_S, message_overhead_s=0.002) == pytest.approx(1.018)
     assert profile.compute_s == pytest.approx([0.012, 0.007])
 
 
@@ -72,3 +75,8 @@ def test_profile_of_a_real_model_moves_exactly_the_accounted_bytes(tmp_path):
     slow = LinkProfile.parse("10mbit")
     assert predict_latency(profile, slow) >= max(ideal, slow.transfer_time(max(expected.values())))
     assert torch.get_num_threads() == 1  # the profile restores the caller's threads
+
+
+def test_message_overhead_is_a_measured_small_positive_time():
+    overhead = measure_message_overhead("mpi", emulated=True, iters=20)
+    assert 0 < overhead < 0.05

@@ -15,9 +15,11 @@ move, and a prediction that misses tells us the runtime does something we did no
    the emulator implements (``disco_zoo.runtime.link``): every ordered pair is a FIFO
    link; a message of n bytes posted at t starts when the link is free, takes
    ``n * 8 / bandwidth`` and arrives ``latency`` later. A rank waiting for a message
-   stalls until it arrives; a send completes when it is delivered. The prediction is the
-   slowest rank's finishing time; per-message software overhead and CPU contention
-   between ranks are not modelled (that is what the 10-15% tolerances absorb).
+   stalls until it arrives; a send completes when it is delivered. Each message also
+   pays ``message_overhead_s``, the software cost of one message through the transport
+   (and the emulator's hand-over thread), which :func:`measure_message_overhead` measures
+   separately as a small ping-pong's one-way time. The prediction is the slowest rank's
+   finishing time; CPU contention between ranks is not modelled.
 """
 from __future__ import annotations
 
@@ -33,7 +35,10 @@ import torch
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.runtime.link import LinkProfile
 
-__all__ = ["Event", "RankProgram", "ComputeProfile", "NullBackend", "profile_compute", "predict_latency"]
+__all__ = [
+    "Event", "RankProgram", "ComputeProfile", "NullBackend", "profile_compute", "predict_latency",
+    "measure_message_overhead",
+]
 
 Links = LinkProfile | dict[tuple[int, int], LinkProfile] | None
 
@@ -197,7 +202,19 @@ def _occurrences(events: list[Event], kind: str) -> Iterator[tuple[int, int, int
             seen[(e.peer, e.tag)] += 1
 
 
-def predict_latency(profile: ComputeProfile, links: Links = None) -> float:
+def measure_message_overhead(backend: str = "mpi", emulated: bool = True, iters: int = 200) -> float:
+    """Seconds one small message costs end to end through ``backend`` on this machine:
+    the median one-way time of a 1 KB ping-pong between two ranks, with the link emulator
+    in the path (on an unlimited link) when ``emulated``."""
+    from disco_zoo.runtime.launch import launch
+
+    link = LinkProfile(1e15, 0.0) if emulated else None
+    results = launch("disco_zoo.runtime.selftest:pingpong", 2, backend, args={"nbytes": 1024, "iters": iters},
+                     timeout_s=60, link=link)
+    return float(results[0]["median_s"])
+
+
+def predict_latency(profile: ComputeProfile, links: Links = None, message_overhead_s: float = 0.0) -> float:
     """Predicted seconds per inference (slowest rank) over ``links`` (see module doc)."""
     programs = profile.programs
     nodes = len(programs)
@@ -226,7 +243,7 @@ def predict_latency(profile: ComputeProfile, links: Links = None) -> float:
                     pair = link[(k, e.peer)]
                     begin = max(at, free_at[(k, e.peer)])
                     free_at[(k, e.peer)] = begin + pair.transfer_time(e.nbytes)
-                    arrival = free_at[(k, e.peer)] + pair.latency_s
+                    arrival = free_at[(k, e.peer)] + pair.latency_s + message_overhead_s
                     delivered[send_key[(k, position[k])]] = arrival
                     send_done_queue[k][(e.peer, e.tag)].append(arrival)
                 elif e.kind == "recv":

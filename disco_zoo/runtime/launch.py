@@ -29,7 +29,7 @@ from disco_zoo.errors import DiscoZooError
 from disco_zoo.runtime.errors import PeerError
 from disco_zoo.runtime.link import LinkProfile
 
-__all__ = ["launch", "free_port", "mpiexec_path", "PeerError"]
+__all__ = ["launch", "free_port", "mpiexec_path", "pid_alive", "PeerError"]
 
 GRACE_S = 2.0  # after a failure, extra time survivors get (beyond timeout_s) to report
 POLL_S = 0.05
@@ -75,7 +75,7 @@ class _Run:
             return self.procs[rank].poll() is None
         if rank not in self.pids:  # mpi: not started yet, alive while mpiexec is
             return self.procs[0].poll() is None
-        return _pid_alive(self.pids[rank])
+        return pid_alive(self.pids[rank])
 
     def exit_status(self, rank: int) -> int | None:
         return self.procs[rank].returncode if len(self.procs) == self.world_size else None
@@ -105,11 +105,12 @@ class _Run:
             except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not fail
                 pass
         deadline = time.monotonic() + 5
-        while any(_pid_alive(p) for p in self.pids.values()) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in self.pids.values()) and time.monotonic() < deadline:
             time.sleep(POLL_S)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is ``pid`` running? (A zombie counts as dead; a pid we may not signal, as alive.)"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
