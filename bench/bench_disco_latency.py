@@ -53,35 +53,44 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         if ns.keep is None:
-            entry = get_entry(ns.model)  # the dense model first: its load is measured in a fresh process
-            dense, dense_growth = load_dense_measured(f"{entry.kwargs['timm_name']}.{split_name(ns.model)[1] or 'digits'}")
+            entry = get_entry(ns.model)
+            dense_name = f"{entry.kwargs['timm_name']}.{split_name(ns.model)[1] or 'digits'}"
+            _, dense_growth = load_dense_measured(dense_name)  # measured in this fresh process, before anything else
             model, folder = load(ns.model).eval(), resolve_folder(ns.model)
             title = ns.model
         else:
             model = random_disco(ns.arch, ns.nodes, ns.keep)
             folder = save_shards(model, Path(tmp) / "disco", extra={"arch": ns.arch, "args": {}})
-            dense, title = create_model(ns.arch).eval(), f"{ns.arch}, random keep {ns.keep:g} of every S_kj"
+            dense_name, title = ns.arch, f"{ns.arch}, random keep {ns.keep:g} of every S_kj"
             dense_growth = None
         nodes = get_partition(model).nodes
         tp_folder = dense_tp_copy(model, Path(folder), Path(tmp) / "dense_tp")
-        lat = measure_latencies(model, dense, Path(folder), tp_folder, nodes, ns.input_size, opts,
+        lat = measure_latencies(Path(folder), tp_folder, dense_name, nodes, ns.input_size, opts,
                                 progress=lambda text: print(text, flush=True), link_warmup=1, link_repeats=2)
 
     console = Console(width=150)
-    alone = max(lat["compute_alone_ms"])
-    console.print(f"{title}, {ns.input_size}x{ns.input_size}, batch 1, 1 thread per process, {ns.backend}")
-    console.print(f"dense, one process: {lat['dense_single_ms']:.1f} ms; DISCO localhost: {lat['disco_localhost_ms']:.1f} ms "
-                  f"-> {lat['speedup_localhost_vs_dense']:.2f}x (target >= 2x)")
-    console.print(f"slowest rank's compute alone: {alone:.1f} ms; DISCO localhost is {lat['localhost_over_compute_alone']:.2f}x "
-                  "of it (target <= 1.15)")
+    rounds = lat["per_round"]
+    spread = lambda values: f"{min(values):.0f}-{max(values):.0f} ms"  # noqa: E731
+    console.print(f"{title}, {ns.input_size}x{ns.input_size}, batch 1, 1 thread per process, {ns.backend}; "
+                  f"{lat['rounds']} interleaved rounds (ratios: median of per-round ratios)")
+    console.print(f"dense, one process: {lat['dense_single_ms']:.1f} ms ({spread(rounds['dense_ms'])}); DISCO localhost: "
+                  f"{lat['disco_localhost_ms']:.1f} ms ({spread(rounds['disco_ms'])}) -> "
+                  f"{lat['speedup_localhost_vs_dense']:.2f}x (target >= 2x)")
+    console.print(f"slowest rank's compute alone: {max(lat['compute_alone_ms']):.1f} ms ({spread(rounds['compute_alone_ms'])}); "
+                  f"DISCO localhost is {lat['localhost_over_compute_alone']:.2f}x of it (target <= 1.15)")
+    console.print(f"  every rank's compute at once (no wire): {max(lat['compute_concurrent_ms']):.1f} ms; DISCO localhost is "
+                  f"{lat['localhost_over_compute_concurrent']:.2f}x of it")
+    console.print(f"  ceiling with idle cores, dense / compute alone: {lat['speedup_ceiling_compute_alone']:.2f}x; ranks computing "
+                  f"at once take {lat['concurrency_penalty']:.2f}x their time alone (contention on this machine)")
     growth = max(lat["rank_rss_load_growth_bytes"])
     console.print(f"RSS growth loading a shard: {growth / 2**20:.0f} MiB = {growth / lat['dense_weight_bytes']:.2f} of the "
                   f"dense model's fp32 weights ({lat['dense_weight_bytes'] / 2**20:.0f} MiB)")
     if dense_growth:
         console.print(f"  and {growth / dense_growth:.2f} of the RSS growth of one process loading the dense model "
                       f"({dense_growth / 2**20:.0f} MiB) (target <= 0.55)")
-    console.print(f"cost model: compute alone per rank + links + {lat['message_overhead_ms']:.3f} ms per message "
-                  "(measured 1 KB one-way time through the emulated transport)")
+    console.print(f"cost model: each rank's compute (measured in the same launch, all ranks at once) + links + "
+                  f"{lat['message_overhead_ms']:.3f} ms per message + {lat['message_ms_per_mib']:.3f} ms per MiB (ping-pongs of 1 KB "
+                  "and 1 MiB through the emulated transport)")
     table = Table(title="emulated links (every ordered pair)")
     for column in ("link", "DISCO ms", "predicted", "meas/pred", "dense TP ms", "predicted", "meas/pred",
                    "DISCO vs TP", "DISCO vs dense"):

@@ -19,7 +19,6 @@ import os
 import platform
 import statistics
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -32,6 +31,8 @@ from disco_zoo.errors import DiscoZooError
 __all__ = ["EvalOptions", "evaluate", "environment", "measure_latencies", "dense_tp_copy", "load_dense_measured"]
 
 EXECUTOR = "disco_zoo.runtime.disco_executor:run_disco"
+TIMING = "disco_zoo.runtime.timing:time_rounds"
+LINK_BUDGET_S = 4.0  # a link measurement expected to take longer than this gets the few rounds asked for
 
 
 @dataclass(frozen=True)
@@ -88,35 +89,12 @@ def _median_ms(values: Sequence[float]) -> float:
     return 1000.0 * statistics.median(values)
 
 
-def _time_single(model: torch.nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> float:
-    """Median ms of one-thread inference in this process."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        times = []
-        with torch.inference_mode():
-            for i in range(warmup + repeats):
-                start = time.perf_counter()
-                model(x)
-                if i >= warmup:
-                    times.append(time.perf_counter() - start)
-        return _median_ms(times)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _run(folder: Path, nodes: int, shape: list[int], opts: EvalOptions, input_path: str | None = None,
-         link: Any = None, warmup: int = 0, repeats: int = 1) -> list[dict[str, Any]]:
+def _run(folder: Path, nodes: int, shape: list[int], opts: EvalOptions, input_path: str | None = None) -> list[dict[str, Any]]:
+    """One distributed inference (the runtime's own entry)."""
     from disco_zoo.runtime.launch import launch
 
-    args = {"folder": str(folder), "input_shape": shape, "input_path": input_path, "warmup": warmup, "repeats": repeats}
-    return launch(EXECUTOR, world_size=nodes, backend=opts.backend, args=args, timeout_s=opts.timeout_s, link=link)
-
-
-def _latency_ms(results: list[dict[str, Any]]) -> float:
-    """Median over repeats of the slowest rank's time: an inference ends when every rank has."""
-    per_repeat = zip(*(r["times_s"] for r in results))
-    return _median_ms([max(times) for times in per_repeat])
+    args = {"folder": str(folder), "input_shape": shape, "input_path": input_path}
+    return launch(EXECUTOR, world_size=nodes, backend=opts.backend, args=args, timeout_s=opts.timeout_s)
 
 
 def _measured_pairs(results: list[dict[str, Any]]) -> dict[str, int]:
@@ -208,7 +186,6 @@ def evaluate(name: str, opts: EvalOptions = EvalOptions(), progress: Callable[[s
     """Measure ``name`` (a pretrained DISCO model) and its dense counterpart; JSON-able result."""
     from disco_zoo.hub import load, read_config, resolve_folder, verify_folder
     from disco_zoo.registry import get_entry, get_pretrained_cfg, split_name
-    from disco_zoo.runtime.link import LinkProfile
 
     entry = get_entry(name)
     if entry.source != "disco":
@@ -261,72 +238,114 @@ def evaluate(name: str, opts: EvalOptions = EvalOptions(), progress: Callable[[s
             report["at_paper_size"] = _accounting(model, opts.paper_size)
         if opts.latency:
             dense_tp_folder = dense_tp_copy(model, folder, Path(tmp) / "dense_tp")
-            report["latency"] = measure_latencies(model, dense, folder, dense_tp_folder, nodes, size, opts, progress,
-                                           link_warmup=1, link_repeats=max(2, opts.repeats // 2))
+            report["latency"] = measure_latencies(folder, dense_tp_folder, dense_name, nodes, size, opts, progress,
+                                                  link_warmup=1, link_repeats=max(2, opts.repeats // 2))
             report["latency"]["dense_rss_load_growth_bytes"] = dense_load_growth
             if opts.paper_size and resizable:
                 # Slow links at 224 take seconds per inference: one timed run after none warm.
-                report["latency_paper_size"] = measure_latencies(model, dense, folder, dense_tp_folder, nodes,
-                                                          opts.paper_size, opts, progress, link_warmup=0, link_repeats=1)
+                report["latency_paper_size"] = measure_latencies(folder, dense_tp_folder, dense_name, nodes,
+                                                                 opts.paper_size, opts, progress, link_warmup=0,
+                                                                 link_repeats=1)
     report["environment"] = environment(opts.backend)
     return report
 
 
-def measure_latencies(model, dense, folder: Path, dense_tp_folder: Path, nodes: int, size: int, opts: EvalOptions,
-                      progress: Callable[[str], None], link_warmup: int, link_repeats: int) -> dict[str, Any]:
-    """Batch-1 latency, all measured: dense in one process, DISCO and dense TP on N ranks,
-    on localhost and through each emulated link (one thread per process throughout).
+def _launch_rounds(folder: Path, nodes: int, shape: list[int], opts: EvalOptions, rounds: int, warmup: int,
+                   link: Any = None, dense: str | None = None, solo: bool = False) -> list[dict[str, Any]]:
+    from disco_zoo.runtime.launch import launch
 
-    Next to each measurement: every rank's compute alone (the runtime with no wire, see
-    :mod:`disco_zoo.runtime.cost_model`) and the cost model's prediction for each link,
-    so a gap between what the links should cost and what they did cost is visible.
+    args = {"folder": str(folder), "input_shape": shape, "rounds": rounds, "warmup": warmup, "dense": dense, "solo": solo}
+    return launch(TIMING, world_size=nodes, backend=opts.backend, args=args, timeout_s=opts.timeout_s, link=link)
+
+
+def _per_round_max(results: list[dict[str, Any]], key: str) -> list[float]:
+    """Per round, the slowest rank's seconds: an inference ends when every rank has."""
+    return [max(values) for values in zip(*(r[key] for r in results))]
+
+
+def _profile(results: list[dict[str, Any]]):
+    """The cost model's input from one launch: each rank's median concurrent program."""
+    from disco_zoo.runtime.cost_model import ComputeProfile, RankProgram, median_program
+
+    return ComputeProfile([median_program([RankProgram.from_dict(d) for d in r["programs"]]) for r in results])
+
+
+def measure_latencies(folder: Path, dense_tp_folder: Path, dense: str, nodes: int, size: int, opts: EvalOptions,
+                      progress: Callable[[str], None], link_warmup: int, link_repeats: int) -> dict[str, Any]:
+    """Batch-1 latency, all measured, one thread per process: DISCO and dense
+    within-layer parallelism (TP) on N ranks, on localhost and through each emulated
+    link, against ``dense`` (a model name) in one process.
+
+    Each launch interleaves its measurements round by round
+    (:mod:`disco_zoo.runtime.timing`): on localhost the dense model, each rank's compute
+    alone (solo, and all ranks at once) and the real inference; on every link the ranks'
+    concurrent compute and the real inference, so the cost model's prediction for that
+    link is made from compute measured seconds, not minutes, from the run it predicts.
+    Ratios are medians of per-round ratios. A link whose runs are quick gets the
+    localhost rounds; a slow one ``link_warmup`` + ``link_repeats``.
     """
-    from disco_zoo.runtime.cost_model import measure_message_overhead, predict_latency, profile_compute
+    from disco_zoo.runtime.cost_model import measure_message_cost, predict_latency
     from disco_zoo.runtime.link import LinkProfile
 
     shape = [1, 3, size, size]
-    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
-    progress(f"latency on localhost at {size}x{size}")
-    dense_ms = _time_single(dense, x, opts.warmup, opts.repeats)
-    local = _run(folder, nodes, shape, opts, warmup=opts.warmup, repeats=opts.repeats)
-    local_tp = _run(dense_tp_folder, nodes, shape, opts, warmup=opts.warmup, repeats=opts.repeats)
-    progress(f"compute alone per rank at {size}x{size} (cost model profile)")
-    profile = profile_compute(folder, shape, repeats=opts.repeats, warmup=opts.warmup)
-    profile_tp = profile_compute(dense_tp_folder, shape, repeats=opts.repeats, warmup=opts.warmup)
-    overhead_s = measure_message_overhead(opts.backend, emulated=True)
+    progress(f"latency on localhost at {size}x{size}: dense, compute alone and DISCO, interleaved")
+    local = _launch_rounds(folder, nodes, shape, opts, opts.repeats, opts.warmup, dense=dense, solo=True)
+    local_tp = _launch_rounds(dense_tp_folder, nodes, shape, opts, opts.repeats, opts.warmup)
+    real, solo = _per_round_max(local, "real_s"), _per_round_max(local, "solo_s")
+    concurrent, dense_s = _per_round_max(local, "concurrent_s"), local[0]["dense_s"]
+    message_cost = measure_message_cost(opts.backend, emulated=True)
     out: dict[str, Any] = {
         "input_size": size,
-        "dense_single_ms": dense_ms,
-        "disco_localhost_ms": _latency_ms(local),
-        "dense_tp_localhost_ms": _latency_ms(local_tp),
-        "per_rank_ms": [_median_ms(r["times_s"]) for r in local],
-        "compute_alone_ms": [1000.0 * c for c in profile.compute_s],
-        "message_overhead_ms": 1000.0 * overhead_s,
+        "rounds": opts.repeats,
+        "dense_single_ms": _median_ms(dense_s),
+        "disco_localhost_ms": _median_ms(real),
+        "dense_tp_localhost_ms": _median_ms(_per_round_max(local_tp, "real_s")),
+        "per_rank_ms": [_median_ms(r["real_s"]) for r in local],
+        "compute_alone_ms": [_median_ms(r["solo_s"]) for r in local],
+        "compute_concurrent_ms": [_median_ms(r["concurrent_s"]) for r in local],
+        "message_overhead_ms": 1000.0 * message_cost.fixed_s,
+        "message_ms_per_mib": 1000.0 * message_cost.per_byte_s * 2**20,
         "rank_peak_rss_kb": [r["maxrss_kb"] for r in local],
         "rank_rss_load_growth_bytes": [r["rss_load_growth_bytes"] for r in local],
         "rank_weight_bytes": [r["weight_bytes"] for r in local],
-        "dense_weight_bytes": sum(t.numel() * t.element_size() for t in [*dense.parameters(), *dense.buffers()]),
+        "dense_weight_bytes": local[0]["dense_weight_bytes"],
+        "speedup_localhost_vs_dense": statistics.median(d / r for d, r in zip(dense_s, real)),
+        "localhost_over_compute_alone": statistics.median(r / c for r, c in zip(real, solo)),
+        "localhost_over_compute_concurrent": statistics.median(r / c for r, c in zip(real, concurrent)),
+        # why a speed-up falls short: dense over the slowest rank's solo compute is the
+        # ceiling with idle cores; ranks computing at once slow each other by the penalty
+        "speedup_ceiling_compute_alone": statistics.median(d / c for d, c in zip(dense_s, solo)),
+        "concurrency_penalty": statistics.median(c / a for c, a in zip(concurrent, solo)),
+        "per_round": {"dense_ms": [1000.0 * v for v in dense_s], "disco_ms": [1000.0 * v for v in real],
+                      "compute_alone_ms": [1000.0 * v for v in solo],
+                      "compute_concurrent_ms": [1000.0 * v for v in concurrent]},
         "links": [],
     }
-    out["speedup_localhost_vs_dense"] = dense_ms / out["disco_localhost_ms"]
-    out["localhost_over_compute_alone"] = out["disco_localhost_ms"] / max(out["compute_alone_ms"])
     for bandwidth in opts.bandwidths:
         progress(f"emulated link {bandwidth} at {size}x{size}")
         link = LinkProfile.parse(bandwidth)
-        disco = _latency_ms(_run(folder, nodes, shape, opts, link=link, warmup=link_warmup, repeats=link_repeats))
-        tp = _latency_ms(_run(dense_tp_folder, nodes, shape, opts, link=link, warmup=link_warmup, repeats=link_repeats))
-        predicted = 1000.0 * predict_latency(profile, link, overhead_s)
-        predicted_tp = 1000.0 * predict_latency(profile_tp, link, overhead_s)
+        rounds = {}
+        for which, results in (("disco", local), ("tp", local_tp)):
+            # a link run that is quick (by the localhost profile's prediction) gets as many
+            # rounds as localhost; a slow one (seconds per inference) link_repeats
+            expected_s = predict_latency(_profile(results), link, message_cost) * (opts.warmup + opts.repeats)
+            rounds[which] = (opts.repeats, opts.warmup) if expected_s <= LINK_BUDGET_S else (link_repeats, link_warmup)
+        disco = _launch_rounds(folder, nodes, shape, opts, *rounds["disco"], link=link)
+        tp = _launch_rounds(dense_tp_folder, nodes, shape, opts, *rounds["tp"], link=link)
+        disco_ms, tp_ms = _median_ms(_per_round_max(disco, "real_s")), _median_ms(_per_round_max(tp, "real_s"))
+        predicted = 1000.0 * predict_latency(_profile(disco), link, message_cost)
+        predicted_tp = 1000.0 * predict_latency(_profile(tp), link, message_cost)
         out["links"].append({
             "bandwidth": bandwidth,
             "bandwidth_bps": link.bandwidth_bps,
-            "disco_ms": disco,
-            "dense_tp_ms": tp,
+            "rounds": {"disco": rounds["disco"][0], "dense_tp": rounds["tp"][0]},
+            "disco_ms": disco_ms,
+            "dense_tp_ms": tp_ms,
             "disco_predicted_ms": predicted,
             "dense_tp_predicted_ms": predicted_tp,
-            "disco_measured_over_predicted": disco / predicted,
-            "dense_tp_measured_over_predicted": tp / predicted_tp,
-            "speedup_vs_dense_single": dense_ms / disco,
-            "speedup_vs_dense_tp": tp / disco,
+            "disco_measured_over_predicted": disco_ms / predicted,
+            "dense_tp_measured_over_predicted": tp_ms / predicted_tp,
+            "speedup_vs_dense_single": out["dense_single_ms"] / disco_ms,
+            "speedup_vs_dense_tp": tp_ms / disco_ms,
         })
     return out

@@ -8,7 +8,8 @@ import torch
 from disco_zoo.disco.accounting import disco_traffic, layer_shapes
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.runtime.cost_model import (
-    ComputeProfile, Event, RankProgram, measure_message_overhead, predict_latency, profile_compute,
+    ComputeProfile, Event, MessageCost, RankProgram, measure_message_cost, predict_latency, profile_compute,
+    run_without_wire,
 )
 from disco_zoo.runtime.link import LinkProfile
 from test_runtime_disco import SHAPE, _sparse_disco_folder
@@ -28,6 +29,8 @@ def test_a_receiver_waits_for_serialisation_plus_latency():
     assert predict_latency(profile, MB_PER_S) == pytest.approx(1.016)
     assert predict_latency(profile, None) == pytest.approx(0.015)  # ideal link: compute only
     assert predict_latency(profile, MB_PER_S, message_overhead_s=0.002) == pytest.approx(1.018)
+    # a per-byte software cost (copies) on top: 1e6 bytes x 1 ns
+    assert predict_latency(profile, MB_PER_S, MessageCost(0.002, 1e-9)) == pytest.approx(1.019)
     assert profile.compute_s == pytest.approx([0.012, 0.007])
 
 
@@ -77,6 +80,29 @@ def test_profile_of_a_real_model_moves_exactly_the_accounted_bytes(tmp_path):
     assert torch.get_num_threads() == 1  # the profile restores the caller's threads
 
 
-def test_message_overhead_is_a_measured_small_positive_time():
-    overhead = measure_message_overhead("mpi", emulated=True, iters=20)
-    assert 0 < overhead < 0.05
+def test_message_cost_is_measured_small_and_positive():
+    cost = measure_message_cost("mpi", emulated=True, iters=20)
+    assert cost.fixed_s > 0 and cost.per_byte_s >= 0
+    assert cost(1 << 20) < 0.05
+
+
+def test_running_without_wire_restores_the_transport_and_emulator():
+    from disco_zoo.runtime.link import LinkEmulator
+    from disco_zoo.runtime.cost_model import NullBackend
+    from disco_zoo.runtime.transport import Transport
+
+    backend = NullBackend(0, 2)
+    t = Transport(backend, links=LinkProfile.parse("1mbit"))
+    emulator = t._emulator
+    assert isinstance(emulator, LinkEmulator)
+
+    def forward():
+        assert t._emulator is None and t.backend is not backend  # no link, no wire while profiling
+        t.isend(torch.zeros(250), 1, "a").wait()
+        t.irecv((4,), torch.float32, 1, "b").wait()
+        return 0
+
+    program = run_without_wire(t, forward)
+    assert t.backend is backend and t._emulator is emulator
+    assert [(e.kind, e.peer, e.nbytes) for e in program.events] == [("send", 1, 1000), ("send_done", 1, 0), ("recv", 1, 0)]
+    assert RankProgram.from_dict(program.to_dict()) == program

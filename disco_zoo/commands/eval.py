@@ -41,27 +41,30 @@ def _print_report(report: dict[str, Any]) -> None:
         row("latency localhost: dense 1 proc / DISCO / dense TP (ms)", ms(lat), other(ms))
         up = lambda d: f"{d['speedup_localhost_vs_dense']:.2f}x"  # noqa: E731
         row("speed-up localhost vs dense", up(lat), other(up))
-        if "compute_alone_ms" in lat:
-            alone = lambda d: (f"{max(d['compute_alone_ms']):.1f} (localhost is "  # noqa: E731
-                               f"{d['localhost_over_compute_alone']:.2f}x of it)")
-            row("slowest rank's compute alone (ms)", alone(lat), other(alone))
+        alone = lambda d: (f"{max(d['compute_alone_ms']):.1f} (localhost is "  # noqa: E731
+                           f"{d['localhost_over_compute_alone']:.2f}x of it)")
+        row("slowest rank's compute alone, no wire (ms)", alone(lat), other(alone))
+        together = lambda d: (f"{max(d['compute_concurrent_ms']):.1f} (localhost is "  # noqa: E731
+                              f"{d['localhost_over_compute_concurrent']:.2f}x of it)")
+        row("every rank's compute at once, no wire (ms)", together(lat), other(together))
+        ceiling = lambda d: (f"{d['speedup_ceiling_compute_alone']:.2f}x / "  # noqa: E731
+                             f"{d['concurrency_penalty']:.2f}x")
+        row("speed-up ceiling (dense / compute alone) / ranks at once vs alone", ceiling(lat), other(ceiling))
         for i, link in enumerate(lat["links"]):
             fmt = lambda d: (f"{d['links'][i]['disco_ms']:.0f} / {d['links'][i]['dense_tp_ms']:.0f} "  # noqa: E731
                              f"({d['links'][i]['speedup_vs_dense_tp']:.2f}x, {d['links'][i]['speedup_vs_dense_single']:.2f}x)")
             row(f"@ {link['bandwidth']}: DISCO / dense TP ms (speed-up vs TP, vs dense)", fmt(lat), other(fmt))
-            if "disco_predicted_ms" in link:
-                pred = lambda d: (f"{d['links'][i]['disco_predicted_ms']:.0f} / "  # noqa: E731
-                                  f"{d['links'][i]['dense_tp_predicted_ms']:.0f} (measured/predicted "
-                                  f"{d['links'][i]['disco_measured_over_predicted']:.2f}, "
-                                  f"{d['links'][i]['dense_tp_measured_over_predicted']:.2f})")
-                row(f"@ {link['bandwidth']}: cost model DISCO / dense TP ms", pred(lat), other(pred))
+            pred = lambda d: (f"{d['links'][i]['disco_predicted_ms']:.0f} / "  # noqa: E731
+                              f"{d['links'][i]['dense_tp_predicted_ms']:.0f} (measured/predicted "
+                              f"{d['links'][i]['disco_measured_over_predicted']:.2f}, "
+                              f"{d['links'][i]['dense_tp_measured_over_predicted']:.2f})")
+            row(f"@ {link['bandwidth']}: cost model DISCO / dense TP ms", pred(lat), other(pred))
         row("peak RSS per rank (MiB)", ", ".join(f"{kb / 1024:.0f}" for kb in lat["rank_peak_rss_kb"]), "")
         dense_growth = max(lat["dense_rss_load_growth_bytes"], 1)
         row("RSS growth loading: rank shard / dense model", ", ".join(
             f"{g / dense_growth:.2f}" for g in lat["rank_rss_load_growth_bytes"]) + f" (dense {dense_growth / 2**20:.0f} MiB)", "")
-        if "dense_weight_bytes" in lat:
-            row("RSS growth loading: rank shard / dense fp32 weights", ", ".join(
-                f"{g / lat['dense_weight_bytes']:.2f}" for g in lat["rank_rss_load_growth_bytes"]), "")
+        row("RSS growth loading: rank shard / dense fp32 weights", ", ".join(
+            f"{g / lat['dense_weight_bytes']:.2f}" for g in lat["rank_rss_load_growth_bytes"]), "")
     console.print(table)
 
 
@@ -70,7 +73,7 @@ def eval_command(
     data: str = typer.Option("digits", "--data", help="'digits' or an ImageFolder root (val/ inside)."),
     bandwidth: str = typer.Option("10mbit,100mbit,1gbit", "--bandwidth", help="Comma-separated emulated links."),
     backend: str = typer.Option("mpi", "--backend", help="mpi | gloo"),
-    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed batch-1 inferences per latency figure."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed rounds per latency figure (dense, compute alone and DISCO interleaved in each)."),
     paper_size: int = typer.Option(224, "--paper-size", min=0, help="Also account/time at this size (0: skip)."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Accuracy and bytes only."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the whole result (with environment) here."),

@@ -5,21 +5,24 @@ two things we know separately, each rank's compute and the bytes the accounting 
 move, and a prediction that misses tells us the runtime does something we did not plan
 (extra copies, serialisation, lost overlap).
 
-1. :func:`profile_compute` runs every rank's part of the model in *this* process, one
-   thread, against a :class:`NullBackend` (sends vanish, receives return zeros at once),
-   and records each rank's program: the compute time between its communication calls,
-   and every message it posts (peer, tag, bytes on the wire) and waits for. The runtime
-   code is the real one (``build_node_model``, ``scatter_input``, :class:`Transport`);
-   only the wire is missing, so the trace is "compute alone".
+1. :func:`run_without_wire` runs a rank's part of the model against a
+   :class:`NullBackend` (sends vanish, receives return zeros at once) and records the
+   rank's program: the compute time between its communication calls, and every message
+   it posts (peer, tag, bytes on the wire) and waits for. The runtime code is the real
+   one (``build_node_model``, ``scatter_input``, :class:`Transport`); only the wire is
+   missing, so the trace is "compute alone". Inside a launch
+   (:mod:`disco_zoo.runtime.timing`) every rank does this at once, between real
+   inferences, so the profile shares the real run's machine and moment;
+   :func:`profile_compute` does it one rank after another in this process.
 2. :func:`predict_latency` replays those programs against a link model, the same one
    the emulator implements (``disco_zoo.runtime.link``): every ordered pair is a FIFO
    link; a message of n bytes posted at t starts when the link is free, takes
    ``n * 8 / bandwidth`` and arrives ``latency`` later. A rank waiting for a message
    stalls until it arrives; a send completes when it is delivered. Each message also
-   pays ``message_overhead_s``, the software cost of one message through the transport
-   (and the emulator's hand-over thread), which :func:`measure_message_overhead` measures
-   separately as a small ping-pong's one-way time. The prediction is the slowest rank's
-   finishing time; CPU contention between ranks is not modelled.
+   pays a :class:`MessageCost`, the software cost of one message through the transport
+   (and the emulator's hand-over thread), which :func:`measure_message_cost` measures
+   separately with ping-pongs of 1 KB and 1 MiB over an emulated link (a fixed part and a
+   per-byte part). The prediction is the slowest rank's finishing time.
 """
 from __future__ import annotations
 
@@ -28,16 +31,19 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.runtime.link import LinkProfile
 
+if TYPE_CHECKING:
+    from disco_zoo.runtime.transport import Transport
+
 __all__ = [
-    "Event", "RankProgram", "ComputeProfile", "NullBackend", "profile_compute", "predict_latency",
-    "measure_message_overhead",
+    "Event", "RankProgram", "ComputeProfile", "NullBackend", "profile_compute", "run_without_wire", "median_program",
+    "predict_latency", "measure_message_cost", "MessageCost",
 ]
 
 Links = LinkProfile | dict[tuple[int, int], LinkProfile] | None
@@ -67,6 +73,15 @@ class RankProgram:
     @property
     def compute_s(self) -> float:
         return sum(e.gap_s for e in self.events) + self.tail_s
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (a rank profiled inside a launch returns it to the parent)."""
+        return {"rank": self.rank, "tail_s": self.tail_s,
+                "events": [[e.kind, e.peer, e.tag, e.gap_s, e.nbytes] for e in self.events]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RankProgram":
+        return cls(int(data["rank"]), [Event(*e) for e in data["events"]], float(data["tail_s"]))
 
 
 @dataclass
@@ -133,7 +148,7 @@ def _program(rank: int, log: list[tuple[str, int, int, int, float]], start: floa
     return program
 
 
-def _median_program(runs: list[RankProgram]) -> RankProgram:
+def median_program(runs: list[RankProgram]) -> RankProgram:
     """Event-wise median of repeated runs of one rank (the event sequence is fixed)."""
     first = runs[0]
     if any([(e.kind, e.peer, e.tag) for e in r.events] != [(e.kind, e.peer, e.tag) for e in first.events] for r in runs):
@@ -145,6 +160,24 @@ def _median_program(runs: list[RankProgram]) -> RankProgram:
     return RankProgram(first.rank, events, statistics.median(r.tail_s for r in runs))
 
 
+def run_without_wire(transport: Transport, forward: Callable[[], Any]) -> RankProgram:
+    """Run ``forward`` (this rank's inference through ``transport``) with no wire under
+    it: a NullBackend and no link emulation for the duration, restored afterwards. The
+    result is the rank's program, i.e. its compute alone. Inside a launch every rank can
+    do this at the same time as the others, so the profile sees the same contention for
+    cores and memory as the real run next to it."""
+    saved = transport.backend, transport._emulator
+    null = NullBackend(transport.rank, transport.world_size)
+    transport.backend, transport._emulator = null, None
+    try:
+        start = time.perf_counter()
+        forward()
+        end = time.perf_counter()
+    finally:
+        transport.backend, transport._emulator = saved
+    return _program(transport.rank, list(null.log), start, end)
+
+
 def profile_compute(
     folder: Path | str,
     input_shape: list[int] | tuple[int, ...],
@@ -153,8 +186,9 @@ def profile_compute(
     wire_dtype: str = "fp32",
     threads: int = 1,
 ) -> ComputeProfile:
-    """Measure every rank's program for the DISCO model in ``folder`` (see module doc)."""
-    from disco_zoo.runtime.disco_executor import _input, build_node_model, scatter_input
+    """Measure every rank's program for the DISCO model in ``folder``, one rank after
+    another in this process (see module doc)."""
+    from disco_zoo.runtime.disco_executor import _input, build_node_model, node_forward
     from disco_zoo.runtime.transport import Transport
 
     from disco_zoo.disco.shards import read_config
@@ -165,21 +199,13 @@ def profile_compute(
     programs = []
     try:
         for k in range(nodes):
-            backend = NullBackend(k, nodes)
-            transport = Transport(backend, wire_dtype=wire_dtype)
+            transport = Transport(NullBackend(k, nodes), wire_dtype=wire_dtype)
             model, part = build_node_model(folder, transport)
-            first = next(iter(part.layers.values()))
             x = _input(None, list(input_shape), 0) if k == 0 else None
-            runs = []
+            forward = node_forward(transport, model, part, list(input_shape), x)
             with torch.inference_mode():
-                for i in range(warmup + repeats):
-                    backend.log.clear()
-                    start = time.perf_counter()
-                    model(scatter_input(transport, x, first, list(input_shape)))
-                    end = time.perf_counter()
-                    if i >= warmup:
-                        runs.append(_program(k, list(backend.log), start, end))
-            programs.append(_median_program(runs))
+                runs = [run_without_wire(transport, forward) for _ in range(warmup + repeats)][warmup:]
+            programs.append(median_program(runs))
             del model
     finally:
         torch.set_num_threads(saved)
@@ -202,21 +228,49 @@ def _occurrences(events: list[Event], kind: str) -> Iterator[tuple[int, int, int
             seen[(e.peer, e.tag)] += 1
 
 
-def measure_message_overhead(backend: str = "mpi", emulated: bool = True, iters: int = 200) -> float:
-    """Seconds one small message costs end to end through ``backend`` on this machine:
-    the median one-way time of a 1 KB ping-pong between two ranks, with the link emulator
-    in the path (on an unlimited link) when ``emulated``."""
+@dataclass(frozen=True)
+class MessageCost:
+    """What one message costs in software beyond the link: ``fixed_s`` + ``per_byte_s`` x bytes."""
+
+    fixed_s: float = 0.0
+    per_byte_s: float = 0.0
+
+    def __call__(self, nbytes: int) -> float:
+        return self.fixed_s + self.per_byte_s * nbytes
+
+
+SMALL_MESSAGE, LARGE_MESSAGE = 1024, 1 << 20
+CALIBRATION_LATENCY_S = 1e-3  # the emulated link the ping-pongs use (unlimited bandwidth)
+
+
+def _pingpong_one_way(backend: str, nbytes: int, emulated: bool, iters: int) -> float:
+    """Median one-way seconds of an ``nbytes`` ping-pong, less the emulated link's latency.
+
+    Emulated, the link has a latency, so every message is handed over by the emulator
+    thread after a timed sleep, as every message on a slow link is (a sleep wakes late by
+    tens to hundreds of microseconds in a VM); what is left is the software's cost."""
     from disco_zoo.runtime.launch import launch
 
-    link = LinkProfile(1e15, 0.0) if emulated else None
-    results = launch("disco_zoo.runtime.selftest:pingpong", 2, backend, args={"nbytes": 1024, "iters": iters},
+    link = LinkProfile(1e15, CALIBRATION_LATENCY_S) if emulated else None
+    results = launch("disco_zoo.runtime.selftest:pingpong", 2, backend, args={"nbytes": nbytes, "iters": iters},
                      timeout_s=60, link=link)
-    return float(results[0]["median_s"])
+    return float(results[0]["median_s"]) - (CALIBRATION_LATENCY_S if emulated else 0.0)
 
 
-def predict_latency(profile: ComputeProfile, links: Links = None, message_overhead_s: float = 0.0) -> float:
-    """Predicted seconds per inference (slowest rank) over ``links`` (see module doc)."""
+def measure_message_cost(backend: str = "mpi", emulated: bool = True, iters: int = 100) -> MessageCost:
+    """:class:`MessageCost` from two ping-pongs (1 KB and 1 MiB one-way times): the fixed
+    part, and the copying that grows with the message (a line through the two)."""
+    small = _pingpong_one_way(backend, SMALL_MESSAGE, emulated, iters)
+    large = _pingpong_one_way(backend, LARGE_MESSAGE, emulated, iters)
+    per_byte = max(0.0, (large - small) / (LARGE_MESSAGE - SMALL_MESSAGE))
+    return MessageCost(max(0.0, small - per_byte * SMALL_MESSAGE), per_byte)
+
+
+def predict_latency(profile: ComputeProfile, links: Links = None, message_overhead_s: float | MessageCost = 0.0) -> float:
+    """Predicted seconds per inference (slowest rank) over ``links`` (see module doc);
+    ``message_overhead_s`` is seconds per message or a :class:`MessageCost`."""
     programs = profile.programs
+    cost = message_overhead_s if isinstance(message_overhead_s, MessageCost) else MessageCost(message_overhead_s)
     nodes = len(programs)
     link = _link_map(links, nodes)
     # match each send with the receive it feeds: (src, dst, tag, n-th) -> delivery time
@@ -243,7 +297,7 @@ def predict_latency(profile: ComputeProfile, links: Links = None, message_overhe
                     pair = link[(k, e.peer)]
                     begin = max(at, free_at[(k, e.peer)])
                     free_at[(k, e.peer)] = begin + pair.transfer_time(e.nbytes)
-                    arrival = free_at[(k, e.peer)] + pair.latency_s + message_overhead_s
+                    arrival = free_at[(k, e.peer)] + pair.latency_s + cost(e.nbytes)
                     delivered[send_key[(k, position[k])]] = arrival
                     send_done_queue[k][(e.peer, e.tag)].append(arrival)
                 elif e.kind == "recv":

@@ -41,7 +41,10 @@ from disco_zoo.disco.partition import LayerSplit, Partition
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.runtime.transport import Transport
 
-__all__ = ["DiscoSplitLayer", "DiscoReduceLayer", "DiscoLayerNorm", "build_node_model", "run_disco", "INPUT_TAG"]
+__all__ = [
+    "DiscoSplitLayer", "DiscoReduceLayer", "DiscoLayerNorm", "build_node_model", "load_node", "node_forward", "run_disco",
+    "INPUT_TAG",
+]
 
 INPUT_TAG = "input"
 SUPPORTED_FAMILIES = ("resnet", "sequential", "vit", "swin")
@@ -292,6 +295,33 @@ def scatter_input(t: Transport, x: torch.Tensor | None, first: LayerSplit, input
     return t.recv(shape, torch.float32, 0, INPUT_TAG) if first.in_groups[t.rank] else torch.empty(shape)
 
 
+def load_node(t: Transport, folder: str, verify: bool = True) -> tuple[nn.Module, Partition, dict[str, Any]]:
+    """Rank ``t.rank``'s node model, with what loading its shard cost (time, RSS growth)."""
+    _warm_imports(folder)
+    rss_before = current_rss_bytes()
+    t0 = time.perf_counter()
+    model, part = build_node_model(folder, t, verify)
+    stats = {
+        "load_s": time.perf_counter() - t0,
+        "rss_load_growth_bytes": current_rss_bytes() - rss_before,
+        "params": sum(p.numel() for p in model.parameters()),
+        "weight_bytes": sum(p.numel() * p.element_size() for p in [*model.parameters(), *model.buffers()]),
+    }
+    return model, part, stats
+
+
+def node_forward(t: Transport, model: nn.Module, part: Partition, input_shape: list[int],
+                 x: torch.Tensor | None) -> Callable[[], torch.Tensor]:
+    """One inference of this rank's part, input scatter included (``x`` on rank 0 only)."""
+    first = next(iter(part.layers.values()))
+    return lambda: model(scatter_input(t, x, first, input_shape))
+
+
+def _reduce_root(part: Partition) -> int:
+    """The rank that ends up with the logits."""
+    return next((l.root for l in part.layers.values() if l.mode == "reduce"), 0)
+
+
 def run_disco(
     t: Transport,
     folder: str,
@@ -308,35 +338,26 @@ def run_disco(
     inference only, so they are one inference's traffic), peak RSS, and on the root the
     logits as a list.
     """
-    _warm_imports(folder)
-    rss_before = current_rss_bytes()
-    t0 = time.perf_counter()
-    model, part = build_node_model(folder, t, verify)
-    load_s = time.perf_counter() - t0
-    rss_after_load = current_rss_bytes()
-    first = next(iter(part.layers.values()))
-    root = next((l.root for l in part.layers.values() if l.mode == "reduce"), 0)
+    model, part, stats = load_node(t, folder, verify)
     x = _input(input_path, input_shape, seed) if t.rank == 0 else None
+    forward = node_forward(t, model, part, input_shape, x)
     times = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
             t.barrier()
             t.counter.reset()  # count one inference
             start = time.perf_counter()
-            out = model(scatter_input(t, x, first, input_shape))
+            out = forward()
             if i >= warmup:
                 times.append(time.perf_counter() - start)
     t.barrier()
     result = {
         "rank": t.rank,
-        "load_s": load_s,
+        **stats,
         "times_s": times,
         "bytes": t.counter.to_dict(),
         "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "rss_load_growth_bytes": rss_after_load - rss_before,
-        "params": sum(p.numel() for p in model.parameters()),
-        "weight_bytes": sum(p.numel() * p.element_size() for p in [*model.parameters(), *model.buffers()]),
     }
-    if t.rank == root:
+    if t.rank == _reduce_root(part):
         result["logits"] = out.tolist()
     return result
