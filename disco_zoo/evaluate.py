@@ -21,12 +21,15 @@ import statistics
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from disco_zoo.errors import DiscoZooError
+
+if TYPE_CHECKING:
+    from disco_zoo.runtime.cost_model import ComputeProfile
 
 __all__ = ["EvalOptions", "evaluate", "environment", "measure_latencies", "dense_tp_copy", "load_dense_measured"]
 
@@ -242,7 +245,8 @@ def evaluate(name: str, opts: EvalOptions = EvalOptions(), progress: Callable[[s
                                                   link_warmup=1, link_repeats=max(2, opts.repeats // 2))
             report["latency"]["dense_rss_load_growth_bytes"] = dense_load_growth
             if opts.paper_size and resizable:
-                # Slow links at 224 take seconds per inference: one timed run after none warm.
+                # Slow links at 224 take seconds per inference: those get one timed round
+                # after none warm (quick links still get opts.repeats rounds).
                 report["latency_paper_size"] = measure_latencies(folder, dense_tp_folder, dense_name, nodes,
                                                                  opts.paper_size, opts, progress, link_warmup=0,
                                                                  link_repeats=1)
@@ -263,7 +267,7 @@ def _per_round_max(results: list[dict[str, Any]], key: str) -> list[float]:
     return [max(values) for values in zip(*(r[key] for r in results))]
 
 
-def _profile(results: list[dict[str, Any]]):
+def _profile(results: list[dict[str, Any]]) -> ComputeProfile:
     """The cost model's input from one launch: each rank's median concurrent program."""
     from disco_zoo.runtime.cost_model import ComputeProfile, RankProgram, median_program
 
@@ -294,6 +298,7 @@ def measure_latencies(folder: Path, dense_tp_folder: Path, dense: str, nodes: in
     real, solo = _per_round_max(local, "real_s"), _per_round_max(local, "solo_s")
     concurrent, dense_s = _per_round_max(local, "concurrent_s"), local[0]["dense_s"]
     message_cost = measure_message_cost(opts.backend, emulated=True)
+    local_profiles = {"disco": _profile(local), "tp": _profile(local_tp)}
     out: dict[str, Any] = {
         "input_size": size,
         "rounds": opts.repeats,
@@ -325,10 +330,10 @@ def measure_latencies(folder: Path, dense_tp_folder: Path, dense: str, nodes: in
         progress(f"emulated link {bandwidth} at {size}x{size}")
         link = LinkProfile.parse(bandwidth)
         rounds = {}
-        for which, results in (("disco", local), ("tp", local_tp)):
+        for which, profile in local_profiles.items():
             # a link run that is quick (by the localhost profile's prediction) gets as many
             # rounds as localhost; a slow one (seconds per inference) link_repeats
-            expected_s = predict_latency(_profile(results), link, message_cost) * (opts.warmup + opts.repeats)
+            expected_s = predict_latency(profile, link, message_cost) * (opts.warmup + opts.repeats)
             rounds[which] = (opts.repeats, opts.warmup) if expected_s <= LINK_BUDGET_S else (link_repeats, link_warmup)
         disco = _launch_rounds(folder, nodes, shape, opts, *rounds["disco"], link=link)
         tp = _launch_rounds(dense_tp_folder, nodes, shape, opts, *rounds["tp"], link=link)

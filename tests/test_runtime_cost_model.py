@@ -28,7 +28,7 @@ def test_a_receiver_waits_for_serialisation_plus_latency():
     # arrival 0.010 + 1.0 s on the wire + 1 ms; the receiver then computes 5 ms more
     assert predict_latency(profile, MB_PER_S) == pytest.approx(1.016)
     assert predict_latency(profile, None) == pytest.approx(0.015)  # ideal link: compute only
-    assert predict_latency(profile, MB_PER_S, message_overhead_s=0.002) == pytest.approx(1.018)
+    assert predict_latency(profile, MB_PER_S, message_cost=0.002) == pytest.approx(1.018)
     # a per-byte software cost (copies) on top: 1e6 bytes x 1 ns
     assert predict_latency(profile, MB_PER_S, MessageCost(0.002, 1e-9)) == pytest.approx(1.019)
     assert profile.compute_s == pytest.approx([0.012, 0.007])

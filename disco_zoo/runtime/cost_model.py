@@ -166,15 +166,11 @@ def run_without_wire(transport: Transport, forward: Callable[[], Any]) -> RankPr
     result is the rank's program, i.e. its compute alone. Inside a launch every rank can
     do this at the same time as the others, so the profile sees the same contention for
     cores and memory as the real run next to it."""
-    saved = transport.backend, transport._emulator
     null = NullBackend(transport.rank, transport.world_size)
-    transport.backend, transport._emulator = null, None
-    try:
+    with transport.over(null):
         start = time.perf_counter()
         forward()
         end = time.perf_counter()
-    finally:
-        transport.backend, transport._emulator = saved
     return _program(transport.rank, list(null.log), start, end)
 
 
@@ -266,11 +262,11 @@ def measure_message_cost(backend: str = "mpi", emulated: bool = True, iters: int
     return MessageCost(max(0.0, small - per_byte * SMALL_MESSAGE), per_byte)
 
 
-def predict_latency(profile: ComputeProfile, links: Links = None, message_overhead_s: float | MessageCost = 0.0) -> float:
+def predict_latency(profile: ComputeProfile, links: Links = None, message_cost: float | MessageCost = 0.0) -> float:
     """Predicted seconds per inference (slowest rank) over ``links`` (see module doc);
-    ``message_overhead_s`` is seconds per message or a :class:`MessageCost`."""
+    ``message_cost`` is seconds per message or a :class:`MessageCost`."""
     programs = profile.programs
-    cost = message_overhead_s if isinstance(message_overhead_s, MessageCost) else MessageCost(message_overhead_s)
+    cost = message_cost if isinstance(message_cost, MessageCost) else MessageCost(message_cost)
     nodes = len(programs)
     link = _link_map(links, nodes)
     # match each send with the receive it feeds: (src, dst, tag, n-th) -> delivery time

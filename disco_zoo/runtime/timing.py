@@ -69,14 +69,13 @@ def time_rounds(
     maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     x = _input(None, input_shape, seed) if t.rank == 0 else None
     forward = node_forward(t, model, part, input_shape, x)
-    dense_model = build_dense(dense) if dense and t.rank == 0 else None
-    dense_x = torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed)) if dense_model else None
+    dense_model = build_dense(dense) if dense and t.rank == 0 else None  # fed the same image x
     out: dict[str, Any] = {"real_s": [], "solo_s": [], "concurrent_s": [], "programs": [], "dense_s": []}
 
     def dense_phase(keep: bool) -> None:
         t.barrier()
         if dense_model is not None:
-            elapsed = _timed(lambda: dense_model(dense_x))
+            elapsed = _timed(lambda: dense_model(x))
             if keep:
                 out["dense_s"].append(elapsed)
 
@@ -107,7 +106,7 @@ def time_rounds(
     with torch.inference_mode():
         run_without_wire(t, forward)  # untimed: first-call set-up (kernels, allocator) even when warmup=0
         if dense_model is not None:
-            dense_model(dense_x)
+            dense_model(x)
         for i in range(warmup + rounds):
             # the phase order rotates from round to round, so no measurement always runs
             # right after the same one (e.g. with its weights evicted from the cache by the

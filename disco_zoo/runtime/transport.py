@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 import time
 import zlib
 from collections import defaultdict
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -254,6 +255,17 @@ class Transport:
 
     def close(self) -> None:
         self.backend.close()
+
+    @contextmanager
+    def over(self, backend: Backend) -> Iterator["Transport"]:
+        """Talk through ``backend`` instead, with no link emulation, until the block ends
+        (the cost model runs an inference over a backend with no wire this way)."""
+        saved = self.backend, self._emulator
+        self.backend, self._emulator = backend, None
+        try:
+            yield self
+        finally:
+            self.backend, self._emulator = saved
 
     # -- errors -------------------------------------------------------------------------
     def _peer_error(self, what: str, peer: int, tag: str) -> PeerError:
