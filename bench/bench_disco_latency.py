@@ -1,12 +1,13 @@
 """DISCO on N ranks vs the dense model in one process: latency, memory, cost model.
 
     .venv/bin/python bench/bench_disco_latency.py [--model resnet50_disco_2node.digits]
-        [--keep F] [--input-size 224] [--bandwidths 10mbit 100mbit 1gbit] [--repeats 5]
+        [--keep F] [--input-size 224] [--bandwidths 10mbit 100mbit 1gbit] [--repeats 11]
 
-By default the published, trained ``resnet50_disco_2node.digits`` (traffic 0.2 of dense
-within-layer parallelism) is timed at 224x224, batch 1, one thread per process, over MPI
-on localhost; ``--keep F`` instead keeps a random fraction F of every S_kj of an
-untrained ``--arch`` (latency depends on the masks' sizes, not their values).
+By default the published, trained ``resnet50_disco_2node.digits`` (sparsified to at most
+0.2 of dense within-layer parallelism's traffic and 0.3 of the dense parameters per node)
+is timed at 224x224, batch 1, one thread per process, over MPI on localhost; ``--keep F``
+instead keeps a random fraction F of every S_kj of an untrained ``--arch`` (latency
+depends on the masks' sizes, not their values).
 Measurements are ``disco_zoo.evaluate.measure_latencies`` (the eval harness's own):
 dense in one process, DISCO and dense within-layer parallelism (TP) on N ranks, each
 rank's compute alone, and the cost model's prediction for every emulated link. Prints
@@ -25,7 +26,7 @@ from rich.table import Table
 
 from disco_zoo.disco.adapters import apply_partition, get_partition, to_disco
 from disco_zoo.disco.shards import save_shards
-from disco_zoo.evaluate import EvalOptions, dense_tp_copy, load_dense_measured, measure_latencies
+from disco_zoo.evaluate import DEFAULT_ROUNDS, EvalOptions, dense_tp_copy, load_dense_measured, measure_latencies
 from disco_zoo.hub import load, resolve_folder
 from disco_zoo.registry import create_model, get_entry, split_name
 
@@ -46,7 +47,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=2, help="with --keep: number of nodes")
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--bandwidths", nargs="+", default=["10mbit", "100mbit", "1gbit"])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=DEFAULT_ROUNDS)
     parser.add_argument("--backend", default="mpi", choices=("mpi", "gloo"))
     ns = parser.parse_args()
     opts = EvalOptions(bandwidths=tuple(ns.bandwidths), backend=ns.backend, repeats=ns.repeats, warmup=2)

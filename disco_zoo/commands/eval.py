@@ -73,7 +73,9 @@ def eval_command(
     data: str = typer.Option("digits", "--data", help="'digits' or an ImageFolder root (val/ inside)."),
     bandwidth: str = typer.Option("10mbit,100mbit,1gbit", "--bandwidth", help="Comma-separated emulated links."),
     backend: str = typer.Option("mpi", "--backend", help="mpi | gloo"),
-    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed rounds per latency figure (dense, compute alone and DISCO interleaved in each)."),
+    repeats: Optional[int] = typer.Option(
+        None, "--repeats", min=1,
+        help="Timed rounds per latency figure (dense, compute alone and DISCO interleaved in each; default 11)."),
     paper_size: int = typer.Option(224, "--paper-size", min=0, help="Also account/time at this size (0: skip)."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Accuracy and bytes only."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the whole result (with environment) here."),
@@ -87,7 +89,7 @@ def eval_command(
         data=data,
         bandwidths=tuple(b for b in bandwidth.split(",") if b),
         backend=backend,
-        repeats=repeats,
+        **({"repeats": repeats} if repeats else {}),
         paper_size=paper_size,
         latency=not no_latency,
     )
