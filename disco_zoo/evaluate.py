@@ -37,7 +37,7 @@ EXECUTOR = "disco_zoo.runtime.disco_executor:run_disco"
 TIMING = "disco_zoo.runtime.timing:time_rounds"
 # Rounds per latency figure: per-round ratios on this kind of VM move by +-15% from round to
 # round (its speed drifts within seconds). ResNet-50 2-node at 224, speed-up vs dense: the
-# median of 5 rounds ranged 1.90-2.33x over 7 runs, the median of 11 was 2.27x in 3 runs.
+# median of 5 rounds ranged 1.90-2.33x over 7 runs, the median of 11 2.12-2.41x over 7 runs.
 # A localhost round there takes ~0.6 s.
 DEFAULT_ROUNDS = 11
 LINK_BUDGET_S = 8.0  # a link measurement expected to take longer than this gets the few rounds asked for

@@ -83,13 +83,13 @@ def eval_command(
     """Distributed inference over the eval split + traffic, FLOPs, memory and latency table."""
     from rich.console import Console
 
-    from disco_zoo.evaluate import EvalOptions, evaluate
+    from disco_zoo.evaluate import DEFAULT_ROUNDS, EvalOptions, evaluate
 
     opts = EvalOptions(
         data=data,
         bandwidths=tuple(b for b in bandwidth.split(",") if b),
         backend=backend,
-        **({"repeats": repeats} if repeats else {}),
+        repeats=repeats or DEFAULT_ROUNDS,
         paper_size=paper_size,
         latency=not no_latency,
     )
