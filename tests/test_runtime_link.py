@@ -5,7 +5,7 @@ import pytest
 
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.runtime.link import LinkEmulator, LinkProfile, parse_bandwidth, parse_latency
-from disco_zoo.runtime.transport import ByteCounter, tag_id
+from disco_zoo.runtime.transport import ByteCounter, tag_id, wait_until
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_profile_transfer_time_and_ideal():
 
 
 def test_delivery_schedule_queues_on_one_link_and_not_across_links():
-    emu = LinkEmulator({1: LinkProfile(8e6, 0.5), 2: LinkProfile(8e6, 0.5)})  # 1 MB/s
+    emu = LinkEmulator(0, {(0, 1): LinkProfile(8e6, 0.5), (0, 2): LinkProfile(8e6, 0.5)})  # 1 MB/s
     # two 1 MB messages to rank 1 posted at t=0: the second waits for the first
     assert emu.delivery_time(1, 1_000_000, now=0.0) == pytest.approx(1.5)
     assert emu.delivery_time(1, 1_000_000, now=0.0) == pytest.approx(2.5)
@@ -51,15 +51,20 @@ def test_delivery_schedule_queues_on_one_link_and_not_across_links():
     assert emu.delivery_time(1, 500_000, now=10.0) == pytest.approx(11.0)
 
 
-def test_emulator_runs_posts_at_their_delivery_time():
-    emu = LinkEmulator({1: LinkProfile(None, 0.2)})
-    posted = []
-    start = time.monotonic()
-    emu.schedule(1, 10, lambda: posted.append(time.monotonic() - start))
-    time.sleep(0.05)
-    assert posted == []
-    time.sleep(0.3)
-    assert len(posted) == 1 and 0.19 <= posted[0] < 0.3
+def test_emulator_knows_its_outgoing_links_and_which_incoming_ones_are_stamped():
+    links = {(0, 1): LinkProfile(8e6, 0.5), (1, 0): LinkProfile(), (2, 0): LinkProfile(None, 0.01), (1, 2): LinkProfile(1e9)}
+    emu = LinkEmulator(0, links)
+    assert set(emu.profiles) == {1} and emu.sources == {2}  # (1, 0) is ideal: not emulated
+    assert LinkEmulator(1, links).sources == {0} and set(LinkEmulator(1, links).profiles) == {2}
+    assert not LinkEmulator(0, {(0, 1): LinkProfile()})
+
+
+def test_wait_until_returns_at_its_time_not_before():
+    for ahead in (0.0002, 0.003, 0.03):
+        when = time.monotonic() + ahead
+        wait_until(when)
+        late = time.monotonic() - when
+        assert 0 <= late < 0.02
 
 
 def test_byte_counter_merge_counts_each_message_once():

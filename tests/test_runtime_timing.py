@@ -55,5 +55,10 @@ def test_latency_report_is_made_of_per_round_ratios(tmp_path):
     assert lat["disco_localhost_ms"] == pytest.approx(statistics.median(rounds["disco_ms"]))
     (link,) = lat["links"]
     assert link["disco_predicted_ms"] > 0 and link["dense_tp_predicted_ms"] > link["disco_predicted_ms"]
-    assert link["disco_measured_over_predicted"] == pytest.approx(link["disco_ms"] / link["disco_predicted_ms"])
+    per_round = link["per_round"]
+    assert len(per_round["disco_ms"]) == len(per_round["disco_predicted_ms"]) == link["rounds"]["disco"]
+    assert link["disco_measured_over_predicted"] == pytest.approx(
+        statistics.median(r / p for r, p in zip(per_round["disco_ms"], per_round["disco_predicted_ms"])))
+    assert link["dense_tp_measured_over_predicted"] == pytest.approx(
+        statistics.median(r / p for r, p in zip(per_round["dense_tp_ms"], per_round["dense_tp_predicted_ms"])))
     assert lat["message_overhead_ms"] > 0 and lat["message_ms_per_mib"] >= 0

@@ -57,6 +57,20 @@ def test_link_emulation_delivers_at_latency_plus_serialisation(backend):
     assert results[0]["send_s"] >= 0.345
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_messages_on_emulated_links_keep_their_values_in_both_wire_dtypes(backend):
+    # an emulated link frames every message behind its delivery time: the payload must
+    # come out exactly as it does with no link (fp16 rounds the same way)
+    for wire_dtype in ("fp32", "fp16"):
+        plain, framed = (
+            launch("disco_zoo.runtime.selftest:exchange", 3, backend, args={"numel": 7}, timeout_s=20,
+                   wire_dtype=wire_dtype, link=link)
+            for link in (None, LinkProfile.parse("1gbit", "1ms"))
+        )
+        assert [r["got"] for r in framed] == [r["got"] for r in plain]
+        assert [r["bytes"] for r in framed] == [r["bytes"] for r in plain]  # the stamp is not counted
+
+
 def test_per_pair_links_emulate_only_their_own_pair():
     # 0 -> 1 is slow (1 Mbit/s + 50 ms); the reverse direction has its own, fast link.
     links = {(0, 1): LinkProfile.parse("1mbit", "50ms"), (1, 0): LinkProfile.parse("1gbit")}

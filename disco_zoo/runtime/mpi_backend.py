@@ -22,7 +22,7 @@ class MPIBackend:
     name = "mpi"
 
     def __init__(self) -> None:
-        from mpi4py import MPI  # initialises MPI (thread level 'multiple' for the link thread)
+        from mpi4py import MPI  # initialises MPI
 
         self._mpi = MPI
         self.comm = MPI.COMM_WORLD

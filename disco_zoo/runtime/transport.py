@@ -11,6 +11,7 @@ with the same (source, tag).
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from contextlib import contextmanager
@@ -25,11 +26,13 @@ from disco_zoo.errors import DiscoZooError
 from disco_zoo.runtime.errors import PeerError
 from disco_zoo.runtime.link import LinkEmulator, LinkProfile
 
-__all__ = ["Transport", "LinkProfile", "ByteCounter", "Backend", "WIRE_DTYPES", "tag_id", "poll_until"]
+__all__ = ["Transport", "LinkProfile", "ByteCounter", "Backend", "WIRE_DTYPES", "tag_id", "poll_until", "wait_until"]
 
 WIRE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 MAX_TAG = 32767  # the smallest MPI_TAG_UB the standard allows
 YIELD_PHASE_S = 0.02  # how long poll_until yields between polls before sleeping
+SLEEP_MARGIN_S = 5e-4  # wait_until stops sleeping this long before its time
+STAMP_BYTES = 8  # a message on an emulated link is led by its delivery time (float64)
 
 
 def tag_id(tag: str) -> int:
@@ -123,47 +126,56 @@ def poll_until(test: Callable[[], bool], deadline: float) -> bool:
     return True
 
 
+def wait_until(when: float) -> None:
+    """Return at monotonic time ``when``: sleep while it is far, then yield until it
+    comes (a sleep in a VM wakes tens to hundreds of microseconds late)."""
+    while (left := when - time.monotonic()) > 0:
+        if left > SLEEP_MARGIN_S:
+            time.sleep(left - SLEEP_MARGIN_S)
+        else:
+            os.sched_yield()
+
+
 class SendHandle:
-    """A pending send; ``wait()`` returns once the message is handed over."""
+    """A posted send; ``wait()`` returns once the backend is done with it and, on an
+    emulated link, no earlier than its delivery time."""
 
-    def __init__(self, transport: "Transport", dst: int, tag: str, deliver_at: float = 0.0) -> None:
+    def __init__(self, transport: "Transport", buf: torch.Tensor, dst: int, tag: str, deliver_at: float = 0.0) -> None:
         self._transport, self.dst, self.tag, self.deliver_at = transport, dst, tag, deliver_at
-        self._request: Any = None
-        self._posted = threading.Event()
-        self._error: BaseException | None = None
-        self._buf: torch.Tensor | None = None  # keeps the wire buffer alive until done
-
-    def _post(self, buf: torch.Tensor) -> None:
+        self._buf: torch.Tensor | None = buf  # keeps the wire buffer alive until done
         try:
-            self._buf = buf
-            self._request = self._transport.backend.post_send(buf, self.dst, tag_id(self.tag))
-        except BaseException as err:  # surfaced on wait()
-            self._error = err
-        finally:
-            self._posted.set()
+            self._request = transport.backend.post_send(buf, dst, tag_id(tag))
+        except Exception as err:
+            raise transport._wrap(err, "send to", dst, tag) from err
 
     def wait(self) -> None:
         t = self._transport
-        deadline = max(time.monotonic(), self.deliver_at) + t.timeout_s
-        if not self._posted.wait(max(0.0, deadline - time.monotonic())):
-            raise t._peer_error("send to", self.dst, self.tag)
-        if self._error is not None:
-            raise t._wrap(self._error, "send to", self.dst, self.tag)
         try:
-            done = t.backend.wait(self._request, deadline)
+            done = t.backend.wait(self._request, time.monotonic() + t.timeout_s)
         except Exception as err:
             raise t._wrap(err, "send to", self.dst, self.tag) from err
         if not done:
             raise t._peer_error("send to", self.dst, self.tag)
         self._buf = None
+        wait_until(self.deliver_at)
 
 
 class RecvHandle:
-    """A pending receive; ``wait()`` returns the tensor in the requested dtype."""
+    """A posted receive; ``wait()`` returns the tensor in the requested dtype. From an
+    emulated link the message arrives in a frame led by its delivery time, and ``wait()``
+    holds it until then."""
 
-    def __init__(self, transport: "Transport", buf: torch.Tensor, dtype: torch.dtype, src: int, tag: str) -> None:
-        self._transport, self._buf, self._dtype, self.src, self.tag = transport, buf, dtype, src, tag
-        self._request = transport.backend.post_recv(buf, src, tag_id(tag))
+    def __init__(self, transport: "Transport", shape: Sequence[int], wire: torch.dtype, dtype: torch.dtype,
+                 src: int, tag: str, stamped: bool) -> None:
+        self._transport, self._dtype, self.src, self.tag = transport, dtype, src, tag
+        if stamped:
+            self._frame: torch.Tensor | None = torch.empty(STAMP_BYTES + math.prod(shape) * wire.itemsize,
+                                                           dtype=torch.uint8)
+            self._buf = self._frame[STAMP_BYTES:].view(wire).view(tuple(shape))
+        else:
+            self._frame, self._buf = None, torch.empty(tuple(shape), dtype=wire)
+        self._request = transport.backend.post_recv(self._buf if self._frame is None else self._frame,
+                                                    src, tag_id(tag))
 
     def wait(self) -> torch.Tensor:
         t = self._transport
@@ -173,6 +185,8 @@ class RecvHandle:
             raise t._wrap(err, "receive from", self.src, self.tag) from err
         if not done:
             raise t._peer_error("receive from", self.src, self.tag)
+        if self._frame is not None:
+            wait_until(float(self._frame[:STAMP_BYTES].view(torch.float64)[0]))
         return self._buf if self._buf.dtype == self._dtype else self._buf.to(self._dtype)
 
 
@@ -199,17 +213,23 @@ class Transport:
         self.counter = ByteCounter()
         if isinstance(links, LinkProfile):
             links = {(s, d): links for s in range(self.world_size) for d in range(self.world_size) if s != d}
-        mine = {d: p for (s, d), p in (links or {}).items() if s == self.rank and not p.is_ideal}
         self.links = links or {}
-        self._emulator = LinkEmulator(mine) if mine else None
+        self._emulator = LinkEmulator(self.rank, self.links) or None
 
     # -- sending ------------------------------------------------------------------------
-    def _wire(self, tensor: torch.Tensor) -> torch.Tensor:
-        wire = WIRE_DTYPES[self.wire_dtype]
-        tensor = tensor.detach()
-        if tensor.is_floating_point() and tensor.dtype != wire:
-            tensor = tensor.to(wire)
-        return tensor.contiguous().cpu()
+    def _wire_dtype(self, tensor: torch.Tensor) -> torch.dtype:
+        return WIRE_DTYPES[self.wire_dtype] if tensor.is_floating_point() else tensor.dtype
+
+    def _wire(self, tensor: torch.Tensor, stamp: float | None = None) -> torch.Tensor:
+        """The bytes to post: ``tensor`` cast to the wire dtype, contiguous on CPU; with a
+        ``stamp`` (emulated link) in one frame led by it, filled by a single copy."""
+        wire, tensor = self._wire_dtype(tensor), tensor.detach()
+        if stamp is None:
+            return (tensor if tensor.dtype == wire else tensor.to(wire)).contiguous().cpu()
+        frame = torch.empty(STAMP_BYTES + tensor.numel() * wire.itemsize, dtype=torch.uint8)
+        frame[:STAMP_BYTES].view(torch.float64)[0] = stamp
+        frame[STAMP_BYTES:].view(wire).view(tensor.shape).copy_(tensor)
+        return frame
 
     def _check_peer(self, peer: int) -> None:
         if not 0 <= peer < self.world_size or peer == self.rank:
@@ -217,16 +237,12 @@ class Transport:
 
     def isend(self, tensor: torch.Tensor, dst: int, tag: str) -> SendHandle:
         self._check_peer(dst)
-        buf = self._wire(tensor)
-        nbytes = buf.numel() * buf.element_size()
+        nbytes = tensor.numel() * self._wire_dtype(tensor).itemsize
         self.counter.add(self.rank, dst, tag, nbytes)
         if self._emulator is None or dst not in self._emulator.profiles:
-            handle = SendHandle(self, dst, tag)
-            handle._post(buf)
-            return handle
-        handle = SendHandle(self, dst, tag)
-        handle.deliver_at = self._emulator.schedule(dst, nbytes, lambda: handle._post(buf))
-        return handle
+            return SendHandle(self, self._wire(tensor), dst, tag)
+        deliver_at = self._emulator.delivery_time(dst, nbytes, time.monotonic())
+        return SendHandle(self, self._wire(tensor, stamp=deliver_at), dst, tag, deliver_at)
 
     def send(self, tensor: torch.Tensor, dst: int, tag: str) -> None:
         self.isend(tensor, dst, tag).wait()
@@ -235,7 +251,8 @@ class Transport:
     def irecv(self, shape: Sequence[int], dtype: torch.dtype, src: int, tag: str) -> RecvHandle:
         self._check_peer(src)
         wire = WIRE_DTYPES[self.wire_dtype] if dtype.is_floating_point else dtype
-        return RecvHandle(self, torch.empty(tuple(shape), dtype=wire), dtype, src, tag)
+        stamped = self._emulator is not None and src in self._emulator.sources
+        return RecvHandle(self, shape, wire, dtype, src, tag, stamped)
 
     def recv(self, shape: Sequence[int], dtype: torch.dtype, src: int, tag: str) -> torch.Tensor:
         return self.irecv(shape, dtype, src, tag).wait()
