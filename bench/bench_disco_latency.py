@@ -90,8 +90,9 @@ def main() -> None:
         console.print(f"  and {growth / dense_growth:.2f} of the RSS growth of one process loading the dense model "
                       f"({dense_growth / 2**20:.0f} MiB) (target <= 0.55)")
     console.print(f"cost model: each rank's compute (measured in the same launch, all ranks at once) + links + "
-                  f"{lat['message_overhead_ms']:.3f} ms per message + {lat['message_ms_per_mib']:.3f} ms per MiB (ping-pongs of 1 KB "
-                  "and 1 MiB through the emulated transport)")
+                  f"{lat['message_overhead_ms']:.3f} ms per message + {lat['message_ms_per_mib']:.3f} ms per MiB on arrival, "
+                  f"{lat['message_send_ms']:.3f} ms + {lat['message_send_ms_per_mib']:.3f} ms per MiB of the sender's time "
+                  "(ping-pongs of 1 KB and 1 MiB through the emulated transport)")
     table = Table(title="emulated links (every ordered pair)")
     for column in ("link", "DISCO ms", "predicted", "meas/pred", "dense TP ms", "predicted", "meas/pred",
                    "DISCO vs TP", "DISCO vs dense"):

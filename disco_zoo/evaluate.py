@@ -327,6 +327,8 @@ def measure_latencies(folder: Path, dense_tp_folder: Path, dense: str, nodes: in
         "compute_concurrent_ms": [_median_ms(r["concurrent_s"]) for r in local],
         "message_overhead_ms": 1000.0 * message_cost.fixed_s,
         "message_ms_per_mib": 1000.0 * message_cost.per_byte_s * 2**20,
+        "message_send_ms": 1000.0 * message_cost.send_fixed_s,  # the sender's own time per message
+        "message_send_ms_per_mib": 1000.0 * message_cost.send_per_byte_s * 2**20,
         "rank_peak_rss_kb": [r["maxrss_kb"] for r in local],
         "rank_rss_load_growth_bytes": [r["rss_load_growth_bytes"] for r in local],
         "rank_weight_bytes": [r["weight_bytes"] for r in local],

@@ -34,6 +34,22 @@ def test_a_receiver_waits_for_serialisation_plus_latency():
     assert profile.compute_s == pytest.approx([0.012, 0.007])
 
 
+def test_posting_a_message_takes_the_senders_own_time():
+    # rank 0 posts two small messages 1 ms apart, then computes 10 ms; each post costs it
+    # 3 ms of its own time, which delays the second message and its end, not the first
+    sender = RankProgram(0, [Event("send", 1, 1, 0.0, 10), Event("send", 1, 2, 0.001, 10)], tail_s=0.010)
+    receiver = RankProgram(1, [Event("recv", 0, 1, 0.0), Event("recv", 0, 2, 0.0)])
+    profile = _programs(sender, receiver)
+    fast = LinkProfile(None, 0.001)
+    assert predict_latency(profile, fast) == pytest.approx(0.011)
+    cost = MessageCost(send_fixed_s=0.003)
+    assert cost.sender(10) == pytest.approx(0.003) and cost(10) == 0.0
+    # second post at 0.003 + 0.001, arrives 1 ms later; the sender ends at 0.004 + 0.003 + 0.010
+    assert predict_latency(profile, fast, cost) == pytest.approx(0.017)
+    assert predict_latency(_programs(RankProgram(0, [Event("send", 1, 1, 0.0, 10)]), RankProgram(1, [Event("recv", 0, 1, 0.0)])),
+                           fast, cost) == pytest.approx(0.003)  # the receiver is not slowed: 1 ms after the post
+
+
 def test_back_to_back_sends_queue_on_one_link_but_not_across_links():
     two_to_one = RankProgram(0, [Event("send", 1, 1, 0.0, 500_000), Event("send", 1, 2, 0.0, 500_000)])
     receiver = RankProgram(1, [Event("recv", 0, 1, 0.0), Event("recv", 0, 2, 0.0)])
@@ -83,6 +99,7 @@ def test_profile_of_a_real_model_moves_exactly_the_accounted_bytes(tmp_path):
 def test_message_cost_is_measured_small_and_positive():
     cost = measure_message_cost("mpi", emulated=True, iters=20)
     assert cost.fixed_s > 0 and cost.per_byte_s >= 0
+    assert cost.send_fixed_s > 0 and cost.send_per_byte_s >= 0 and cost.sender(1 << 20) < 0.05
     assert cost(1 << 20) < 0.05
 
 

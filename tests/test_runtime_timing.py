@@ -62,3 +62,4 @@ def test_latency_report_is_made_of_per_round_ratios(tmp_path):
     assert link["dense_tp_measured_over_predicted"] == pytest.approx(
         statistics.median(r / p for r, p in zip(per_round["dense_tp_ms"], per_round["dense_tp_predicted_ms"])))
     assert lat["message_overhead_ms"] > 0 and lat["message_ms_per_mib"] >= 0
+    assert lat["message_send_ms"] > 0 and lat["message_send_ms_per_mib"] >= 0

@@ -59,7 +59,7 @@ def test_link_emulation_delivers_at_latency_plus_serialisation(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_messages_on_emulated_links_keep_their_values_in_both_wire_dtypes(backend):
-    # an emulated link frames every message behind its delivery time: the payload must
+    # on an emulated link every message is followed by its delivery time: the payload must
     # come out exactly as it does with no link (fp16 rounds the same way)
     for wire_dtype in ("fp32", "fp16"):
         plain, framed = (

@@ -20,10 +20,11 @@ move, and a prediction that misses tells us the runtime does something we did no
    ``n * 8 / bandwidth`` and arrives ``latency`` later. A rank waiting for a message
    stalls until it arrives; a send completes when it is delivered. Each message also
    pays a :class:`MessageCost`, the software cost of one message through the transport
-   (and, on an emulated link, the stamped frame's copy and the timed wait that holds it
-   until its delivery time), which :func:`measure_message_cost` measures
-   separately with ping-pongs of 1 KB and 1 MiB over an emulated link (a fixed part and a
-   per-byte part). The prediction is the slowest rank's finishing time.
+   (and, on an emulated link, its stamp and the timed wait that holds it until its
+   delivery time): it arrives that much later, and posting it takes the sender's own
+   time. :func:`measure_message_cost` measures both separately with ping-pongs of 1 KB
+   and 1 MiB over an emulated link (each a fixed part and a per-byte part). The
+   prediction is the slowest rank's finishing time.
 """
 from __future__ import annotations
 
@@ -246,21 +247,30 @@ def _occurrences(events: list[Event], kind: str) -> Iterator[tuple[int, int, int
 
 @dataclass(frozen=True)
 class MessageCost:
-    """What one message costs in software beyond the link: ``fixed_s`` + ``per_byte_s`` x bytes."""
+    """What one message costs in software beyond the link: it arrives ``fixed_s`` +
+    ``per_byte_s`` x bytes late, and posting it takes the sender ``send_fixed_s`` +
+    ``send_per_byte_s`` x bytes of its own time (the backend's calls; on small inputs,
+    with ~100 messages per inference of a few ms, these add up to tens of percent)."""
 
     fixed_s: float = 0.0
     per_byte_s: float = 0.0
+    send_fixed_s: float = 0.0
+    send_per_byte_s: float = 0.0
 
     def __call__(self, nbytes: int) -> float:
         return self.fixed_s + self.per_byte_s * nbytes
+
+    def sender(self, nbytes: int) -> float:
+        return self.send_fixed_s + self.send_per_byte_s * nbytes
 
 
 SMALL_MESSAGE, LARGE_MESSAGE = 1024, 1 << 20
 CALIBRATION_LATENCY_S = 1e-3  # the emulated link the ping-pongs use (unlimited bandwidth)
 
 
-def _pingpong_one_way(backend: str, nbytes: int, emulated: bool, iters: int) -> float:
-    """Median one-way seconds of an ``nbytes`` ping-pong, less the emulated link's latency.
+def _pingpong(backend: str, nbytes: int, emulated: bool, iters: int) -> tuple[float, float]:
+    """Median one-way seconds of an ``nbytes`` ping-pong, less the emulated link's
+    latency, and the median time the sender's isend call takes.
 
     Emulated, the link has a latency, so every message is held until its delivery time
     by a timed wait (a sleep wakes late by tens to hundreds of microseconds in a VM), as
@@ -271,16 +281,23 @@ def _pingpong_one_way(backend: str, nbytes: int, emulated: bool, iters: int) -> 
     link = LinkProfile(1e15, CALIBRATION_LATENCY_S) if emulated else None
     results = launch("disco_zoo.runtime.selftest:pingpong", 2, backend, args={"nbytes": nbytes, "iters": iters},
                      timeout_s=60, link=link)
-    return float(results[0]["median_s"]) - (CALIBRATION_LATENCY_S if emulated else 0.0)
+    one_way = float(results[0]["median_s"]) - (CALIBRATION_LATENCY_S if emulated else 0.0)
+    return one_way, float(results[0]["send_call_s"])
+
+
+def _line(small: float, large: float) -> tuple[float, float]:
+    """(fixed, per byte) of the line through the 1 KB and 1 MiB measurements."""
+    per_byte = max(0.0, (large - small) / (LARGE_MESSAGE - SMALL_MESSAGE))
+    return max(0.0, small - per_byte * SMALL_MESSAGE), per_byte
 
 
 def measure_message_cost(backend: str = "mpi", emulated: bool = True, iters: int = 100) -> MessageCost:
-    """:class:`MessageCost` from two ping-pongs (1 KB and 1 MiB one-way times): the fixed
-    part, and the copying that grows with the message (a line through the two)."""
-    small = _pingpong_one_way(backend, SMALL_MESSAGE, emulated, iters)
-    large = _pingpong_one_way(backend, LARGE_MESSAGE, emulated, iters)
-    per_byte = max(0.0, (large - small) / (LARGE_MESSAGE - SMALL_MESSAGE))
-    return MessageCost(max(0.0, small - per_byte * SMALL_MESSAGE), per_byte)
+    """:class:`MessageCost` from two ping-pongs (1 KB and 1 MiB): for the arrival and
+    for the sender's own time, a fixed part and the copying that grows with the message
+    (a line through the two)."""
+    small, small_send = _pingpong(backend, SMALL_MESSAGE, emulated, iters)
+    large, large_send = _pingpong(backend, LARGE_MESSAGE, emulated, iters)
+    return MessageCost(*_line(small, large), *_line(small_send, large_send))
 
 
 def predict_latency(profile: ComputeProfile, links: Links = None, message_cost: float | MessageCost = 0.0) -> float:
@@ -317,6 +334,7 @@ def predict_latency(profile: ComputeProfile, links: Links = None, message_cost: 
                     arrival = free_at[(k, e.peer)] + pair.latency_s + cost(e.nbytes)
                     delivered[send_key[(k, position[k])]] = arrival
                     send_done_queue[k][(e.peer, e.tag)].append(arrival)
+                    at += cost.sender(e.nbytes)  # posting it is the sender's time
                 elif e.kind == "recv":
                     key = recv_key[(k, position[k])]
                     if key not in delivered:

@@ -5,9 +5,9 @@ A message of ``n`` bytes posted at time ``t`` starts when the link is free,
 ``start = max(t, free_at)``, occupies it for ``n * 8 / bandwidth`` seconds and is
 delivered ``latency`` seconds after that. Overlapping isends to the same peer therefore
 queue behind each other (bandwidth is shared), while their latencies overlap; sends to
-different peers do not interact. The sender stamps the message with that delivery time and
-posts it at once; the receiver does not see it before the stamp, and a send completes no
-earlier than it either (see :class:`LinkEmulator`).
+different peers do not interact. The sender posts the message at once and its delivery
+time (the stamp) right after it; the receiver does not see the message before the stamp,
+and a send completes no earlier than it either (see :class:`LinkEmulator`).
 """
 from __future__ import annotations
 
@@ -77,10 +77,11 @@ class LinkProfile:
 
 class LinkEmulator:
     """This rank's side of the emulated links: when each outgoing message is delivered,
-    and which incoming links are emulated (their messages arrive stamped).
+    and which incoming links are emulated (their messages come with a stamp).
 
-    The sender posts a message to the real backend at once, stamped with its delivery time
-    on the emulated link (:meth:`delivery_time`); the receiver holds it until then. So no
+    The sender posts a message to the real backend at once, then its delivery time on the
+    emulated link (:meth:`delivery_time`, the stamp); the receiver holds the message until
+    then. So no
     extra thread wakes up while a rank computes: an earlier design handed messages over
     from a timer thread, and on a machine whose cores all compute, its ~60 wake-ups per
     ResNet-50 inference at 1 Gbit/s preempted the very compute the links were emulated

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 import time
 
 import torch
@@ -88,21 +89,24 @@ def sleep(t: Transport, seconds: float = 1.0) -> dict:
 
 
 def pingpong(t: Transport, nbytes: int = 1024, iters: int = 50, warmup: int = 5) -> dict:
-    """Round trips between ranks 0 and 1 through the Transport; one-way = round trip / 2."""
+    """Round trips between ranks 0 and 1 through the Transport; one-way = round trip / 2.
+    ``send_call_s``: how long rank 0's isend call itself takes (the sender's own time)."""
     data = torch.zeros(max(nbytes // 4, 1), dtype=torch.float32)
-    one_way = []
+    one_way, send_call = [], []
     t.barrier()
     for i in range(warmup + iters):
         start = time.perf_counter()
         if t.rank == 0:
-            t.send(data, 1, "ping")
+            handle = t.isend(data, 1, "ping")
+            send_call.append(time.perf_counter() - start)
+            handle.wait()
             t.recv(data.shape, data.dtype, 1, "pong")
         elif t.rank == 1:
             t.send(t.recv(data.shape, data.dtype, 0, "ping"), 0, "pong")
         if i >= warmup:
             one_way.append((time.perf_counter() - start) / 2)
-    one_way.sort()
-    return {"rank": t.rank, "median_s": one_way[len(one_way) // 2], "min_s": one_way[0]}
+    return {"rank": t.rank, "median_s": statistics.median(one_way), "min_s": min(one_way),
+            "send_call_s": statistics.median(send_call[warmup:]) if send_call else 0.0}
 
 
 def threads(t: Transport) -> dict:

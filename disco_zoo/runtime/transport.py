@@ -11,7 +11,6 @@ with the same (source, tag).
 """
 from __future__ import annotations
 
-import math
 import os
 import threading
 from contextlib import contextmanager
@@ -32,7 +31,6 @@ WIRE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 MAX_TAG = 32767  # the smallest MPI_TAG_UB the standard allows
 YIELD_PHASE_S = 0.02  # how long poll_until yields between polls before sleeping
 SLEEP_MARGIN_S = 5e-4  # wait_until stops sleeping this long before its time
-STAMP_BYTES = 8  # a message on an emulated link is led by its delivery time (float64)
 
 
 def tag_id(tag: str) -> int:
@@ -140,53 +138,57 @@ class SendHandle:
     """A posted send; ``wait()`` returns once the backend is done with it and, on an
     emulated link, no earlier than its delivery time."""
 
-    def __init__(self, transport: "Transport", buf: torch.Tensor, dst: int, tag: str, deliver_at: float = 0.0) -> None:
-        self._transport, self.dst, self.tag, self.deliver_at = transport, dst, tag, deliver_at
-        self._buf: torch.Tensor | None = buf  # keeps the wire buffer alive until done
+    def __init__(self, transport: "Transport", buf: torch.Tensor, dst: int, tag: str,
+                 deliver_at: float | None = None) -> None:
+        self._transport, self.dst, self.tag = transport, dst, tag
+        self.deliver_at = deliver_at or 0.0
+        # keeps the wire buffers alive until done; an emulated link's message is followed
+        # by its stamp, a message of its own (same peer and tag, so MPI and gloo match it next)
+        self._bufs = [buf] if deliver_at is None else [buf, torch.tensor([deliver_at], dtype=torch.float64)]
         try:
-            self._request = transport.backend.post_send(buf, dst, tag_id(tag))
+            self._requests = [transport.backend.post_send(b, dst, tag_id(tag)) for b in self._bufs]
         except Exception as err:
             raise transport._wrap(err, "send to", dst, tag) from err
 
     def wait(self) -> None:
         t = self._transport
-        try:
-            done = t.backend.wait(self._request, time.monotonic() + t.timeout_s)
-        except Exception as err:
-            raise t._wrap(err, "send to", self.dst, self.tag) from err
-        if not done:
-            raise t._peer_error("send to", self.dst, self.tag)
-        self._buf = None
+        deadline = time.monotonic() + t.timeout_s
+        for request in self._requests:
+            try:
+                done = t.backend.wait(request, deadline)
+            except Exception as err:
+                raise t._wrap(err, "send to", self.dst, self.tag) from err
+            if not done:
+                raise t._peer_error("send to", self.dst, self.tag)
+        self._bufs = []
         wait_until(self.deliver_at)
 
 
 class RecvHandle:
     """A posted receive; ``wait()`` returns the tensor in the requested dtype. From an
-    emulated link the message arrives in a frame led by its delivery time, and ``wait()``
-    holds it until then."""
+    emulated link the message is followed by its delivery time (the stamp), and ``wait()``
+    holds the message until then."""
 
     def __init__(self, transport: "Transport", shape: Sequence[int], wire: torch.dtype, dtype: torch.dtype,
                  src: int, tag: str, stamped: bool) -> None:
         self._transport, self._dtype, self.src, self.tag = transport, dtype, src, tag
-        if stamped:
-            self._frame: torch.Tensor | None = torch.empty(STAMP_BYTES + math.prod(shape) * wire.itemsize,
-                                                           dtype=torch.uint8)
-            self._buf = self._frame[STAMP_BYTES:].view(wire).view(tuple(shape))
-        else:
-            self._frame, self._buf = None, torch.empty(tuple(shape), dtype=wire)
-        self._request = transport.backend.post_recv(self._buf if self._frame is None else self._frame,
-                                                    src, tag_id(tag))
+        self._buf = torch.empty(tuple(shape), dtype=wire)
+        self._stamp = torch.empty(1, dtype=torch.float64) if stamped else None
+        self._requests = [transport.backend.post_recv(b, src, tag_id(tag))
+                          for b in ([self._buf] if self._stamp is None else [self._buf, self._stamp])]
 
     def wait(self) -> torch.Tensor:
         t = self._transport
-        try:
-            done = t.backend.wait(self._request, time.monotonic() + t.timeout_s)
-        except Exception as err:
-            raise t._wrap(err, "receive from", self.src, self.tag) from err
-        if not done:
-            raise t._peer_error("receive from", self.src, self.tag)
-        if self._frame is not None:
-            wait_until(float(self._frame[:STAMP_BYTES].view(torch.float64)[0]))
+        deadline = time.monotonic() + t.timeout_s
+        for request in self._requests:
+            try:
+                done = t.backend.wait(request, deadline)
+            except Exception as err:
+                raise t._wrap(err, "receive from", self.src, self.tag) from err
+            if not done:
+                raise t._peer_error("receive from", self.src, self.tag)
+        if self._stamp is not None:
+            wait_until(float(self._stamp[0]))
         return self._buf if self._buf.dtype == self._dtype else self._buf.to(self._dtype)
 
 
@@ -220,16 +222,10 @@ class Transport:
     def _wire_dtype(self, tensor: torch.Tensor) -> torch.dtype:
         return WIRE_DTYPES[self.wire_dtype] if tensor.is_floating_point() else tensor.dtype
 
-    def _wire(self, tensor: torch.Tensor, stamp: float | None = None) -> torch.Tensor:
-        """The bytes to post: ``tensor`` cast to the wire dtype, contiguous on CPU; with a
-        ``stamp`` (emulated link) in one frame led by it, filled by a single copy."""
+    def _wire(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` as it goes on the wire: in the wire dtype, contiguous, on the CPU."""
         wire, tensor = self._wire_dtype(tensor), tensor.detach()
-        if stamp is None:
-            return (tensor if tensor.dtype == wire else tensor.to(wire)).contiguous().cpu()
-        frame = torch.empty(STAMP_BYTES + tensor.numel() * wire.itemsize, dtype=torch.uint8)
-        frame[:STAMP_BYTES].view(torch.float64)[0] = stamp
-        frame[STAMP_BYTES:].view(wire).view(tensor.shape).copy_(tensor)
-        return frame
+        return (tensor if tensor.dtype == wire else tensor.to(wire)).contiguous().cpu()
 
     def _check_peer(self, peer: int) -> None:
         if not 0 <= peer < self.world_size or peer == self.rank:
@@ -241,8 +237,8 @@ class Transport:
         self.counter.add(self.rank, dst, tag, nbytes)
         if self._emulator is None or dst not in self._emulator.profiles:
             return SendHandle(self, self._wire(tensor), dst, tag)
-        deliver_at = self._emulator.delivery_time(dst, nbytes, time.monotonic())
-        return SendHandle(self, self._wire(tensor, stamp=deliver_at), dst, tag, deliver_at)
+        buf = self._wire(tensor)
+        return SendHandle(self, buf, dst, tag, self._emulator.delivery_time(dst, nbytes, time.monotonic()))
 
     def send(self, tensor: torch.Tensor, dst: int, tag: str) -> None:
         self.isend(tensor, dst, tag).wait()
