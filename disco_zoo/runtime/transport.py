@@ -151,15 +151,7 @@ class SendHandle:
             raise transport._wrap(err, "send to", dst, tag) from err
 
     def wait(self) -> None:
-        t = self._transport
-        deadline = time.monotonic() + t.timeout_s
-        for request in self._requests:
-            try:
-                done = t.backend.wait(request, deadline)
-            except Exception as err:
-                raise t._wrap(err, "send to", self.dst, self.tag) from err
-            if not done:
-                raise t._peer_error("send to", self.dst, self.tag)
+        self._transport._wait_all(self._requests, "send to", self.dst, self.tag)
         self._bufs = []
         wait_until(self.deliver_at)
 
@@ -178,15 +170,7 @@ class RecvHandle:
                           for b in ([self._buf] if self._stamp is None else [self._buf, self._stamp])]
 
     def wait(self) -> torch.Tensor:
-        t = self._transport
-        deadline = time.monotonic() + t.timeout_s
-        for request in self._requests:
-            try:
-                done = t.backend.wait(request, deadline)
-            except Exception as err:
-                raise t._wrap(err, "receive from", self.src, self.tag) from err
-            if not done:
-                raise t._peer_error("receive from", self.src, self.tag)
+        self._transport._wait_all(self._requests, "receive from", self.src, self.tag)
         if self._stamp is not None:
             wait_until(float(self._stamp[0]))
         return self._buf if self._buf.dtype == self._dtype else self._buf.to(self._dtype)
@@ -279,6 +263,18 @@ class Transport:
             yield self
         finally:
             self.backend, self._emulator = saved
+
+    def _wait_all(self, requests: list[Any], what: str, peer: int, tag: str) -> None:
+        """Wait for a message's requests (its payload, and its stamp on an emulated link)
+        within one timeout; a failure or a timeout is a PeerError naming the peer."""
+        deadline = time.monotonic() + self.timeout_s
+        for request in requests:
+            try:
+                done = self.backend.wait(request, deadline)
+            except Exception as err:
+                raise self._wrap(err, what, peer, tag) from err
+            if not done:
+                raise self._peer_error(what, peer, tag)
 
     # -- errors -------------------------------------------------------------------------
     def _peer_error(self, what: str, peer: int, tag: str) -> PeerError:
