@@ -302,8 +302,9 @@ def measure_latencies(folder: Path, dense_tp_folder: Path, dense: str, nodes: in
     concurrent compute and the real inference, so the cost model's prediction for that
     link is made from compute measured seconds, not minutes, from the run it predicts.
     Ratios are medians of per-round ratios (a link's measured/predicted too: each
-    round's inference against the prediction from that round's own compute). A link whose runs are quick gets the
-    localhost rounds; a slow one ``link_warmup`` + ``link_repeats``.
+    round's inference against the prediction from that round's own compute). A link
+    whose runs are quick gets the localhost rounds; a slow one ``link_warmup`` +
+    ``link_repeats``.
     """
     from disco_zoo.runtime.cost_model import measure_message_cost, predict_latency
     from disco_zoo.runtime.link import LinkProfile

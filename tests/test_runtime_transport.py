@@ -62,13 +62,13 @@ def test_messages_on_emulated_links_keep_their_values_in_both_wire_dtypes(backen
     # on an emulated link every message is followed by its delivery time: the payload must
     # come out exactly as it does with no link (fp16 rounds the same way)
     for wire_dtype in ("fp32", "fp16"):
-        plain, framed = (
+        plain, stamped = (
             launch("disco_zoo.runtime.selftest:exchange", 3, backend, args={"numel": 7}, timeout_s=20,
                    wire_dtype=wire_dtype, link=link)
             for link in (None, LinkProfile.parse("1gbit", "1ms"))
         )
-        assert [r["got"] for r in framed] == [r["got"] for r in plain]
-        assert [r["bytes"] for r in framed] == [r["bytes"] for r in plain]  # the stamp is not counted
+        assert [r["got"] for r in stamped] == [r["got"] for r in plain]
+        assert [r["bytes"] for r in stamped] == [r["bytes"] for r in plain]  # the stamp is not counted
 
 
 def test_per_pair_links_emulate_only_their_own_pair():

@@ -141,7 +141,7 @@ class SendHandle:
     def __init__(self, transport: "Transport", buf: torch.Tensor, dst: int, tag: str,
                  deliver_at: float | None = None) -> None:
         self._transport, self.dst, self.tag = transport, dst, tag
-        self.deliver_at = deliver_at or 0.0
+        self.deliver_at = 0.0 if deliver_at is None else deliver_at
         # keeps the wire buffers alive until done; an emulated link's message is followed
         # by its stamp, a message of its own (same peer and tag, so MPI and gloo match it next)
         self._bufs = [buf] if deliver_at is None else [buf, torch.tensor([deliver_at], dtype=torch.float64)]
@@ -203,13 +203,12 @@ class Transport:
         self._emulator = LinkEmulator(self.rank, self.links) or None
 
     # -- sending ------------------------------------------------------------------------
-    def _wire_dtype(self, tensor: torch.Tensor) -> torch.dtype:
-        return WIRE_DTYPES[self.wire_dtype] if tensor.is_floating_point() else tensor.dtype
-
     def _wire(self, tensor: torch.Tensor) -> torch.Tensor:
-        """``tensor`` as it goes on the wire: in the wire dtype, contiguous, on the CPU."""
-        wire, tensor = self._wire_dtype(tensor), tensor.detach()
-        return (tensor if tensor.dtype == wire else tensor.to(wire)).contiguous().cpu()
+        wire = WIRE_DTYPES[self.wire_dtype]
+        tensor = tensor.detach()
+        if tensor.is_floating_point() and tensor.dtype != wire:
+            tensor = tensor.to(wire)
+        return tensor.contiguous().cpu()
 
     def _check_peer(self, peer: int) -> None:
         if not 0 <= peer < self.world_size or peer == self.rank:
@@ -217,11 +216,12 @@ class Transport:
 
     def isend(self, tensor: torch.Tensor, dst: int, tag: str) -> SendHandle:
         self._check_peer(dst)
-        nbytes = tensor.numel() * self._wire_dtype(tensor).itemsize
+        buf = self._wire(tensor)
+        nbytes = buf.numel() * buf.element_size()
         self.counter.add(self.rank, dst, tag, nbytes)
         if self._emulator is None or dst not in self._emulator.profiles:
-            return SendHandle(self, self._wire(tensor), dst, tag)
-        buf = self._wire(tensor)
+            return SendHandle(self, buf, dst, tag)
+        # the message enters the link once the sender's cast/copy is done (its own time)
         return SendHandle(self, buf, dst, tag, self._emulator.delivery_time(dst, nbytes, time.monotonic()))
 
     def send(self, tensor: torch.Tensor, dst: int, tag: str) -> None:
