@@ -9,13 +9,14 @@ dependencies = ["torch", "timm", "safetensors"]
 
 
 def _entry(arch: str) -> "typing.Callable[..., typing.Any]":  # noqa: F821 (no top-level imports: torch.hub.list lists every public callable)
+    from disco_zoo.hub import list_pretrained
     from disco_zoo.registry import get_entry
 
     entry = get_entry(arch)
-    tags = ", ".join(entry.tags()) or "none published"
+    tags = ", ".join(n.partition(".")[2] for n in list_pretrained() if n.partition(".")[0] == arch) or "none published"
 
     def build(pretrained: bool = False, tag: str = "", **kwargs: "typing.Any") -> "typing.Any":  # noqa: F821
-        from disco_zoo.registry import create_model
+        from disco_zoo import create_model
 
         name = f"{arch}.{tag}" if tag else arch
         return create_model(name, pretrained=pretrained, **kwargs)

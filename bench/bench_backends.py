@@ -13,6 +13,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from disco_zoo.runtime.calibrate import PINGPONG_ENTRY
 from disco_zoo.runtime.launch import launch
 
 SIZES = {"1 KB": 1024, "4 MB": 4 * 2**20}
@@ -30,7 +31,7 @@ def main() -> None:
     for label, nbytes in SIZES.items():
         row = [label]
         for backend in ns.backends:
-            res = launch("disco_zoo.runtime.selftest:pingpong", 2, backend, args={"nbytes": nbytes, "iters": ns.iters}, timeout_s=60)[0]
+            res = launch(PINGPONG_ENTRY, 2, backend, args={"nbytes": nbytes, "iters": ns.iters}, timeout_s=60)[0]
             row.append(f"{_fmt(res['median_s'])} ({_fmt(res['min_s'])})")
         table.add_row(*row)
     Console().print(table)

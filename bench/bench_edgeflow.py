@@ -60,7 +60,7 @@ def main() -> None:
     console = Console(width=200)
     console.print(table)
     if args.measure:
-        from disco_zoo.planner.executor import execute_plan
+        from disco_zoo.runtime.edgeflow_executor import execute_plan
 
         mt = Table(title=f"executor, input {args.measure_size}, rates / {args.slowdown:g}, ideal links")
         for col in ["model", "profile", "measured ms", "predicted ms", "bytes measured", "bytes predicted"]:

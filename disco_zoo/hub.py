@@ -1,89 +1,137 @@
-"""Pretrained store: find a model's folder, verify every file's sha256, load it strictly.
+"""Hub resolution: which folder holds a pretrained name, what is published, and loading it.
 
-A folder is ``<arch>.<tag>/`` holding ``config.json`` and safetensors files (one per node
-for DISCO models, ``model.safetensors`` for dense ones) plus a ``README.md`` model card:
-the same layout is a valid Hugging Face Hub model repository. Resolution order (DESIGN.md):
-an explicit path, ``$DISCO_ZOO_HUB``, the repository's ``hub/``, then the Hugging Face cache
-or Hub (``HF_HUB_OFFLINE=1`` or ``local_files_only=True`` keeps it to the cache).
-Nothing is unpickled; a file whose hash differs from config.json is refused before loading.
+A pretrained name is ``arch.tag`` (no tag: the arch's default tag, the first published
+one). What is published is what the stores hold: a folder ``<arch>.<tag>/`` with a
+``config.json`` under ``$DISCO_ZOO_HUB`` or the repository's ``hub/``; nothing else
+declares it. Resolution order (DESIGN.md): an explicit path, ``$DISCO_ZOO_HUB``, the
+repository's ``hub/``, then the Hugging Face cache or Hub (``HF_HUB_OFFLINE=1`` or
+``local_files_only=True`` keeps it to the cache). Every file's sha256 is checked before
+anything is loaded, loading is strict, and the loaded model carries its folder's config
+as ``model.pretrained_cfg``.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import fnmatch
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.registry import get_entry, get_pretrained_cfg, split_name
+from disco_zoo.registry import UnknownModelError, get_entry, list_models, normalize_name, split_name
+from disco_zoo.store import CONFIG_NAME, FolderConfig, IntegrityError, load_folder_config, verify_folder
 
 __all__ = [
     "HubError",
     "HubIntegrityError",
     "HUB_ENV",
     "REPO_HUB",
-    "CONFIG_NAME",
+    "hub_roots",
+    "list_pretrained",
+    "published_folders",
     "folder_name",
     "hf_repo_id",
+    "get_pretrained_cfg",
     "resolve_folder",
-    "read_config",
-    "verify_folder",
-    "sha256_file",
     "load",
+    "load_folder",
 ]
 
 HUB_ENV = "DISCO_ZOO_HUB"
 REPO_HUB = Path(__file__).resolve().parent.parent / "hub"
-CONFIG_NAME = "config.json"
 HF_ORG = "disco-zoo"
+HubIntegrityError = IntegrityError  # the store's error: a file is missing, truncated or tampered with
 
 
 class HubError(DiscoZooError):
     """A pretrained model could not be found."""
 
 
-class HubIntegrityError(DiscoZooError):
-    """A file is missing, has the wrong size or a sha256 that differs from config.json."""
+def hub_roots() -> list[Path]:
+    """Local stores, searched in order: ``$DISCO_ZOO_HUB``, then the repository's ``hub/``."""
+    env_root = os.environ.get(HUB_ENV)
+    return ([Path(env_root)] if env_root else []) + [REPO_HUB]
+
+
+def published_folders() -> dict[str, Path]:
+    """``arch.tag`` -> folder for every published folder of a registered architecture
+    in the local stores (the first root that has a name wins)."""
+    registered = set(list_models())
+    found: dict[str, Path] = {}
+    for root in hub_roots():
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            arch, _, tag = folder.name.partition(".")
+            if tag and arch in registered and (folder / CONFIG_NAME).is_file():
+                found.setdefault(folder.name, folder)
+    return found
+
+
+def list_pretrained(pattern: str = "*") -> list[str]:
+    """Sorted ``arch.tag`` names with published weights, matching ``pattern`` (by the
+    full name or the arch alone)."""
+    pattern = normalize_name(pattern) if pattern else "*"
+    return sorted(n for n in published_folders()
+                  if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n.split(".")[0], pattern))
+
+
+def _tags(arch: str) -> list[str]:
+    return [name.partition(".")[2] for name in published_folders() if name.partition(".")[0] == arch]
 
 
 def folder_name(name: str) -> str:
     """``resnet50-disco-2node`` -> ``resnet50_disco_2node.digits`` (default tag filled in)."""
     entry = get_entry(name)
-    cfg = get_pretrained_cfg(name)
-    return f"{entry.arch}.{cfg.tag}"
+    _, tag = split_name(name)
+    if tag:
+        return f"{entry.arch}.{tag}"
+    tags = _tags(entry.arch)
+    if not tags:
+        raise HubError(
+            f"model {entry.arch!r} has no pretrained weights in {', '.join(map(str, hub_roots()))}; "
+            f"name a tag (e.g. {entry.arch}.digits) to look in the Hugging Face cache, or see "
+            "`disco-zoo list --pretrained`."
+        )
+    return f"{entry.arch}.{tags[0]}"
 
 
 def hf_repo_id(name: str) -> str:
-    """The Hugging Face Hub repository of a pretrained name (config's hf_hub_id or the org default)."""
-    cfg = get_pretrained_cfg(name)
-    return cfg.hf_hub_id or f"{HF_ORG}/{folder_name(name)}"
+    """The Hugging Face Hub repository of a pretrained name (its config's ``hf_hub_id``
+    when a local copy says so, else the organisation's default)."""
+    wanted = folder_name(name)
+    local = published_folders().get(wanted)
+    if local is not None:
+        try:
+            config = load_folder_config(local)
+            if config.hf_hub_id:
+                return config.hf_hub_id
+        except DiscoZooError:
+            pass
+    return f"{HF_ORG}/{wanted}"
 
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _has_config(folder: Path) -> bool:
-    return (folder / CONFIG_NAME).is_file()
-
-
 def resolve_folder(name: str, path: str | os.PathLike[str] | None = None, local_files_only: bool = False) -> Path:
     """The folder holding ``name``'s weights, searched in the documented order."""
-    wanted = folder_name(name)
-    looked: list[str] = []
     if path is not None:
         explicit = Path(path)
-        for candidate in (explicit, explicit / wanted):
-            if _has_config(candidate):
-                return candidate
+        if (explicit / CONFIG_NAME).is_file():
+            return explicit
+        arch, tag = get_entry(name).arch, split_name(name)[1]
+        inside = sorted(p for p in explicit.glob(f"{arch}.{tag or '*'}") if (p / CONFIG_NAME).is_file())
+        if inside:
+            return inside[0]
+        wanted = f"{arch}.{tag or '<tag>'}"
         raise HubError(f"no {CONFIG_NAME} in {explicit} or {explicit / wanted}: pass the model's folder.")
-    env_root = os.environ.get(HUB_ENV)
-    roots = ([Path(env_root)] if env_root else []) + [REPO_HUB]
-    for root in roots:
+    wanted = folder_name(name)
+    looked: list[str] = []
+    for root in hub_roots():
         candidate = root / wanted
         looked.append(str(candidate))
-        if _has_config(candidate):
+        if (candidate / CONFIG_NAME).is_file():
             return candidate
     offline = local_files_only or _offline()
     try:
@@ -92,49 +140,40 @@ def resolve_folder(name: str, path: str | os.PathLike[str] | None = None, local_
         return Path(snapshot_download(repo_id=hf_repo_id(name), local_files_only=offline))
     except Exception as err:  # huggingface_hub raises several types for "not there"
         looked.append(f"Hugging Face {'cache' if offline else 'Hub'} {hf_repo_id(name)} ({type(err).__name__})")
+    arch, _, tag = wanted.partition(".")
+    others = [t for t in _tags(arch) if t != tag]
+    published = f" Published tags of {arch}: {', '.join(others)}." if others else ""
     raise HubError(
-        f"pretrained weights for {wanted} not found; looked in: {'; '.join(looked)}. "
-        f"Set {HUB_ENV} to a folder containing {wanted}/, pass path=..., or rebuild them with the recipe in eval/recipes."
+        f"pretrained weights for {wanted} not found; looked in: {'; '.join(looked)}.{published} "
+        f"Set {HUB_ENV} to a folder containing {wanted}/, pass path=..., or rebuild them with the recipe in eval/recipes.sh."
     )
 
 
-def read_config(folder: Path) -> dict[str, Any]:
+def get_pretrained_cfg(name: str, path: str | os.PathLike[str] | None = None, local_files_only: bool = False) -> FolderConfig:
+    """The validated config of ``name``'s pretrained folder (its metadata, without the weights)."""
+    return load_folder_config(resolve_folder(name, path=path, local_files_only=local_files_only))
+
+
+def _format_loaders() -> dict[str, Callable[..., Any]]:
+    """Loader per folder ``kind``: the dense format and the per-node shard format."""
+    from disco_zoo.disco.shards import load_disco_model
+    from disco_zoo.weights import load_dense
+
+    return {"dense": load_dense, "disco": load_disco_model}
+
+
+def load_folder(folder: str | os.PathLike[str], **kwargs: Any) -> Any:
+    """The model a folder holds, every file verified, loaded strictly, with ``pretrained_cfg``."""
+    folder = Path(folder)
+    config = load_folder_config(folder)
     try:
-        return json.loads((folder / CONFIG_NAME).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise HubIntegrityError(f"{folder / CONFIG_NAME} is unreadable or not JSON: {err}") from err
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_folder(folder: Path, config: dict[str, Any] | None = None, only: list[str] | None = None) -> None:
-    """Check size and sha256 of every file config.json lists (or just ``only``)."""
-    config = config if config is not None else read_config(folder)
-    files = config.get("files")
-    if not files:
-        raise HubIntegrityError(f"{folder / CONFIG_NAME} lists no files with their sha256; the folder is incomplete.")
-    for item in files:
-        if only is not None and item["name"] not in only:
-            continue
-        path = folder / item["name"]
-        if not path.is_file():
-            raise HubIntegrityError(f"{path} is missing; re-download or rebuild the model folder.")
-        if path.stat().st_size != item["size"]:
-            raise HubIntegrityError(
-                f"{path} has {path.stat().st_size} bytes, config.json says {item['size']}: the file is truncated or replaced."
-            )
-        actual = sha256_file(path)
-        if actual != item["sha256"]:
-            raise HubIntegrityError(
-                f"{path} sha256 {actual[:16]}... differs from config.json's {item['sha256'][:16]}...: "
-                "the file is corrupt or was tampered with; nothing was loaded."
-            )
+        get_entry(config.arch)
+    except UnknownModelError as err:
+        raise DiscoZooError(f"{folder / CONFIG_NAME} names architecture {config.arch!r}, which is not registered: {err}") from None
+    verify_folder(folder, config)
+    model = _format_loaders()[config.kind](folder, config, **kwargs)
+    model.pretrained_cfg = config
+    return model
 
 
 def load(
@@ -144,12 +183,9 @@ def load(
     **kwargs: Any,
 ) -> Any:
     """Build ``name``'s architecture and load its verified pretrained weights strictly."""
-    from disco_zoo.weights import load_model_from_folder
-
-    arch, _ = split_name(name)
+    entry = get_entry(name)
     folder = resolve_folder(name, path=path, local_files_only=local_files_only)
-    config = read_config(folder)
-    if config.get("arch") != get_entry(arch).arch:
-        raise HubIntegrityError(f"{folder} holds {config.get('arch')!r}, not {get_entry(arch).arch!r}.")
-    verify_folder(folder, config)
-    return load_model_from_folder(folder, config, **kwargs)
+    config = load_folder_config(folder)
+    if config.arch != entry.arch:
+        raise HubIntegrityError(f"{folder} holds {config.arch!r}, not {entry.arch!r}.")
+    return load_folder(folder, **kwargs)

@@ -1,9 +1,11 @@
-"""Model registry: names, lazy builders and pretrained configs.
+"""Model registry: names and lazy builders, nothing else.
 
 Names are ``arch.tag`` (``resnet50_disco_2node.digits``); the CLI form with dashes
 (``resnet50-disco-2node``) is accepted too. Builders are declared as import strings
 (``"package.module:function"``) so that listing models never imports torch, which
-costs ~12 s here.
+costs ~12 s here. What is published, and everything a pretrained folder says about its
+model, lives with the weights (:mod:`disco_zoo.store`, :mod:`disco_zoo.hub`): the
+registry is the bottom layer and imports none of them.
 """
 from __future__ import annotations
 
@@ -16,15 +18,13 @@ from typing import Any, Callable
 from disco_zoo.errors import DiscoZooError
 
 __all__ = [
-    "PretrainedCfg",
     "ModelEntry",
     "UnknownModelError",
     "register_model",
+    "unregister_model",
     "list_models",
-    "list_pretrained",
     "get_entry",
-    "get_pretrained_cfg",
-    "create_model",
+    "build_model",
     "split_name",
     "normalize_name",
 ]
@@ -38,41 +38,16 @@ class UnknownModelError(DiscoZooError, KeyError):
 
 
 @dataclass(frozen=True)
-class PretrainedCfg:
-    """What a pretrained tag means: data, preprocessing and the files' location.
-
-    The recorded metrics, files and hashes live in the hub folder's ``config.json``;
-    this is the registry's view, enough to find and preprocess for them.
-    """
-
-    tag: str
-    dataset: str = ""
-    input_size: tuple[int, int, int] = (3, 224, 224)
-    num_classes: int = 1000
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    hf_hub_id: str = ""
-    description: str = ""
-
-
-@dataclass(frozen=True)
 class ModelEntry:
-    """One architecture: how to build it and which pretrained tags exist."""
+    """One architecture: how to build it, and what kind of task its outputs answer."""
 
     arch: str
     builder: str  # "module:function", imported only when a model is created
-    family: str  # resnet | vit | swin | torchvision-dag | ...
+    family: str  # resnet | vit | swin | torchvision-dag | ... (shown to users; never branched on)
     source: str  # timm | torchvision | disco
     kwargs: dict[str, Any] = field(default_factory=dict)
-    pretrained: tuple[PretrainedCfg, ...] = ()
     description: str = ""
-
-    @property
-    def default_tag(self) -> str:
-        return self.pretrained[0].tag if self.pretrained else ""
-
-    def tags(self) -> list[str]:
-        return [cfg.tag for cfg in self.pretrained]
+    task: str = "classification"  # a task kind of disco_zoo.tasks
 
     def resolve_builder(self) -> Callable[..., Any]:
         module_name, _, func_name = self.builder.partition(":")
@@ -97,6 +72,11 @@ def register_model(entry: ModelEntry) -> ModelEntry:
     return entry
 
 
+def unregister_model(arch: str) -> None:
+    """Remove an entry (for plug-ins that register temporarily, and tests that clean up)."""
+    _REGISTRY.pop(arch, None)
+
+
 def _ensure_loaded() -> None:
     global _LOADED
     if not _LOADED:
@@ -116,23 +96,11 @@ def split_name(name: str) -> tuple[str, str]:
     return arch, tag
 
 
-def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
-    """Sorted architecture names matching an fnmatch pattern.
-
-    With ``pretrained=True`` the result lists ``arch.tag`` for every published tag.
-    """
+def list_models(pattern: str = "*") -> list[str]:
+    """Sorted architecture names matching an fnmatch pattern (published weights: :func:`disco_zoo.hub.list_pretrained`)."""
     _ensure_loaded()
     pattern = normalize_name(pattern) if pattern else "*"
-    if pretrained:
-        return list_pretrained(pattern)
     return sorted(a for a in _REGISTRY if fnmatch.fnmatchcase(a, pattern))
-
-
-def list_pretrained(pattern: str = "*") -> list[str]:
-    """Sorted ``arch.tag`` names with a pretrained config, matching ``pattern``."""
-    _ensure_loaded()
-    names = [f"{e.arch}.{t}" for e in _REGISTRY.values() for t in e.tags()]
-    return sorted(n for n in names if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n.split(".")[0], pattern))
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -148,32 +116,9 @@ def get_entry(name: str) -> ModelEntry:
     )
 
 
-def get_pretrained_cfg(name: str) -> PretrainedCfg:
-    """Pretrained config for ``arch.tag`` (default tag when none is given)."""
+def build_model(name: str, **kwargs: Any) -> Any:
+    """Build ``name``'s architecture with untrained weights (the entry's defaults, then
+    ``kwargs``). Loading published weights is :func:`disco_zoo.create_model`'s job, one
+    layer up: the registry knows names and builders, nothing about files."""
     entry = get_entry(name)
-    _, tag = split_name(name)
-    if not entry.pretrained:
-        raise UnknownModelError(f"model {entry.arch!r} has no pretrained weights published yet.")
-    tag = tag or entry.default_tag
-    for cfg in entry.pretrained:
-        if cfg.tag == tag:
-            return cfg
-    raise UnknownModelError(
-        f"unknown tag {tag!r} for model {entry.arch!r}; available tags: {', '.join(entry.tags())}."
-    )
-
-
-def create_model(name: str, pretrained: bool = False, **kwargs: Any) -> Any:
-    """Build a model by name, like ``timm.create_model``.
-
-    Extra keyword arguments override the entry's defaults (e.g. ``num_classes``).
-    ``pretrained=True`` loads the published weights of the tag through :mod:`disco_zoo.hub`.
-    """
-    entry = get_entry(name)
-    if pretrained:
-        get_pretrained_cfg(name)  # clear error for unknown tags / unpublished models
-        from disco_zoo import hub  # deferred: hub pulls in torch/safetensors
-
-        return hub.load(name, **kwargs)
-    builder = entry.resolve_builder()
-    return builder(**{**entry.kwargs, **kwargs})
+    return entry.resolve_builder()(**{**entry.kwargs, **kwargs})

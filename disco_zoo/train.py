@@ -1,20 +1,24 @@
 """One plain, seeded training loop shared by dense training and DISCO sparsification.
 
 Sparsification needs two hooks on an ordinary loop: an extra loss term (the group
-penalty) and a step hook (re-applying frozen masks). Everything else — AdamW, cosine
-schedule, progress bar, accuracy — is the same, so it lives here once.
+penalty) and a step hook (re-applying frozen masks). Everything else (AdamW, cosine
+schedule, progress bar) is the same, so it lives here once. What a step minimises is
+the task's (:meth:`disco_zoo.tasks.Task.training_loss`), and so is every metric
+(:meth:`disco_zoo.tasks.Task.evaluate`): this loop knows no task kind.
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["TrainConfig", "seed_everything", "fit", "accuracy", "predict"]
+from disco_zoo.tasks import DEFAULT_TASK, TrainingLoss, get_task
+
+__all__ = ["TrainConfig", "seed_everything", "fit", "recalibrate_batchnorm"]
 
 
 @dataclass(frozen=True)
@@ -43,61 +47,49 @@ def _progress(description: str, total: int, enabled: bool):
 
 def fit(
     model: nn.Module,
-    train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    train_loader: Iterable[tuple[Any, Any]],
     config: TrainConfig,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
     after_step: Callable[[nn.Module], None] | None = None,
     description: str = "train",
     show_progress: bool = True,
+    loss: TrainingLoss | None = None,
 ) -> list[float]:
-    """Train with AdamW + cosine decay; returns the mean loss of each epoch."""
+    """Train with AdamW + cosine decay; returns the mean loss of each epoch.
+
+    ``loss(model, inputs, targets)`` is the task's training loss (by default that of
+    the default task kind, :data:`disco_zoo.tasks.DEFAULT_TASK`).
+    """
     seed_everything(config.seed)
+    task_loss = loss if loss is not None else get_task(DEFAULT_TASK).training_loss
     steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
-    criterion = nn.CrossEntropyLoss()
     losses: list[float] = []
-    progress, task = _progress(description, config.epochs * steps_per_epoch, show_progress)
+    progress, bar = _progress(description, config.epochs * steps_per_epoch, show_progress)
     with progress:
         for epoch in range(config.epochs):
             model.train()
             total, count = 0.0, 0
-            for images, labels in train_loader:
-                loss = criterion(model(images), labels)
+            for inputs, targets in train_loader:
+                step_loss = task_loss(model, inputs, targets)
                 if extra_loss is not None:
-                    loss = loss + extra_loss(model)
+                    step_loss = step_loss + extra_loss(model)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                step_loss.backward()
                 optimizer.step()
                 schedule.step()
                 if after_step is not None:
                     after_step(model)
-                total += loss.item() * len(labels)
-                count += len(labels)
-                progress.update(task, advance=1, status=f"epoch {epoch + 1} loss {total / count:.3f}")
+                total += step_loss.item() * len(inputs)
+                count += len(inputs)
+                progress.update(bar, advance=1, status=f"epoch {epoch + 1} loss {total / count:.3f}")
             losses.append(total / max(count, 1))
     return losses
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, labels) over a loader, in eval mode."""
-    model.eval()
-    outputs, targets = [], []
-    for images, labels in loader:
-        outputs.append(model(images))
-        targets.append(labels)
-    return torch.cat(outputs), torch.cat(targets)
-
-
-def accuracy(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Top-1 accuracy in [0, 1]."""
-    logits, labels = predict(model, loader)
-    return float((logits.argmax(1) == labels).float().mean())
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> bool:
+def recalibrate_batchnorm(model: nn.Module, loader: Iterable[tuple[Any, Any]]) -> bool:
     """Re-estimate BatchNorm running statistics as exact averages over ``loader``.
 
     After pruning and a short fine-tune the exponential running averages lag the weights
@@ -113,8 +105,8 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable[tuple[torch.Tensor,
         m.momentum = None  # cumulative average
     was_training = model.training
     model.train()
-    for images, _ in loader:
-        model(images)
+    for inputs, _ in loader:
+        model(inputs)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)

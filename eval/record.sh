@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Re-measure every published model and regenerate the model cards (venv active, repo root).
+# Re-measure every published DISCO model (what hub/ holds: disco_zoo.hub.list_pretrained())
+# and regenerate the model cards (venv active, repo root).
 # Latency figures are machine-dependent; the environment is recorded in each result file.
 set -euo pipefail
-for model in $(python -c "import json; print(' '.join(json.load(open('eval/specs.json'))['published']))"); do
+models=$(python -c "
+from disco_zoo.hub import get_pretrained_cfg, list_pretrained
+print(' '.join(n for n in list_pretrained() if get_pretrained_cfg(n).kind == 'disco'))")
+for model in $models; do
     disco-zoo eval "$model" --json "eval/results/$model.json"
 done
 disco-zoo cards

@@ -1,7 +1,7 @@
 """The embedded digits benchmark: real images, fixed split, configurable size."""
 import torch
 
-from disco_zoo.data.digits import NUM_CLASSES, digits_dataset, digits_loaders
+from disco_zoo.data.digits import DIGITS_CLASSES, NUM_CLASSES, digits_dataset, digits_loaders
 
 
 def test_split_is_fixed_disjoint_and_complete():
@@ -32,3 +32,7 @@ def test_loaders_shuffle_by_seed_and_limit():
     assert len(loaders["test"].dataset) == 20
     x, y = next(iter(loaders["test"]))
     assert x.shape == (8, 3, 16, 16)
+
+
+def test_class_names_are_the_digits():
+    assert DIGITS_CLASSES == tuple(str(d) for d in range(10)) and len(DIGITS_CLASSES) == NUM_CLASSES

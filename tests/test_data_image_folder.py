@@ -1,26 +1,14 @@
-"""ImageFolder loading with ImageNet preprocessing, on PNGs written here."""
-import numpy as np
+"""ImageFolder loading with ImageNet (or a model's own) preprocessing, on PNGs written here."""
 import pytest
 import torch
-from PIL import Image
 
-from disco_zoo.data.image_folder import image_folder_dataset, image_folder_loader
+from disco_zoo.data.image_folder import check_classes, image_folder_dataset, image_folder_loader
 from disco_zoo.errors import DiscoZooError
-
-
-def write_folder(root, classes=("cat", "dog"), per_class=3):
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(classes):
-        (root / name).mkdir(parents=True)
-        for i in range(per_class):
-            pixels = np.full((40, 50, 3), 60 * c + 20 * i, dtype=np.uint8)
-            pixels[..., 2] = rng.integers(0, 255, (40, 50))
-            mode = "L" if i == 0 else "RGB"  # a greyscale file must load as 3 channels too
-            Image.fromarray(pixels[..., 0] if mode == "L" else pixels).save(root / name / f"{i}.png")
+from helpers import write_image_folder
 
 
 def test_eval_preprocessing(tmp_path):
-    write_folder(tmp_path)
+    write_image_folder(tmp_path)
     ds = image_folder_dataset(tmp_path, size=32)
     assert ds.classes == ["cat", "dog"] and len(ds) == 6
     image, label = ds[4]
@@ -31,8 +19,26 @@ def test_eval_preprocessing(tmp_path):
     assert images.shape == (6, 3, 32, 32) and labels.tolist() == [0, 0, 0, 1, 1, 1]
 
 
+def test_a_models_own_preprocessing_is_applied(tmp_path):
+    write_image_folder(tmp_path)
+    ds = image_folder_dataset(tmp_path, size=16, mean=(0.3, 0.3, 0.3), std=(0.4, 0.4, 0.4), crop_pct=1.0,
+                              interpolation="bicubic")
+    image, _ = ds[4]
+    assert image.shape == (3, 16, 16)
+    assert image[0].mean().item() == pytest.approx((80 / 255 - 0.3) / 0.4, abs=1e-4)
+    with pytest.raises(DiscoZooError, match="interpolation"):
+        image_folder_dataset(tmp_path, size=16, interpolation="sharpest")
+
+
+def test_limit_keeps_the_first_images_and_the_classes(tmp_path):
+    write_image_folder(tmp_path)
+    loader = image_folder_loader(tmp_path, size=8, batch_size=8, limit=4)
+    assert len(loader.dataset) == 4 and loader.dataset.classes == ["cat", "dog"]
+    assert next(iter(loader))[1].tolist() == [0, 0, 0, 1]
+
+
 def test_train_loader_is_seeded(tmp_path):
-    write_folder(tmp_path)
+    write_image_folder(tmp_path)
     labels = lambda: next(iter(image_folder_loader(tmp_path, 24, 6, train=True, seed=1)))[1]  # noqa: E731
     torch.manual_seed(0)
     a = labels()
@@ -46,3 +52,13 @@ def test_bad_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DiscoZooError, match="ImageFolder"):
         image_folder_dataset(tmp_path / "empty")
+
+
+def test_classes_must_be_the_models():
+    check_classes(["cat", "dog"], ("cat", "dog"), "f", "m")
+    with pytest.raises(DiscoZooError, match=r"class_names of m .*missing \[bird\], unknown \[dog\]"):
+        check_classes(["cat", "dog"], ("bird", "cat"), "f", "m")
+    # without names, the count must fit the model's outputs
+    check_classes(["a", "b"], None, "f", "m", expected_count=2)
+    with pytest.raises(DiscoZooError, match="has 2 classes but m has 3 outputs"):
+        check_classes(["a", "b"], None, "f", "m", expected_count=3)

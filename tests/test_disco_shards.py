@@ -11,6 +11,8 @@ from disco_zoo.disco.partition import Partition
 from disco_zoo.disco.shards import load_node_shard, load_shards_into, save_shards, shard_file
 from disco_zoo.errors import DiscoZooError
 
+EXTRA = {"arch": "resnet18", "args": {"num_classes": 10}}
+
 MODELS = {
     "resnet18": ("resnet18", {}),
     "vit": ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "embed_dim": 64, "num_heads": 4, "depth": 1}),
@@ -62,7 +64,7 @@ def test_round_trip_is_exact(tmp_path, family, nodes, ratios):
 def test_node_file_holds_only_its_part(tmp_path):
     model = randomly_pruned("resnet18", 2)
     part = model.disco_partition
-    save_shards(model, tmp_path / "m")
+    save_shards(model, tmp_path / "m", extra=EXTRA)
     (tmp_path / "m" / shard_file(0)).unlink()  # node 1 needs nothing but its own file
     part1, tensors = load_node_shard(tmp_path / "m", 1)
     assert part1.to_dict() == part.to_dict()
@@ -81,7 +83,7 @@ def test_node_file_holds_only_its_part(tmp_path):
 
 
 def test_damaged_shard_is_refused(tmp_path):
-    save_shards(randomly_pruned("resnet18", 2), tmp_path / "m")
+    save_shards(randomly_pruned("resnet18", 2), tmp_path / "m", extra=EXTRA)
     path = tmp_path / "m" / shard_file(1)
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF

@@ -39,13 +39,13 @@ def test_sparsify_is_deterministic_and_meets_budget():
     assert stats_a == stats_b
     assert stats_a["finetune_loss"] < 2.5  # it trained (ln 10 = 2.30 is chance)
     acc = disco_accounting(a, SHAPE)
-    assert acc["disco_bytes"] == stats_a["disco_bytes"] <= stats_a["budget_bytes"]
-    assert acc["dense_tp_bytes"] == stats_a["dense_tp_bytes"]
+    assert acc.disco_bytes == stats_a["disco_bytes"] <= stats_a["budget_bytes"]
+    assert acc.dense_tp_bytes == stats_a["dense_tp_bytes"]
     # just under: at 16x16 input layer4 reads 1x1 maps, so a channel there costs 4 bytes and
     # plenty of them are left out; greedy filling leaves less than one of them unused
-    assert stats_a["budget_bytes"] - acc["disco_bytes"] < 4
+    assert stats_a["budget_bytes"] - acc.disco_bytes < 4
     assert stats_a["groups_kept"] < stats_a["groups_total"]
-    assert acc["traffic_ratio"] <= 0.2
+    assert acc.traffic_ratio <= 0.2
     c, _ = run(1)
     assert c.disco_partition.to_dict() != a.disco_partition.to_dict()
 
@@ -84,14 +84,14 @@ def test_compute_budget_prunes_diagonal_blocks(tmp_path):
     before = disco_accounting(model, SHAPE)
     stats = prune_compute(model, 0.6, SHAPE)
     after = disco_accounting(model, SHAPE)
-    assert after["flops_total"] <= 0.6 * after["flops_dense"] < before["flops_total"]
-    assert abs(after["flops_total"] - stats["flops_total"]) <= 1
-    assert after["disco_bytes"] == before["disco_bytes"]  # traffic is untouched
+    assert after.flops_total <= 0.6 * after.flops_dense < before.flops_total
+    assert abs(after.flops_total - stats["flops_total"]) <= 1
+    assert after.disco_bytes == before.disco_bytes  # traffic is untouched
     assert any(any(layer.dropped) for layer in model.disco_partition.layers.values())
     for layer in model.disco_partition.layers.values():  # no layer is emptied on any node
         for own, dropped in zip(layer.in_groups, layer.dropped or []):
             assert len(dropped) <= MAX_DROPPED_FRACTION * len(own)
-    save_shards(model, tmp_path / "m")
+    save_shards(model, tmp_path / "m", extra={"arch": "resnet18", "args": {"num_classes": 10}})
     loaded = load_shards_into(timm.create_model("resnet18", num_classes=10), tmp_path / "m")
     x = torch.randn(1, *SHAPE[1:])
     with torch.no_grad():
@@ -111,16 +111,16 @@ def test_params_budget_caps_every_node():
     prune_to_budget(model, 0.2, SHAPE)
     before = disco_accounting(model, SHAPE)
     # a byte budget alone keeps layer4 (1x1 maps here) connected: shards near the dense weights
-    assert max(before["params_per_node"]) > 0.2 * _dense_params(model)
+    assert max(before.params_per_node) > 0.2 * _dense_params(model)
     stats = prune_params(model, 0.125, SHAPE)
     after = disco_accounting(model, SHAPE)
-    assert max(after["params_per_node"]) <= stats["params_budget"] == int(0.125 * _dense_params(model))
-    assert after["params_per_node"] == stats["params_per_node"]
-    assert after["disco_bytes"] == stats["disco_bytes"] <= before["disco_bytes"]
-    assert after["traffic_ratio"] <= 0.2
+    assert max(after.params_per_node) <= stats["params_budget"] == int(0.125 * _dense_params(model))
+    assert after.params_per_node == stats["params_per_node"]
+    assert after.disco_bytes == stats["disco_bytes"] <= before.disco_bytes
+    assert after.traffic_ratio <= 0.2
     # only cross-node channels were closed, and only as many as needed (within one group)
     assert all(not layer.dropped or not any(layer.dropped) for layer in model.disco_partition.layers.values())
-    assert min(after["params_per_node"]) > stats["params_budget"] - 512 * 9
+    assert min(after.params_per_node) > stats["params_budget"] - 512 * 9
     with pytest.raises(DiscoZooError, match="raise --params"):
         prune_params(copy.deepcopy(model), 0.01, SHAPE)
 
@@ -131,15 +131,15 @@ def test_sparsify_with_params_budget():
     cfg = SparsifyConfig(traffic=0.2, params=0.3, epochs=0, finetune_epochs=1, seed=0)
     stats = sparsify(model, loader, cfg, SHAPE)
     acc = disco_accounting(model, SHAPE)
-    assert max(acc["params_per_node"]) <= 0.3 * _dense_params(model)
-    assert acc["disco_bytes"] == stats["disco_bytes"] <= stats["budget_bytes"]
+    assert max(acc.params_per_node) <= 0.3 * _dense_params(model)
+    assert acc.disco_bytes == stats["disco_bytes"] <= stats["budget_bytes"]
     with pytest.raises(DiscoZooError, match="params must be"):
         sparsify(model, loader, SparsifyConfig(params=1.5, epochs=0, finetune_epochs=0), SHAPE)
 
 
 def test_sparsify_command(tmp_path):
     from disco_zoo.commands.sparsify import register
-    from disco_zoo.hub import sha256_file
+    from disco_zoo.store import sha256_file
 
     app = typer.Typer()
     register(app)
@@ -159,11 +159,11 @@ def test_sparsify_command(tmp_path):
     for record in config["files"]:
         assert sha256_file(out / record["name"]) == record["sha256"]
     # the hub's loader rebuilds it from config.json alone
-    from disco_zoo.weights import load_model_from_folder
+    from disco_zoo.hub import load_folder
 
-    model = load_model_from_folder(out, config)
+    model = load_folder(out)
     again = disco_accounting(model, (1, 3, 16, 16))
-    assert again["disco_bytes"] == config["accounting"]["disco_bytes"]
+    assert again.disco_bytes == config["accounting"]["disco_bytes"]
     bad = CliRunner().invoke(app, ["sparsify", "resnet18", "--ratios", "0.5", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "ratios" in str(bad.exception)
 
@@ -171,7 +171,8 @@ def test_sparsify_command(tmp_path):
 def test_sparsify_command_starts_from_dense_weights(tmp_path):
     """--init loads the dense folder; at traffic 1.0 with no training nothing is pruned."""
     from disco_zoo.commands.sparsify import register
-    from disco_zoo.weights import load_model_from_folder, save_dense
+    from disco_zoo.hub import load_folder
+    from disco_zoo.weights import save_dense
 
     torch.manual_seed(5)
     dense = timm.create_model("resnet18", num_classes=10).eval()
@@ -186,7 +187,7 @@ def test_sparsify_command_starts_from_dense_weights(tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
     assert config["args"]["nodes"] == 2
-    model = load_model_from_folder(out, config)
+    model = load_folder(out)
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         assert (model(x) - dense(x)).abs().max().item() <= 1e-5
@@ -218,9 +219,9 @@ def test_prune_transformers_to_budget(family):
     shape = (1, 3, 32, 32)
     stats = prune_to_budget(model, 0.3, shape)
     acc = disco_accounting(model, shape)
-    assert acc["disco_bytes"] == stats["disco_bytes"] <= 0.3 * acc["dense_tp_bytes"]
+    assert acc.disco_bytes == stats["disco_bytes"] <= 0.3 * acc.dense_tp_bytes
     assert stats["fixed_bytes"] > 0  # LayerNorm statistics and partial logits are charged
-    assert acc["flops_total"] < acc["flops_dense"]
+    assert acc.flops_total < acc.flops_dense
 
 
 def test_sparsify_command_on_an_image_folder(tmp_path):

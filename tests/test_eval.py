@@ -5,35 +5,49 @@ from pathlib import Path
 import pytest
 
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.evaluate import EvalOptions, evaluate
+from disco_zoo.harness import EvalOptions, EvalReport, evaluate
+from disco_zoo.hub import get_pretrained_cfg, list_pretrained
 from disco_zoo.model_cards import RESULTS_DIR, write_cards
 
 SPECS = json.loads((Path(__file__).resolve().parent.parent / "eval" / "specs.json").read_text())
+PUBLISHED_DISCO = [name for name in list_pretrained() if get_pretrained_cfg(name).kind == "disco"]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SPECS["ci_models"])
 def test_recorded_results_reproduce(name):
-    recorded = json.loads((RESULTS_DIR / f"{name}.json").read_text())
+    recorded = EvalReport.read(RESULTS_DIR / f"{name}.json")
     fresh = evaluate(name, EvalOptions(latency=False, paper_size=0))
     tol = SPECS["tolerance"]["top1_abs"]
     for key in ("disco_top1", "dense_top1"):
-        assert abs(fresh["accuracy"][key] - recorded["accuracy"][key]) <= tol, key
+        assert abs(getattr(fresh.accuracy, key) - getattr(recorded.accuracy, key)) <= tol, key
     for key in ("disco_bytes", "dense_tp_bytes", "bytes_per_pair", "flops_per_node", "params_per_node"):
-        assert fresh["at_input"][key] == recorded["at_input"][key], key
+        assert getattr(fresh.at_input, key) == getattr(recorded.at_input, key), key
     # The runtime's counters agree with the accounting, pair by pair, to the byte.
-    assert fresh["at_input"]["measured_bytes_per_pair"] == fresh["at_input"]["bytes_per_pair"]
-    assert fresh["at_input"]["input_scatter_bytes"] == fresh["at_input"]["input_scatter_bytes_expected"]
+    assert fresh.at_input.measured_bytes_per_pair == fresh.at_input.bytes_per_pair
+    assert fresh.at_input.input_scatter_bytes == fresh.at_input.input_scatter_bytes_expected > 0
     # The distributed run classifies exactly like the single-process masked model.
-    assert fresh["accuracy"]["disco_top1"] == fresh["accuracy"]["disco_single_process_top1"]
+    assert fresh.accuracy.disco == fresh.accuracy.disco_single_process
+    assert fresh.accuracy.images == recorded.accuracy.images
+    assert fresh.at_paper_size is None and fresh.latency is None
+    assert EvalReport.from_dict(json.loads(fresh.to_json())) == fresh
 
 
-@pytest.mark.parametrize("name", SPECS["published"])
+def test_published_disco_models_are_known_from_the_hub_alone():
+    assert "published" not in SPECS  # hub/ is the one list of what is published
+    assert set(SPECS["ci_models"]) <= set(PUBLISHED_DISCO)
+    assert len(PUBLISHED_DISCO) >= len(SPECS["ci_models"])
+
+
+@pytest.mark.parametrize("name", PUBLISHED_DISCO)
 def test_every_published_model_has_a_recorded_result(name):
-    doc = json.loads((RESULTS_DIR / f"{name}.json").read_text())
-    assert doc["model"] == name
-    assert doc["environment"]["torch"]
-    assert doc["at_input"]["measured_bytes_per_pair"] == doc["at_input"]["bytes_per_pair"]
+    report = EvalReport.read(RESULTS_DIR / f"{name}.json")
+    assert report.model == name
+    assert report.dense_model == get_pretrained_cfg(name).dense
+    assert report.environment.torch
+    assert report.at_input.measured_bytes_per_pair == report.at_input.bytes_per_pair
+    # where the model's input size is fixed there is nothing at the paper size
+    assert (report.at_paper_size is None) == get_pretrained_cfg(name).fixed_input_size
 
 
 def test_model_cards_are_not_stale():

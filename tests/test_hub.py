@@ -5,22 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from disco_zoo import hub
-from disco_zoo.registry import ModelEntry, PretrainedCfg, UnknownModelError, create_model, register_model
+from disco_zoo import create_model, hub
+from disco_zoo.registry import ModelEntry, list_models, register_model, unregister_model
+from disco_zoo.store import write_folder_atomically
 from disco_zoo.weights import DENSE_FILE, save_dense
 
 ARCH = "hubtest_resnet18"
-register_model(
-    ModelEntry(
-        arch=ARCH,
-        builder="disco_zoo.models.timm_dense:build_timm",
-        family="resnet",
-        source="timm",
-        kwargs={"timm_name": "resnet18"},
-        pretrained=(PretrainedCfg(tag="digits", dataset="digits", input_size=(3, 32, 32), num_classes=10),
-                    PretrainedCfg(tag="other", num_classes=10)),
-    )
-)
+ENTRY = ModelEntry(arch=ARCH, builder="disco_zoo.models.timm_dense:build_timm", family="resnet", source="timm",
+                   kwargs={"timm_name": "resnet18"})
 
 
 def _publish(root: Path, seed: int = 0, tag: str = "digits") -> tuple[Path, torch.nn.Module]:
@@ -32,9 +24,28 @@ def _publish(root: Path, seed: int = 0, tag: str = "digits") -> tuple[Path, torc
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch, tmp_path):
+    """A registered test architecture and a hub of its own, both gone after each test."""
+    list_models()  # the real entries first, so the test entry is the only one removed
+    register_model(ENTRY)
     monkeypatch.delenv(hub.HUB_ENV, raising=False)
+    monkeypatch.setattr(hub, "REPO_HUB", tmp_path / "repo-hub")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    yield
+    unregister_model(ARCH)
+
+
+def test_the_test_entry_does_not_outlive_the_test():
+    assert ARCH in list_models()  # the fixture registered it; teardown removes it (next test's setup re-adds)
+
+
+def test_published_is_what_the_hub_holds(tmp_path, monkeypatch):
+    assert hub.list_pretrained(ARCH) == []
+    _publish(tmp_path / "env", tag="digits")
+    _publish(tmp_path / "env", tag="other")
+    monkeypatch.setenv(hub.HUB_ENV, str(tmp_path / "env"))
+    assert hub.list_pretrained(ARCH) == [f"{ARCH}.digits", f"{ARCH}.other"]
+    assert hub.folder_name(ARCH) == f"{ARCH}.digits"  # the default tag: the first published
 
 
 def _same(a, b):
@@ -66,8 +77,10 @@ def test_resolution_order_explicit_then_env_then_repo(tmp_path, monkeypatch):
 
 def test_offline_without_weights_is_clear(tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "REPO_HUB", tmp_path / "empty")
+    with pytest.raises(hub.HubError, match="no pretrained weights"):
+        create_model(ARCH, pretrained=True)  # no tag, nothing published: nothing to guess
     with pytest.raises(hub.HubError, match="not found; looked in") as err:
-        create_model(ARCH, pretrained=True)
+        create_model(f"{ARCH}.digits", pretrained=True)
     assert "cache" in str(err.value)  # offline: only the cache was consulted
 
 
@@ -88,9 +101,10 @@ def test_hugging_face_cache_is_used_offline(tmp_path, monkeypatch):
     (repo_dir / "refs").mkdir()
     (repo_dir / "refs" / "main").write_text(commit)
     # huggingface_hub's own cache reader agrees with the layout we wrote.
-    assert try_to_load_from_cache(hub.hf_repo_id(ARCH), "config.json", cache_dir=cache) == str(snapshot / "config.json")
-    assert hub.resolve_folder(ARCH) == snapshot
-    assert _same(model, create_model(ARCH, pretrained=True, local_files_only=True))
+    name = f"{ARCH}.digits"  # nothing local: the tag says which repository to look for
+    assert try_to_load_from_cache(hub.hf_repo_id(name), "config.json", cache_dir=cache) == str(snapshot / "config.json")
+    assert hub.resolve_folder(name) == snapshot
+    assert _same(model, create_model(name, pretrained=True, local_files_only=True))
 
 
 def test_tampered_file_is_refused_before_loading(tmp_path):
@@ -114,9 +128,12 @@ def test_truncated_and_missing_files(tmp_path):
         hub.verify_folder(folder)
 
 
-def test_unknown_tag_lists_available(tmp_path):
-    with pytest.raises(UnknownModelError, match="available tags: digits, other"):
-        create_model(f"{ARCH}.imagenet", pretrained=True, path=tmp_path)
+def test_unknown_tag_lists_available(tmp_path, monkeypatch):
+    _publish(tmp_path / "env", tag="digits")
+    _publish(tmp_path / "env", tag="other")
+    monkeypatch.setenv(hub.HUB_ENV, str(tmp_path / "env"))
+    with pytest.raises(hub.HubError, match="Published tags of hubtest_resnet18: digits, other"):
+        create_model(f"{ARCH}.imagenet", pretrained=True)
 
 
 def test_wrong_architecture_in_folder(tmp_path):
@@ -129,8 +146,6 @@ def test_wrong_architecture_in_folder(tmp_path):
 
 
 def test_failed_write_leaves_previous_folder(tmp_path):
-    from disco_zoo.weights import write_folder_atomically
-
     folder, model = _publish(tmp_path)
     before = (folder / "config.json").read_text()
 
@@ -168,3 +183,65 @@ def test_fp16_storage_rounds_weight_matrices_only(tmp_path):
     assert dtypes["bn1.running_var"] == torch.float32 and dtypes["fc.bias"] == torch.float32
     loaded = create_model(ARCH, pretrained=True, path=folder)
     assert all(p.dtype == torch.float32 for p in loaded.parameters())
+
+
+def test_loaded_model_carries_its_folder_config(tmp_path):
+    folder, _ = _publish(tmp_path)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(input_size=[3, 32, 32], mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], class_names=list("abcdefghij"),
+                  task="classification")
+    (folder / "config.json").write_text(json.dumps(config))
+    model = create_model(f"{ARCH}.digits", pretrained=True, path=folder)
+    cfg = model.pretrained_cfg
+    assert cfg.name == f"{ARCH}.digits" and cfg.input_size == (3, 32, 32) and cfg.num_classes == 10
+    assert cfg.class_names == tuple("abcdefghij") and cfg.task == "classification"
+    import timm.data
+
+    import disco_zoo
+
+    expected = {"input_size": (3, 32, 32), "interpolation": "bilinear", "mean": (0.5, 0.5, 0.5),
+                "std": (0.25, 0.25, 0.25), "crop_pct": 1.0, "crop_mode": "center"}
+    assert disco_zoo.data_config(model) == expected
+    assert timm.data.resolve_data_config(model=model) == expected  # timm reads our config as its own
+    from PIL import Image
+
+    x = disco_zoo.create_transform(model)(Image.new("RGB", (50, 40), (255, 0, 128)))
+    assert x.shape == (3, 32, 32)
+    assert torch.allclose(x[:, 0, 0], (torch.tensor([1.0, 0.0, 128 / 255]) - 0.5) / 0.25, atol=1e-3)
+
+
+@pytest.mark.parametrize("content, fragment", [
+    ("not json", "not JSON"),
+    ("[]", "JSON object, got list"),
+    ("{}", "lacks the field 'arch'"),
+    ('{"arch": "x", "kind": "disco", "files": [{"name": "a", "size": 1, "sha256": "0"}]}', "lacks the field 'nodes'"),
+    ('{"arch": "x", "kind": "dense"}', "lacks the field 'files'"),
+    ('{"arch": "x", "kind": "weird", "files": []}', "'kind' must be one of dense, disco"),
+    ('{"arch": 3, "kind": "dense", "files": []}', "'arch' must be a string"),
+    ('{"arch": "x", "kind": "dense", "files": [{"name": "../../etc/passwd", "size": 1, "sha256": "0"}]}', "files[0]"),
+])
+def test_malformed_config_is_one_clear_error_naming_file_and_field(tmp_path, content, fragment):
+    from disco_zoo.errors import DiscoZooError
+    from disco_zoo.store import load_folder_config
+
+    folder = tmp_path / f"{ARCH}.digits"
+    folder.mkdir()
+    (folder / "config.json").write_text(content)
+    with pytest.raises(DiscoZooError) as err:
+        load_folder_config(folder)
+    assert fragment in str(err.value) and "config.json" in str(err.value)
+    with pytest.raises(DiscoZooError):
+        create_model(f"{ARCH}.digits", pretrained=True, path=folder)
+
+
+def test_corrupt_safetensors_with_matching_hash_is_a_clear_error(tmp_path):
+    from disco_zoo.errors import DiscoZooError
+    from disco_zoo.store import file_record
+
+    folder, _ = _publish(tmp_path)
+    (folder / DENSE_FILE).write_bytes(b"\\x00" * 64)
+    config = json.loads((folder / "config.json").read_text())
+    config["files"] = [file_record(folder / DENSE_FILE)]  # a consistent record of a broken file
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(DiscoZooError, match="not a readable safetensors file"):
+        create_model(f"{ARCH}.digits", pretrained=True, path=folder)

@@ -12,8 +12,9 @@ from disco_zoo.errors import DiscoZooError
 from disco_zoo.graph import trace_model
 from disco_zoo.planner import plan_edgeflow, simulate
 from disco_zoo.planner.plan_io import Plan, check_plan, load_plan, save_plan
+from disco_zoo.planner.units import build_units
 
-from planner_nets import Branchy, three_devices
+from helpers import Branchy, three_devices
 
 
 def test_plan_round_trip_and_mismatch(tmp_path) -> None:
@@ -28,6 +29,7 @@ def test_plan_round_trip_and_mismatch(tmp_path) -> None:
     assert simulate(g, plan.placement, plan.profile).latency_s == simulate(g, placement, prof).latency_s
     unit = next(u for u in raw["units"] if u["forward"])
     assert {"layer", "device", "rows", "inputs", "forward"} <= set(unit)
+    assert plan.units == build_units(g, placement)  # the stored units, loaded as Unit objects
     with pytest.raises(DiscoZooError, match="input size"):
         check_plan(plan, trace_model(Branchy(), (1, 3, 16, 16)))
     with pytest.raises(DiscoZooError, match="does not match model"):
@@ -35,6 +37,26 @@ def test_plan_round_trip_and_mismatch(tmp_path) -> None:
     (tmp_path / "junk.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(DiscoZooError, match="not an EdgeFlow plan"):
         load_plan(tmp_path / "junk.json")
+
+
+def test_a_plan_whose_units_were_edited_is_refused(tmp_path) -> None:
+    g = trace_model(Branchy(), (1, 3, 32, 32))
+    prof = three_devices()
+    placement, _ = plan_edgeflow(g, prof)
+    path = tmp_path / "plan.json"
+    save_plan(Plan("branchy", g.input_shape, prof, placement), g, path)
+    check_plan(load_plan(path)[0], g)  # intact: accepted
+    doc = json.loads(path.read_text())
+    victim = next(u for u in doc["units"] if any(f["device"] != u["device"] for f in u["forward"]))
+    hop = next(f for f in victim["forward"] if f["device"] != victim["device"])
+    hop["bytes"] += 4  # one forwarding-table entry now sends a row more than planned
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DiscoZooError, match=f"unit of layer '{victim['layer']}' on device {victim['device']}"):
+        check_plan(load_plan(path)[0], g)
+    doc["units"] = [u for u in doc["units"] if u is not victim]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DiscoZooError, match="is missing"):
+        check_plan(load_plan(path)[0], g)
 
 
 def _app() -> typer.Typer:

@@ -1,15 +1,17 @@
-"""The executor runs plans across processes: logits equal the single-process forward, bytes
-on the wire equal the plan's prediction, emulation is refused when it cannot be honest."""
+"""The EdgeFlow executor runs a plan's stored units across processes: logits equal the
+single-process forward, bytes on the wire equal the plan's prediction, a plan with edited
+units is refused, emulation is refused when it cannot be honest."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from disco_zoo import create_model
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.planner import profile_from_dict
-from disco_zoo.planner.executor import execute_plan
 from disco_zoo.planner.report import build_graph, plan_and_compare
+from disco_zoo.registry import build_model
+from disco_zoo.runtime.edgeflow_executor import execute_plan
+from disco_zoo.runtime.session import seeded_input
 
 # slow devices on fast links: EdgeFlow splits layers across all of them
 SLOW3 = {"name": "slow3", "devices": [{"name": "a", "flops": 1e8}, {"name": "b", "flops": 6e7},
@@ -27,10 +29,11 @@ def _check(model: str, devices: int, size: int, tmp_path) -> dict:
     assert all(v > 0 for v in report["rows_per_device"].values())  # every device has units
     run = execute_plan(str(path), stretch=False, timeout_s=120)
     torch.manual_seed(0)
-    net = create_model(model, num_classes=10).eval()
-    x = torch.randn((1, 3, size, size), generator=torch.Generator().manual_seed(1))
+    net = build_model(model, num_classes=10).eval()
+    x = seeded_input((1, 3, size, size), 0)  # the session's input for seed 0, as DISCO runs get
     with torch.no_grad():
-        want = net(x).flatten()
+        want = net(x)
+    assert run["output_rank"] == 0  # the output layer's device
     assert (torch.tensor(run["logits"]) - want).abs().max().item() <= 1e-4
     assert run["bytes_measured"] == run["bytes_predicted"] == report["edgeflow"]["bytes"] > 0
     return run
@@ -44,6 +47,20 @@ def test_mobilenet_v2_on_three_devices(tmp_path) -> None:
 @pytest.mark.parametrize("model, devices", [("resnet50", 3), ("googlenet", 2), ("densenet121", 3)])
 def test_models_across_devices(model: str, devices: int, tmp_path) -> None:
     _check(model, devices, 32, tmp_path)
+
+
+def test_a_plan_with_edited_units_is_refused_before_any_rank_starts(tmp_path) -> None:
+    import json
+
+    raw = dict(SLOW3, devices=SLOW3["devices"][:2])
+    path = tmp_path / "plan.json"
+    plan_and_compare("mobilenet_v2", build_graph("mobilenet_v2", 32, 10), profile_from_dict(raw), path, num_classes=10)
+    doc = json.loads(path.read_text())
+    victim = next(u for u in doc["units"] if u["inputs"] and u["inputs"][0]["sources"])
+    victim["inputs"][0]["rows"] = [victim["inputs"][0]["rows"][0], victim["inputs"][0]["rows"][1] + 1]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DiscoZooError, match=f"plan units do not match .* layer '{victim['layer']}'"):
+        execute_plan(str(path), stretch=False)
 
 
 def test_mismatched_plan_and_unemulatable_profile(tmp_path) -> None:

@@ -8,10 +8,10 @@ import torch
 
 from disco_zoo.graph import trace_model
 from disco_zoo.planner.lp import brute_force_counts, ranges_from_counts, round_counts, split_layer
-from disco_zoo.planner.simulate import State, commit, layer_timing
+from disco_zoo.planner.layer_cost import State, commit, layer_timing
 from disco_zoo.planner.units import extent, splittable
 
-from planner_nets import Branchy, random_profile
+from helpers import Branchy, random_profile
 
 
 def test_round_counts_sums_and_largest_remainder() -> None:

@@ -54,7 +54,23 @@ def test_malformed_profiles(mutate, message) -> None:
 def test_bad_files(tmp_path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
-    with pytest.raises(DiscoZooError, match="not valid JSON"):
+    with pytest.raises(DiscoZooError, match="not a JSON device profile"):
         load_profile(bad)
     with pytest.raises(DiscoZooError, match="not found.*presets"):
         load_profile(tmp_path / "missing.json")
+
+
+def test_a_misspelt_field_is_an_error_not_a_default(tmp_path) -> None:
+    import json
+
+    doc = {"devices": [{"name": "a", "flops": 1e9, "memmory_bytes": 1e9}],
+           "links": {"default": {"bandwidth_bps": 1e8, "latency_s": 0.001}}}
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DiscoZooError, match="unknown field 'memmory_bytes'.*did you mean 'memory_bytes'"):
+        load_profile(path)
+    doc["devices"][0]["memory_bytes"] = doc["devices"][0].pop("memmory_bytes")
+    doc["links"]["default"]["latency"] = 1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(DiscoZooError, match="links.default has an unknown field 'latency'"):
+        load_profile(path)

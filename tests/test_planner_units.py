@@ -13,7 +13,7 @@ from disco_zoo.planner.lp import ranges_from_counts
 from disco_zoo.planner.rows import compute_unit
 from disco_zoo.planner.units import build_units, extent, input_rows, splittable
 
-from planner_nets import Branchy
+from helpers import Branchy
 
 
 def _full_values(graph, x):

@@ -4,14 +4,8 @@ import sys
 import pytest
 
 import disco_zoo
-from disco_zoo.registry import (
-    UnknownModelError,
-    get_entry,
-    get_pretrained_cfg,
-    list_models,
-    normalize_name,
-    split_name,
-)
+from disco_zoo.hub import HubError, get_pretrained_cfg
+from disco_zoo.registry import UnknownModelError, get_entry, list_models, normalize_name, split_name
 
 DENSE = ["resnet18", "resnet50", "vit_small_patch16_224", "swin_tiny_patch4_window7_224",
          "googlenet", "densenet121", "mobilenet_v2"]
@@ -52,7 +46,7 @@ def test_unknown_name_without_matches_still_clear():
 
 
 def test_pretrained_on_model_without_weights_is_clear():
-    with pytest.raises(UnknownModelError, match="no pretrained weights"):
+    with pytest.raises(HubError, match="no pretrained weights"):
         get_pretrained_cfg("googlenet")
 
 
@@ -74,6 +68,30 @@ def test_small_swin_is_named_for_its_size():
     params = sum(p.numel() for p in dense.parameters())
     assert params < 2_000_000  # timm's swin_tiny is 28M
     variant = get_entry("swin_micro_disco_2node")
-    assert variant.kwargs["timm_name"] == "swin_micro_patch2_window4_32"  # eval's dense counterpart
+    assert variant.kwargs["dense"] == "swin_micro_patch2_window4_32"  # the architecture it is made from
     disco = disco_zoo.create_model("swin_micro_disco_2node", num_classes=10)
     assert disco.disco_partition.nodes == 2 and sum(p.numel() for p in disco.parameters()) == params
+
+
+def test_published_means_a_folder_in_the_hub():
+    """Published is known in one place: the folders the hub holds (no list elsewhere)."""
+    from pathlib import Path
+
+    from disco_zoo.hub import REPO_HUB, list_pretrained
+
+    on_disk = sorted(p.name for p in Path(REPO_HUB).iterdir() if (p / "config.json").is_file())
+    assert list_pretrained() == on_disk
+    assert "resnet50_disco_2node.digits" in list_pretrained("resnet50*")
+
+
+def test_every_published_folder_carries_its_metadata():
+    from disco_zoo.hub import list_pretrained
+
+    for name in list_pretrained():
+        cfg = get_pretrained_cfg(name)
+        assert cfg.name == name and cfg.task == get_entry(name).task
+        assert cfg.class_names and len(cfg.class_names) == cfg.num_classes
+        assert len(cfg.mean) == len(cfg.std) == cfg.input_size[0]
+        if cfg.kind == "disco":
+            dense = get_pretrained_cfg(cfg.dense)  # the dense counterpart is published too
+            assert dense.kind == "dense" and dense.input_size == cfg.input_size

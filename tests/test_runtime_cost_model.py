@@ -1,20 +1,19 @@
-"""The latency cost model: replay semantics on hand-written programs, and a profile of a
-real DISCO model whose messages are exactly the accounting's (so the wire time it
-predicts is for the right bytes). Agreement with measured runs is a benchmark
-(bench/bench_disco_latency.py) and, on a real shaped link, tests/test_runtime_netns.py."""
+"""The model of time (disco_zoo.timing): replay semantics on hand-written programs, and a
+profile of a real DISCO model (disco_zoo.runtime.profiling) whose messages are exactly
+the accounting's (so the wire time it predicts is for the right bytes). Agreement with
+measured runs is a benchmark (bench/bench_disco_latency.py) and, on a real shaped link,
+tests/test_runtime_netns.py."""
 import pytest
 import torch
 
-from disco_zoo.disco.accounting import disco_traffic, layer_shapes
+from disco_zoo.disco.accounting import layer_shapes, wire_bytes_per_pair
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.runtime.cost_model import (
-    ComputeProfile, Event, MessageCost, RankProgram, measure_message_cost, predict_latency, profile_compute,
-    run_without_wire,
-)
-from disco_zoo.runtime.link import LinkProfile
-from test_runtime_disco import SHAPE, _sparse_disco_folder
+from disco_zoo.runtime.calibrate import measure_message_cost
+from disco_zoo.runtime.profiling import profile_compute, run_without_wire
+from disco_zoo.timing import ComputeProfile, Event, Link, MessageCost, RankProgram, predict_latency, replay
+from helpers import DISCO_SHAPE, sparse_disco_folder
 
-MB_PER_S = LinkProfile(8e6, 0.001)  # 1e6 bytes/s, 1 ms
+MB_PER_S = Link(8e6, 0.001)  # 1e6 bytes/s, 1 ms
 
 
 def _programs(*programs: RankProgram) -> ComputeProfile:
@@ -40,7 +39,7 @@ def test_posting_a_message_takes_the_senders_own_time():
     sender = RankProgram(0, [Event("send", 1, 1, 0.0, 10), Event("send", 1, 2, 0.001, 10)], tail_s=0.010)
     receiver = RankProgram(1, [Event("recv", 0, 1, 0.0), Event("recv", 0, 2, 0.0)])
     profile = _programs(sender, receiver)
-    fast = LinkProfile(None, 0.001)
+    fast = Link(None, 0.001)
     assert predict_latency(profile, fast) == pytest.approx(0.011)
     cost = MessageCost(send_fixed_s=0.003)
     assert cost.sender(10) == pytest.approx(0.003) and cost(10) == 0.0
@@ -57,7 +56,7 @@ def test_back_to_back_sends_queue_on_one_link_but_not_across_links():
 
     # a per-pair map: 0->1 slow, 0->2 fast; the sends overlap
     fan_out = RankProgram(0, [Event("send", 1, 1, 0.0, 500_000), Event("send", 2, 1, 0.0, 500_000)])
-    links = {(0, 1): MB_PER_S, (0, 2): LinkProfile(80e6, 0.0)}
+    links = {(0, 1): MB_PER_S, (0, 2): Link(80e6, 0.0)}
     profile = _programs(fan_out, RankProgram(1, [Event("recv", 0, 1, 0.0)]), RankProgram(2, [Event("recv", 0, 1, 0.0)]))
     assert predict_latency(profile, links) == pytest.approx(0.501)
 
@@ -78,20 +77,16 @@ def test_a_program_waiting_for_a_message_never_sent_is_an_error():
 
 
 def test_profile_of_a_real_model_moves_exactly_the_accounted_bytes(tmp_path):
-    folder, model, part = _sparse_disco_folder(tmp_path, 2)
-    profile = profile_compute(folder, SHAPE, repeats=1, warmup=0)
-    _, per_pair = disco_traffic(part, layer_shapes(model, tuple(SHAPE)), 4)
-    first = next(iter(part.layers.values()))
-    image = len(first.in_groups[1]) * SHAPE[0] * SHAPE[2] * SHAPE[3] * 4
-    expected = dict(per_pair)
-    expected[(0, 1)] += image
+    folder, model, part = sparse_disco_folder(tmp_path, 2)
+    profile = profile_compute(folder, DISCO_SHAPE, repeats=1, warmup=0)
+    expected = wire_bytes_per_pair(part, layer_shapes(model, tuple(DISCO_SHAPE)), tuple(DISCO_SHAPE), 4)
     assert profile.bytes_per_pair == expected
     assert all(c > 0 for c in profile.compute_s)
     # with an ideal link nothing waits longer than the slower rank's compute, give or
     # take the other rank's lead; a slow link cannot beat its own serialisation time
     ideal = predict_latency(profile, None)
     assert max(profile.compute_s) <= ideal <= sum(profile.compute_s)
-    slow = LinkProfile.parse("10mbit")
+    slow = Link.parse("10mbit")
     assert predict_latency(profile, slow) >= max(ideal, slow.transfer_time(max(expected.values())))
     assert torch.get_num_threads() == 1  # the profile restores the caller's threads
 
@@ -105,11 +100,11 @@ def test_message_cost_is_measured_small_and_positive():
 
 def test_running_without_wire_restores_the_transport_and_emulator():
     from disco_zoo.runtime.link import LinkEmulator
-    from disco_zoo.runtime.cost_model import NullBackend
+    from disco_zoo.runtime.null_backend import NullBackend
     from disco_zoo.runtime.transport import Transport
 
     backend = NullBackend(0, 2)
-    t = Transport(backend, links=LinkProfile.parse("1mbit"))
+    t = Transport(backend, links=Link.parse("1mbit"))
     emulator = t._emulator
     assert isinstance(emulator, LinkEmulator)
 
@@ -124,3 +119,17 @@ def test_running_without_wire_restores_the_transport_and_emulator():
     assert t.backend is backend and t._emulator is emulator
     assert [(e.kind, e.peer, e.nbytes) for e in program.events] == [("send", 1, 1000), ("send_done", 1, 0), ("recv", 1, 0)]
     assert RankProgram.from_dict(program.to_dict()) == program
+
+
+def test_replay_traces_labelled_compute_segments_for_a_timeline():
+    # rank 0 computes 'a' (2 s), sends 1e6 bytes (1 s + 1 ms) and computes 'b' (1 s);
+    # rank 1 waits, then computes 'c' (0.5 s)
+    sender = RankProgram(0, [Event("compute", -1, "", 2.0, 0, "a"), Event("send", 1, "x", 0.0, 1_000_000),
+                             Event("compute", -1, "", 1.0, 0, "b")])
+    receiver = RankProgram(1, [Event("recv", 0, "x", 0.0), Event("compute", -1, "", 0.5, 0, "c")])
+    played = replay(ComputeProfile([sender, receiver]), MB_PER_S, trace=True)
+    assert [(s.label, s.start_s, s.end_s) for s in played.segments[0]] == [("a", 0.0, 2.0), ("b", 2.0, 3.0)]
+    ((label, start, end),) = [(s.label, s.start_s, s.end_s) for s in played.segments[1]]
+    assert label == "c" and start == pytest.approx(3.001) and end == pytest.approx(3.501)
+    assert played.latency_s == pytest.approx(3.501) == predict_latency(ComputeProfile([sender, receiver]), MB_PER_S)
+    assert RankProgram.from_dict(sender.to_dict()) == sender  # labels survive the JSON form

@@ -1,10 +1,12 @@
-"""Link profiles, the emulator's delivery schedule and the byte counter (no processes)."""
+"""The link type (disco_zoo.timing.links), the emulator's delivery schedule and the byte
+counter (no processes)."""
 import time
 
 import pytest
 
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.runtime.link import LinkEmulator, LinkProfile, parse_bandwidth, parse_latency
+from disco_zoo.runtime.link import LinkEmulator
+from disco_zoo.timing.links import Link, parse_bandwidth, parse_latency
 from disco_zoo.runtime.transport import ByteCounter, tag_id, wait_until
 
 
@@ -33,15 +35,17 @@ def test_bad_latency_is_a_clear_error():
 
 
 def test_profile_transfer_time_and_ideal():
-    link = LinkProfile.parse("100mbit", "2ms")
+    link = Link.parse("100mbit", "2ms")
     assert link.transfer_time(12_500_000) == pytest.approx(1.0)
     assert link.latency_s == pytest.approx(0.002)
-    assert LinkProfile.parse(None, None).is_ideal
-    assert LinkProfile(**link.to_dict()) == link
+    assert Link.parse(None, None).is_ideal
+    assert Link(**link.to_dict()) == link == Link.from_dict(link.to_dict())
+    assert link.seconds(12_500_000) == pytest.approx(1.002) and link.seconds(0) == 0.0  # no bytes: no message
+    assert Link(float("inf"), 0.0) == Link() and Link(float("inf")).is_ideal  # one spelling of "unlimited"
 
 
 def test_delivery_schedule_queues_on_one_link_and_not_across_links():
-    emu = LinkEmulator(0, {(0, 1): LinkProfile(8e6, 0.5), (0, 2): LinkProfile(8e6, 0.5)})  # 1 MB/s
+    emu = LinkEmulator(0, {(0, 1): Link(8e6, 0.5), (0, 2): Link(8e6, 0.5)})  # 1 MB/s
     # two 1 MB messages to rank 1 posted at t=0: the second waits for the first
     assert emu.delivery_time(1, 1_000_000, now=0.0) == pytest.approx(1.5)
     assert emu.delivery_time(1, 1_000_000, now=0.0) == pytest.approx(2.5)
@@ -52,11 +56,11 @@ def test_delivery_schedule_queues_on_one_link_and_not_across_links():
 
 
 def test_emulator_knows_its_outgoing_links_and_which_incoming_ones_are_stamped():
-    links = {(0, 1): LinkProfile(8e6, 0.5), (1, 0): LinkProfile(), (2, 0): LinkProfile(None, 0.01), (1, 2): LinkProfile(1e9)}
+    links = {(0, 1): Link(8e6, 0.5), (1, 0): Link(), (2, 0): Link(None, 0.01), (1, 2): Link(1e9)}
     emu = LinkEmulator(0, links)
     assert set(emu.profiles) == {1} and emu.sources == {2}  # (1, 0) is ideal: not emulated
     assert LinkEmulator(1, links).sources == {0} and set(LinkEmulator(1, links).profiles) == {2}
-    assert not LinkEmulator(0, {(0, 1): LinkProfile()})
+    assert not LinkEmulator(0, {(0, 1): Link()})
 
 
 def test_wait_until_returns_at_its_time_not_before():

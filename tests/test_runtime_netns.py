@@ -5,13 +5,13 @@ gloo and on MPI) and the time per inference must match the cost model's predicti
 within 15%.
 
 Needs root and iproute2 (``ip``, ``tc``); skipped with the reason otherwise. Marked
-``netns`` (and ``slow``). The namespaces are always deleted (tests/netns.py); the rank
+``netns`` (and ``slow``). The namespaces are always deleted (tests/helpers.py); the rank
 processes are SIGKILLed by process group and pid whatever happens.
 
 The prediction: :func:`profile_compute` measures each rank's compute alone (in this
-process, one thread) and :func:`predict_latency` replays it over one LinkProfile per
+process, one thread) and :func:`predict_latency` replays it over one Link per
 ordered pair whose bandwidth is the TCP *payload* rate the shaper leaves, frame headers
-and the ACKs of the opposite direction's traffic counted (:func:`netns.payload_rate_bps`);
+and the ACKs of the opposite direction's traffic counted (:func:`helpers.payload_rate_bps`);
 the shaper adds no delay, so latency is 0.
 
 Both "hosts" share this machine's CPUs, which the model does not know about, so the run
@@ -37,7 +37,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from netns import PREFIX, clean_stale, payload_rate_bps, unavailable_reason, veth_pair
+from helpers import PREFIX, clean_stale, payload_rate_bps, unavailable_reason, veth_pair
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -70,10 +70,10 @@ def folder(tmp_path_factory, netns_ok):
     """resnet18 DISCO over 2 nodes exchanging every channel, saved as shards."""
     from disco_zoo.disco.adapters import apply_partition, get_partition, to_disco
     from disco_zoo.disco.shards import save_shards
-    from disco_zoo.registry import create_model
+    from disco_zoo.registry import build_model
 
     torch.manual_seed(0)
-    model = to_disco(create_model("resnet18", num_classes=10), 2).eval()
+    model = to_disco(build_model("resnet18", num_classes=10), 2).eval()
     apply_partition(model, get_partition(model).with_random_selection(random.Random(0), keep=1.0))
     folder = tmp_path_factory.mktemp("netns") / "shards"
     return save_shards(model, folder, extra={"arch": "resnet18", "args": {"num_classes": 10}})
@@ -93,7 +93,7 @@ def _priority(nice: int):
 
 @pytest.fixture(scope="module")
 def profile(folder):
-    from disco_zoo.runtime.cost_model import profile_compute
+    from disco_zoo.runtime.profiling import profile_compute
 
     with _priority(NICE):
         return profile_compute(folder, SHAPE, repeats=3)
@@ -101,12 +101,11 @@ def profile(folder):
 
 def _predict(profile, link) -> float:
     """Seconds per inference over the shaped link (see the module doc)."""
-    from disco_zoo.runtime.cost_model import predict_latency
-    from disco_zoo.runtime.link import LinkProfile
+    from disco_zoo.timing import Link, predict_latency
 
     sent = profile.bytes_per_pair
     links = {
-        (s, d): LinkProfile(payload_rate_bps(link.rate_bps, link.mtu, sent.get((d, s), 0) / sent[(s, d)]), 0.0)
+        (s, d): Link(payload_rate_bps(link.rate_bps, link.mtu, sent.get((d, s), 0) / sent[(s, d)]), 0.0)
         for (s, d) in sent
     }
     return predict_latency(profile, links)

@@ -2,7 +2,7 @@
 import pytest
 
 from disco_zoo.runtime.launch import launch
-from disco_zoo.runtime.link import LinkProfile
+from disco_zoo.timing.links import Link
 from disco_zoo.runtime.transport import ByteCounter
 
 BACKENDS = ["mpi", "gloo"]
@@ -46,7 +46,7 @@ def test_fp16_wire_halves_the_bytes_and_rounds_the_values(backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_link_emulation_delivers_at_latency_plus_serialisation(backend):
     # 3 messages of 12.5 kB on 1 Mbit/s + 50 ms: 0.1 s each on the wire, queued
-    link = LinkProfile.parse("1mbit", "50ms")
+    link = Link.parse("1mbit", "50ms")
     results = launch(
         "disco_zoo.runtime.selftest:timed_send", 2, backend, args={"nbytes": 12500, "messages": 3},
         timeout_s=20, link=link,
@@ -65,7 +65,7 @@ def test_messages_on_emulated_links_keep_their_values_in_both_wire_dtypes(backen
         plain, stamped = (
             launch("disco_zoo.runtime.selftest:exchange", 3, backend, args={"numel": 7}, timeout_s=20,
                    wire_dtype=wire_dtype, link=link)
-            for link in (None, LinkProfile.parse("1gbit", "1ms"))
+            for link in (None, Link.parse("1gbit", "1ms"))
         )
         assert [r["got"] for r in stamped] == [r["got"] for r in plain]
         assert [r["bytes"] for r in stamped] == [r["bytes"] for r in plain]  # the stamp is not counted
@@ -73,7 +73,7 @@ def test_messages_on_emulated_links_keep_their_values_in_both_wire_dtypes(backen
 
 def test_per_pair_links_emulate_only_their_own_pair():
     # 0 -> 1 is slow (1 Mbit/s + 50 ms); the reverse direction has its own, fast link.
-    links = {(0, 1): LinkProfile.parse("1mbit", "50ms"), (1, 0): LinkProfile.parse("1gbit")}
+    links = {(0, 1): Link.parse("1mbit", "50ms"), (1, 0): Link.parse("1gbit")}
     results = launch("disco_zoo.runtime.selftest:timed_send", 2, "mpi", args={"nbytes": 12500},
                      timeout_s=20, link=links)
     assert 0.145 <= results[1]["arrivals"][0] <= 0.23

@@ -1,9 +1,15 @@
-"""Small helpers shared by CLI commands (argument parsing, data checks)."""
+"""Helpers shared by the commands that write model folders (train, sparsify): argument
+parsing, the task's metrics, the fp16 storage decision and the metadata config.json gets."""
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
 
 from disco_zoo.errors import DiscoZooError
+from disco_zoo.tasks import DatasetInfo, Task
+
+__all__ = ["parse_model_args", "split_metrics", "storage_decision", "folder_tag", "model_metadata"]
 
 
 def parse_model_args(pairs: list[str]) -> dict[str, Any]:
@@ -24,21 +30,15 @@ def parse_model_args(pairs: list[str]) -> dict[str, Any]:
     return parsed
 
 
-def require_digits(data: str) -> None:
-    if data != "digits":
-        raise DiscoZooError(
-            f"--data {data!r}: only the embedded 'digits' set can be trained on here; "
-            "ImageFolder paths are supported for evaluation."
-        )
+def split_metrics(task: Task, model: Any, loaders: dict[str, Any], splits: tuple[str, ...] = ("val", "test")) -> dict[str, float]:
+    """Every metric of the task on each split, keyed ``<split>_<metric>`` (``test_top1``)."""
+    return {f"{split}_{name}": value for split in splits for name, value in task.evaluate(model, loaders[split]).items()}
 
 
-def fp16_rounded_top1(model: Any, loader: Any) -> float:
-    """Test top-1 of ``model`` with its weights rounded as fp16 storage rounds them (computed in fp32)."""
-    import copy
-
+def _fp16_rounded(task: Task, model: Any, loader: Any) -> dict[str, float]:
+    """The task's metrics of ``model`` with its weights rounded as fp16 storage rounds them (computed in fp32)."""
     import torch
 
-    from disco_zoo.train import accuracy
     from disco_zoo.weights import storage_tensor
 
     rounded = copy.deepcopy(model)
@@ -46,22 +46,44 @@ def fp16_rounded_top1(model: Any, loader: Any) -> float:
         for tensor in rounded.state_dict().values():
             if tensor.is_floating_point():
                 tensor.copy_(storage_tensor(tensor, half=True).float())
-    return accuracy(rounded, loader)
+    return task.evaluate(rounded, loader)
 
 
-def storage_decision(storage: str, model: Any, loader: Any, metrics: dict[str, float]) -> bool:
-    """Whether to store fp16. 'auto': only when fp16 keeps test top-1 unchanged.
+def storage_decision(storage: str, task: Task, model: Any, loader: Any, metrics: dict[str, float]) -> bool:
+    """Whether to store fp16. 'auto': only when fp16 keeps the task's headline test metric unchanged.
 
-    With fp16 storage, ``metrics`` gets the rounded model's test top-1 (what users load)
-    and keeps the fp32 figure as ``test_top1_fp32``.
+    With fp16 storage, ``metrics`` gets the rounded model's test metrics (what users
+    load) and keeps the fp32 figures as ``test_<metric>_fp32``.
     """
     if storage not in ("auto", "fp16", "fp32"):
         raise DiscoZooError(f"--storage must be auto, fp16 or fp32, got {storage!r}")
     if storage == "fp32":
         return False
-    rounded = fp16_rounded_top1(model, loader)
-    if storage == "auto" and rounded != metrics["test_top1"]:
+    rounded = _fp16_rounded(task, model, loader)
+    headline = task.primary_metric.name
+    if storage == "auto" and rounded[headline] != metrics[f"test_{headline}"]:
         return False
-    metrics["test_top1_fp32"] = metrics["test_top1"]
-    metrics["test_top1"] = rounded
+    for name, value in rounded.items():
+        metrics[f"test_{name}_fp32"] = metrics[f"test_{name}"]
+        metrics[f"test_{name}"] = value
     return True
+
+
+def folder_tag(folder: Path, info: DatasetInfo) -> str:
+    """The tag of a folder named ``arch.tag``, else the data set's name."""
+    return folder.name.partition(".")[2] or info.name
+
+
+def model_metadata(task: Task, info: DatasetInfo, model: Any, input_size: int, tag: str) -> dict[str, Any]:
+    """What config.json says about a model written here: its task, tag, data and
+    preprocessing, input size, and whether that size is fixed (from the built model's
+    own ``pretrained_cfg``, as timm records it)."""
+    built_cfg = getattr(model, "pretrained_cfg", None)
+    fixed = bool(built_cfg.get("fixed_input_size", False)) if isinstance(built_cfg, dict) else False
+    return {
+        "task": task.name,
+        "tag": tag,
+        **info.config_fields(),
+        "input_size": [len(info.mean), input_size, input_size],
+        "fixed_input_size": fixed,
+    }

@@ -1,11 +1,47 @@
 """``disco-zoo hub push`` and ``disco-zoo cards``: publish a folder, regenerate model cards."""
 from __future__ import annotations
 
-from typing import Optional
+import glob
+import os
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
+CARD_NAME = "README.md"
+
 hub_app = typer.Typer(help="The pretrained store (Hugging Face Hub layout).", no_args_is_help=True)
+
+
+def upload_names(folder: Path, config: dict[str, Any]) -> list[str]:
+    """The exact files ``hub push`` uploads: those config.json lists, config.json and the card.
+
+    Anything else in the folder (a stray ``.env``, a notebook, a sub-folder) is refused
+    rather than skipped, so a user never publishes what they did not mean to, and never
+    believes a file went up that did not.
+    """
+    from disco_zoo.errors import DiscoZooError
+    from disco_zoo.store import CONFIG_NAME
+
+    listed = [str(item["name"]) for item in config.get("files", [])]
+    root = folder.resolve()
+    for name in listed:
+        inside = (folder / name).resolve()
+        if Path(name).is_absolute() or ".." in Path(name).parts or root not in inside.parents:
+            raise DiscoZooError(f"{folder / CONFIG_NAME} lists {name!r}, which is not a file inside {folder}; "
+                                "list files by their names relative to the folder.")
+    wanted = {*(Path(name).as_posix() for name in listed), CONFIG_NAME, CARD_NAME}
+    present: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in [*filenames, *(d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))]:
+            present.append(os.path.relpath(os.path.join(dirpath, name), folder))
+    extra = sorted(set(present) - wanted)
+    if extra:
+        raise DiscoZooError(
+            f"{folder} holds files config.json does not list: {', '.join(extra)}. `hub push` uploads only "
+            f"the listed files, {CONFIG_NAME} and {CARD_NAME}: move the others out of the folder first."
+        )
+    return sorted(wanted)
 
 
 @hub_app.command("push")
@@ -19,11 +55,13 @@ def push_command(
     from rich.console import Console
 
     from disco_zoo.errors import DiscoZooError
-    from disco_zoo.hub import hf_repo_id, read_config, resolve_folder, verify_folder
+    from disco_zoo.hub import hf_repo_id, resolve_folder
     from disco_zoo.model_cards import render_folder_card
+    from disco_zoo.store import read_config, verify_folder
 
     folder = resolve_folder(model, local_files_only=True)
     config = read_config(folder)
+    names = upload_names(folder, config)  # before hashing: a name outside the folder is never read
     verify_folder(folder, config)
     card = folder / "README.md"
     if not card.is_file() or card.read_text() != render_folder_card(config):
@@ -34,7 +72,10 @@ def push_command(
 
         api = HfApi(token=token)
         api.create_repo(target, repo_type="model", private=private, exist_ok=True)
-        info = api.upload_folder(folder_path=str(folder), repo_id=target, repo_type="model")
+        info = api.upload_folder(
+            folder_path=str(folder), repo_id=target, repo_type="model",
+            allow_patterns=[glob.escape(name) for name in names],  # exact names, never a wildcard
+        )
     except Exception as err:  # network, auth, offline mode: one clear line
         raise DiscoZooError(
             f"upload of {folder} to {target} failed ({type(err).__name__}: {err}). "

@@ -15,29 +15,36 @@ class DType(str, Enum):
     fp16 = "fp16"
 
 
-def model_report(name: str, nodes: int, input_size: int | None, dtype: str) -> dict[str, Any]:
-    """Everything ``info`` shows, as one JSON-able document (used by ``--json`` and tests)."""
+def model_report(name: str, nodes: int | None, input_size: int | None, dtype: str) -> dict[str, Any]:
+    """Everything ``info`` shows, as one JSON-able document (used by ``--json`` and tests).
+
+    The input size and class count are the model's own (its pretrained folder's config,
+    or the built architecture's ``pretrained_cfg``) unless ``input_size`` overrides them.
+    """
+    from disco_zoo.disco.adapters import find_partition
+    from disco_zoo.errors import DiscoZooError
     from disco_zoo.graph import trace_model
     from disco_zoo.graph.accounting import dense_tp_traffic
-    from disco_zoo.registry import create_model, get_entry
 
-    entry = get_entry(name)
-    model, masks = _model_for_report(name)
-    size = input_size or int(entry.kwargs.get("img_size", 224))
+    model, masks, label = _model_for_report(name)
+    size = input_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
     dtype_bytes = DTYPE_BYTES[dtype]
     shape = (1, 3, size, size)
     graph = trace_model(model, shape, dtype_bytes=dtype_bytes)
-    report: dict[str, Any] = {"model": entry.arch, "input_size": size, "dtype": dtype}
-    if entry.source == "disco":
+    report: dict[str, Any] = {"model": label, "input_size": size, "dtype": dtype}
+    part = find_partition(model)
+    if part is not None:
         from disco_zoo.disco.accounting import disco_accounting
 
-        acc = disco_accounting(model, shape, dtype_bytes)
-        nodes = len(acc["flops_per_node"])
+        if nodes is not None and nodes != part.nodes:
+            raise DiscoZooError(f"{label} is split over {part.nodes} nodes; drop --nodes or pass --nodes {part.nodes}")
+        nodes = part.nodes
+        acc = disco_accounting(model, shape, dtype_bytes).to_json()
         report.update(masks=masks, **{k: acc[k] for k in _DISCO_KEYS})
-        report["bytes_per_pair"] = {f"{j}->{k}": b for (j, k), b in sorted(acc["bytes_per_pair"].items())}
-    traffic = dense_tp_traffic(graph, nodes, ratios=_ratios(model))
+    traffic = dense_tp_traffic(graph, nodes or 2, ratios=part.ratios if part is not None else None)
     report.update(
-        nodes=nodes,
+        nodes=nodes or 2,
+        num_classes=model.pretrained_cfg.get("num_classes"),
         params=graph.total_params,
         flops=graph.total_flops,
         dense_tp_bytes=traffic.total,
@@ -47,33 +54,29 @@ def model_report(name: str, nodes: int, input_size: int | None, dtype: str) -> d
     return report
 
 
-_DISCO_KEYS = ("disco_bytes", "traffic_ratio", "flops_total", "flops_per_node", "params_per_node", "act_peak_per_node")
+_DISCO_KEYS = ("disco_bytes", "traffic_ratio", "bytes_per_pair", "input_bytes_per_pair", "flops_total",
+               "flops_per_node", "params_per_node", "params_bytes_per_node", "act_peak_per_node")
 
 
-def _model_for_report(name: str) -> tuple[Any, str]:
-    """A DISCO model with its published masks when the hub has them, else masks all open."""
-    from disco_zoo.hub import HubError
-    from disco_zoo.registry import create_model, get_entry, split_name
+def _model_for_report(name: str) -> tuple[Any, str, str]:
+    """(model, what its masks are, its name): ``arch.tag`` is that published folder; a
+    bare DISCO arch uses its default published masks when there are any (untrained
+    masks are all open); any other bare arch is the untrained architecture."""
+    from disco_zoo.disco.adapters import find_partition
+    from disco_zoo.hub import folder_name, load, published_folders
+    from disco_zoo.registry import build_model, get_entry, split_name
 
     entry = get_entry(name)
-    if entry.source == "disco" and entry.pretrained:
-        try:
-            tag = split_name(name)[1] or entry.default_tag
-            return create_model(f"{entry.arch}.{tag}", pretrained=True), f"pretrained ({tag})"
-        except HubError:
-            pass
-    return create_model(name), "all open (untrained)" if entry.source == "disco" else "dense"
-
-
-def _ratios(model: Any) -> list[float] | None:
-    """The DISCO partition's split ratios, so the dense baseline splits channels alike."""
-    from disco_zoo.disco.adapters import get_partition
-    from disco_zoo.errors import DiscoZooError
-
-    try:
-        return list(get_partition(model).ratios)
-    except DiscoZooError:  # a dense model has no partition
-        return None
+    if split_name(name)[1]:
+        model = load(name)
+        return model, f"pretrained ({model.pretrained_cfg.tag})", model.pretrained_cfg.name
+    model = build_model(entry.arch)
+    if find_partition(model) is None:
+        return model, "dense", entry.arch
+    if any(n.partition(".")[0] == entry.arch for n in published_folders()):
+        model = load(folder_name(entry.arch))
+        return model, f"pretrained ({model.pretrained_cfg.tag})", model.pretrained_cfg.name
+    return model, "all open (untrained)", entry.arch
 
 
 def _print_table(report: dict[str, Any], all_layers: bool) -> None:
@@ -117,7 +120,8 @@ def _print_table(report: dict[str, Any], all_layers: bool) -> None:
 
 def info_command(
     model: str = typer.Argument(..., help="Model name, e.g. resnet50 or resnet50-disco-2node."),
-    nodes: int = typer.Option(2, "--nodes", "-n", min=1, help="Nodes for the within-layer parallel traffic."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", "-n", min=2,
+                                        help="Nodes for the within-layer parallel traffic (default: the model's, else 2)."),
     input_size: Optional[int] = typer.Option(None, "--input-size", min=8, help="Square input side (default: the model's)."),
     dtype: DType = typer.Option(DType.fp32, "--dtype", help="Activation dtype for byte counts."),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable JSON document instead."),

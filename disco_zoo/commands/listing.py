@@ -12,17 +12,21 @@ def list_command(
     from rich.console import Console
     from rich.table import Table
 
+    from disco_zoo.hub import list_pretrained
     from disco_zoo.registry import get_entry, list_models
 
-    names = list_models(pattern, pretrained=pretrained)
+    published = list_pretrained()
+    names = list_pretrained(pattern) if pretrained else list_models(pattern)
     table = Table(title=f"models matching {pattern!r}")
     table.add_column("name")
     table.add_column("family")
+    table.add_column("task")
     table.add_column("source")
     table.add_column("tags")
     for name in names:
         entry = get_entry(name)
-        table.add_row(name, entry.family, entry.source, ", ".join(entry.tags()) or "-")
+        tags = [n.partition(".")[2] for n in published if n.partition(".")[0] == entry.arch]
+        table.add_row(name, entry.family, entry.task, entry.source, ", ".join(tags) or "-")
     Console().print(table)
 
 

@@ -59,7 +59,7 @@ def run_plan_command(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Execute PLAN, one process per device; print measured vs predicted latency and bytes."""
-    from disco_zoo.planner.executor import execute_plan
+    from disco_zoo.runtime.edgeflow_executor import execute_plan
 
     report = execute_plan(plan, backend=backend, seed=seed, stretch=stretch, slowdown=slowdown,
                           emulate_links=emulate_links, timeout_s=timeout)

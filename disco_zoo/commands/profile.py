@@ -3,49 +3,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
-
-def measure_rates(repeats: int = 3, threads: int | None = None) -> dict[str, float]:
-    """FLOP/s for convolutions and matmuls: FlopCounterMode FLOPs over the best wall time."""
-    import time
-
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    if threads:
-        torch.set_num_threads(threads)
-    conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
-    x = torch.randn(1, 64, 56, 56)
-    a, b = torch.randn(256, 1024), torch.randn(1024, 1024)
-    work = {"conv": lambda: conv(x), "linear": lambda: a @ b}
-    rates = {}
-    with torch.no_grad():
-        for op, fn in work.items():
-            counter = FlopCounterMode(display=False)
-            with counter:
-                fn()
-            flops = counter.get_total_flops()
-            fn()  # warm-up
-            best = min(_timed(fn, time.perf_counter) for _ in range(repeats))
-            rates[op] = flops / best
-    return rates
-
-
-def _timed(fn: Any, clock: Any) -> float:
-    t0 = clock()
-    fn()
-    return clock() - t0
-
-
-def device_entry(name: str, rates: dict[str, float], memory_bytes: int | None) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": name, "flops": rates["conv"], "flops_by_op": dict(rates),
-                             "basis": "measured by `disco-zoo profile` (FlopCounterMode FLOPs / best wall time)"}
-    if memory_bytes:
-        entry["memory_bytes"] = memory_bytes
-    return entry
+from disco_zoo.runtime.host_rate import device_entry, measure_rates
 
 
 def profile_command(

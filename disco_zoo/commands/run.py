@@ -1,14 +1,15 @@
 """``disco-zoo run``: one distributed DISCO inference, one process per node.
 
-MODEL is a DISCO shard folder (``node{k}.safetensors`` + ``config.json``), a DISCO model
-with published shards, or any registered model name: a model without published shards is
-converted with ``--nodes`` and run with its untrained weights (masks open), which is what
-you want for latency and traffic, not for predictions.
+MODEL is a DISCO shard folder (``node{k}.safetensors`` + ``config.json``) or a model
+name with published weights: a DISCO variant runs its shards; a dense model is split
+with ``--nodes`` (masks open, i.e. dense within-layer parallelism). ``--untrained`` runs
+a registered architecture with random weights instead, which is what you want for
+latency and traffic, not for predictions; the output says so. An image given with
+``--input`` is preprocessed as the model's own config says (input size, mean, std).
 """
 from __future__ import annotations
 
 import json
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -26,53 +27,91 @@ class WireDType(str, Enum):
     fp16 = "fp16"
 
 
-def prepare_folder(model: str, nodes: int | None, scratch: Path) -> tuple[Path, str, dict[str, Any]]:
-    """(shard folder, how the weights were found, registry defaults) for MODEL."""
+def _check_nodes(label: str, have: int, nodes: int | None) -> None:
     from disco_zoo.errors import DiscoZooError
+
+    if nodes is not None and nodes != have:
+        raise DiscoZooError(f"{label} is split over {have} nodes; drop --nodes or pass --nodes {have}")
+
+
+def prepare_folder(model: str, nodes: int | None, scratch: Path, untrained: bool = False) -> tuple[Path, str]:
+    """(shard folder, how the weights were found) for MODEL."""
+    from disco_zoo.disco.adapters import find_partition, to_disco
+    from disco_zoo.disco.shards import save_shards
+    from disco_zoo.store import CONFIG_NAME, load_folder_config
 
     path = Path(model)
-    if (path / "config.json").is_file():
-        return path, "shards", {}
-    from disco_zoo.disco.adapters import get_partition, to_disco
-    from disco_zoo.disco.shards import save_shards
-    from disco_zoo.registry import create_model, get_entry, split_name
+    if (path / CONFIG_NAME).is_file() or path.is_dir():
+        config = load_folder_config(path)
+        if config.kind == "disco":
+            _check_nodes(str(path), config.nodes, nodes)
+            return path, "shards"
+        from disco_zoo.hub import load_folder
 
-    entry = get_entry(model)
-    if entry.source == "disco" and entry.pretrained:
-        from disco_zoo.hub import HubError, resolve_folder
+        built, weights = load_folder(path), f"{config.name} (dense, split with masks open)"
+    elif untrained:
+        from disco_zoo.registry import build_model, split_name
 
-        try:
-            folder = resolve_folder(model)
-            if json.loads((folder / "config.json").read_text()).get("kind") == "disco":
-                return folder, "pretrained shards", entry.kwargs
-        except HubError:
-            pass
-    built = create_model(split_name(model)[0])
-    if entry.source != "disco":
+        built, weights = build_model(split_name(model)[0]), "UNTRAINED random weights (--untrained)"
+    else:
+        from disco_zoo.hub import folder_name, resolve_folder
+
+        folder = resolve_folder(model)
+        config = load_folder_config(folder)
+        if config.kind == "disco":
+            _check_nodes(config.name, config.nodes, nodes)
+            return folder, f"pretrained shards {config.name}"
+        from disco_zoo.hub import load_folder
+
+        built, weights = load_folder(folder), f"{folder_name(model)} (dense, split with masks open)"
+    part = find_partition(built)
+    if part is None:
         built = to_disco(built, nodes or 2)
-    part_nodes = get_partition(built).nodes
-    if nodes is not None and nodes != part_nodes:
-        raise DiscoZooError(f"{entry.arch} is split over {part_nodes} nodes; drop --nodes or pass --nodes {part_nodes}")
+    else:
+        _check_nodes(model, part.nodes, nodes)
+    extra = _metadata(built.pretrained_cfg, model)
     folder = scratch / "shards"
-    save_shards(built, folder, extra={"arch": entry.arch, "args": {}})
-    return folder, "untrained weights, masks open", entry.kwargs
+    save_shards(built, folder, extra=extra)
+    return folder, weights
 
 
-def image_tensor(image: Path, size: int, scratch: Path) -> Path:
-    """IMAGE resized to size x size, ImageNet-normalised, saved as a (1, 3, size, size) .npy."""
+def _metadata(cfg: Any, model: str) -> dict[str, Any]:
+    """config.json keys for a model split on the fly: its pretrained folder's, or for an
+    untrained build the architecture's own data config (timm's ``pretrained_cfg``)."""
+    from disco_zoo.registry import get_entry
+    from disco_zoo.store import FolderConfig
+
+    if isinstance(cfg, FolderConfig):
+        keys = ("arch", "args", "tag", "task", "dataset", "input_size", "fixed_input_size", "mean", "std",
+                "interpolation", "crop_pct", "class_names")
+        return {k: v for k, v in cfg.to_dict().items() if k in keys}
+    entry = get_entry(model)
+    return {"arch": entry.arch, "args": {}, "tag": "untrained", "task": entry.task,
+            "input_size": list(cfg.get("input_size", (3, 224, 224))), "fixed_input_size": bool(cfg.get("fixed_input_size")),
+            "mean": list(cfg.get("mean", (0.485, 0.456, 0.406))), "std": list(cfg.get("std", (0.229, 0.224, 0.225)))}
+
+
+def image_tensor(image: Path, config: Any, size: int, scratch: Path) -> Path:
+    """IMAGE preprocessed as the model's config says (its transform at ``size``), saved as
+    a (1, C, size, size) .npy for rank 0."""
+    import dataclasses
+
     import numpy as np
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
+    from disco_zoo.api import create_transform
     from disco_zoo.errors import DiscoZooError
 
+    if size != config.input_size[-1]:
+        config = dataclasses.replace(config, input_size=(config.input_size[0], size, size))
     try:
-        pixels = Image.open(image).convert("RGB").resize((size, size), Image.BILINEAR)
-    except OSError as err:
+        with Image.open(image) as handle:
+            pixels = handle.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as err:
         raise DiscoZooError(f"cannot read image {image}: {err}") from None
-    x = np.asarray(pixels, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    mean, std = np.array([0.485, 0.456, 0.406])[:, None, None], np.array([0.229, 0.224, 0.225])[:, None, None]
+    x = create_transform(config)(pixels).numpy()
     path = scratch / "input.npy"
-    np.save(path, ((x - mean) / std).astype(np.float32)[None])
+    np.save(path, x[None].astype(np.float32))
     return path
 
 
@@ -80,22 +119,30 @@ def run_report(
     model: str, nodes: int | None = None, backend: str = "mpi", bandwidth: str | None = None,
     latency: str | None = None, image: Path | None = None, input_size: int | None = None,
     wire_dtype: str = "fp32", timeout_s: float = 60.0, warmup: int = 0, repeats: int = 1, threads: int = 1,
+    untrained: bool = False,
 ) -> dict[str, Any]:
     """Run MODEL distributed and return the JSON-able report ``run`` prints."""
+    from disco_zoo.errors import DiscoZooError
     from disco_zoo.runtime.launch import launch
-    from disco_zoo.runtime.link import LinkProfile
     from disco_zoo.runtime.transport import ByteCounter
+    from disco_zoo.store import load_folder_config
+    from disco_zoo.timing.links import Link
 
-    link = LinkProfile.parse(bandwidth, latency)
-    with tempfile.TemporaryDirectory(prefix="disco-zoo-run-") as tmp:
-        scratch = Path(tmp)
-        folder, weights, defaults = prepare_folder(model, nodes, scratch)
-        config = json.loads((folder / "config.json").read_text())
-        size = input_size or int(defaults.get("img_size", config.get("input_size", [3, 224, 224])[-1]))
-        world = int(config["nodes"])
-        args: dict[str, Any] = {"folder": str(folder), "input_shape": [1, 3, size, size], "warmup": warmup, "repeats": repeats}
+    link = Link.parse(bandwidth, latency)
+    from disco_zoo.runtime.lifetime import temporary_directory
+
+    with temporary_directory(prefix="disco-zoo-run-") as scratch:
+        folder, weights = prepare_folder(model, nodes, scratch, untrained)
+        config = load_folder_config(folder)
+        size = input_size or config.input_size[-1]
+        if config.fixed_input_size and size != config.input_size[-1]:
+            raise DiscoZooError(f"{config.name} takes only {config.input_size[-1]}x{config.input_size[-1]} inputs "
+                                f"(fixed input size); drop --input-size {size}")
+        world = config.nodes
+        args: dict[str, Any] = {"folder": str(folder), "input_shape": [1, config.input_size[0], size, size],
+                                "warmup": warmup, "repeats": repeats}
         if image is not None:
-            args["input_path"] = str(image_tensor(image, size, scratch))
+            args["input_path"] = str(image_tensor(image, config, size, scratch))
         results = launch(
             "disco_zoo.runtime.disco_executor:run_disco", world, backend, args=args, timeout_s=timeout_s,
             threads_per_rank=threads, link=link, wire_dtype=wire_dtype,
@@ -143,7 +190,7 @@ def _print(report: dict[str, Any]) -> None:
 
 
 def run_command(
-    model: str = typer.Argument(..., help="DISCO shard folder or model name (e.g. resnet18_disco_2node, resnet18)."),
+    model: str = typer.Argument(..., help="DISCO shard folder or published model name (e.g. resnet18-disco-2node, resnet18.digits)."),
     nodes: Optional[int] = typer.Option(None, "--nodes", "-n", min=2, help="Nodes (for models converted on the fly; default 2)."),
     backend: Backend = typer.Option(Backend.mpi, "--backend", help="mpi (mpiexec) or gloo (torch.distributed)."),
     bandwidth: Optional[str] = typer.Option(None, "--bandwidth", help="Emulated link bandwidth, e.g. 100mbit."),
@@ -151,6 +198,7 @@ def run_command(
     image: Optional[Path] = typer.Option(None, "--input", help="An image file to classify."),
     random_input: bool = typer.Option(False, "--random", help="A random input (the default without --input)."),
     input_size: Optional[int] = typer.Option(None, "--input-size", min=8, help="Square input side (default: the model's)."),
+    untrained: bool = typer.Option(False, "--untrained", help="Run a registered architecture with random weights (latency and traffic only)."),
     wire_dtype: WireDType = typer.Option(WireDType.fp32, "--wire-dtype", help="Activation dtype on the wire."),
     repeats: int = typer.Option(1, "--repeats", min=1, help="Timed inferences (the fastest is reported)."),
     warmup: int = typer.Option(0, "--warmup", min=0, help="Untimed inferences first."),
@@ -158,12 +206,17 @@ def run_command(
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable JSON document instead."),
 ) -> None:
     """Run MODEL split across processes (one per node) and report time, bytes and memory per rank."""
+    from disco_zoo.commands.options import check_timeout
     from disco_zoo.errors import DiscoZooError
 
     if image is not None and random_input:
         raise DiscoZooError("pass --input IMAGE or --random, not both")
+    check_timeout(timeout)
+    if image is not None and not image.is_file():
+        raise DiscoZooError(f"--input {image}: no such file")
     report = run_report(
         model, nodes, backend.value, bandwidth, latency, image, input_size, wire_dtype.value, timeout, warmup, repeats,
+        untrained=untrained,
     )
     if as_json:
         typer.echo(json.dumps(report, indent=1))

@@ -11,9 +11,13 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from disco_zoo.store import FolderConfig
+    from disco_zoo.tasks import DatasetInfo
 
 
 def _ratios(text: Optional[str], nodes: int) -> Optional[list[float]]:
@@ -30,17 +34,17 @@ def _ratios(text: Optional[str], nodes: int) -> Optional[list[float]]:
     return ratios
 
 
-def _load_dense_init(model, folder: Path) -> None:
-    """Load a dense folder's verified weights into the (masks-open) DISCO model."""
+def _load_dense_init(model, folder: Path) -> "FolderConfig":
+    """Load a dense folder's verified weights into the (masks-open) DISCO model; its config."""
     from safetensors.torch import load_file
 
     from disco_zoo.errors import DiscoZooError
-    from disco_zoo.hub import read_config, verify_folder
+    from disco_zoo.store import load_folder_config, verify_folder
     from disco_zoo.weights import DENSE_FILE
 
-    config = read_config(folder)
-    if config.get("kind") != "dense":
-        raise DiscoZooError(f"--init {folder}: expected a dense model folder (kind 'dense')")
+    config = load_folder_config(folder)
+    if config.kind != "dense":
+        raise DiscoZooError(f"--init {folder}: expected a dense model folder (kind 'dense'), got kind {config.kind!r}")
     verify_folder(folder, config)
     state = load_file(str(folder / DENSE_FILE))
     reference = model.state_dict()
@@ -48,6 +52,18 @@ def _load_dense_init(model, folder: Path) -> None:
         model.load_state_dict({k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()})
     except RuntimeError as err:
         raise DiscoZooError(f"--init {folder} does not fit this architecture: {err}") from err
+    return config
+
+
+def _check_init_fits(init: "FolderConfig", task_name: str, info: "DatasetInfo", folder: Path) -> None:
+    """The dense weights must answer the same task, with the same classes, as the data."""
+    from disco_zoo.data.image_folder import check_classes
+    from disco_zoo.errors import DiscoZooError
+
+    if init.task != task_name:
+        raise DiscoZooError(f"--init {folder} is a {init.task} model; {task_name} data cannot fine-tune it.")
+    if info.class_names is not None and init.class_names is not None:
+        check_classes(info.class_names, init.class_names, f"--data {info.name}", f"--init {folder}")
 
 
 def sparsify_command(
@@ -75,68 +91,60 @@ def sparsify_command(
     out: Path = typer.Option(..., "--out", help="Folder for the shards and config.json."),
     storage: str = typer.Option("auto", "--storage", help="auto (fp16 when test top-1 is unchanged, else fp32) | fp16 | fp32."),
 ) -> None:
-    """Sparsify MODEL's cross-node channels to a traffic budget and export per-node shards."""
+    """Sparsify MODEL's cross-node channels to a traffic budget and export per-node shards.
+
+    The task (its data, loss and metric) is the registry entry's."""
     import torch
     from rich.console import Console
     from rich.table import Table
 
-    from disco_zoo.commands.common import parse_model_args, storage_decision
+    from disco_zoo.commands.common import folder_tag, model_metadata, parse_model_args, split_metrics, storage_decision
     from disco_zoo.disco.accounting import disco_accounting
     from disco_zoo.disco.adapters import to_disco
     from disco_zoo.disco.shards import save_shards
     from disco_zoo.disco.sparsify import SparsifyConfig, sparsify
-    from disco_zoo.registry import create_model, get_entry
-    from disco_zoo.train import accuracy
+    from disco_zoo.registry import build_model, get_entry
+    from disco_zoo.tasks import task_of
 
     console = Console()
     entry = get_entry(model)
+    task = task_of(entry)
     is_variant = entry.source == "disco"
     nodes = nodes or (entry.kwargs.get("nodes", 2) if is_variant else 2)
     split = _ratios(ratios, nodes)
+    train_data = task.train_data(data, input_size, batch_size, seed, limit)
+    loaders, info = train_data.loaders, train_data.info
 
-    if data == "digits":
-        from disco_zoo.data.digits import DIGITS_MEAN, DIGITS_STD, NUM_CLASSES, digits_loaders
-
-        loaders = digits_loaders(input_size, batch_size, seed, limit)
-        num_classes, mean, std = NUM_CLASSES, [DIGITS_MEAN] * 3, [DIGITS_STD] * 3
-    else:
-        from disco_zoo.data.image_folder import IMAGENET_MEAN, IMAGENET_STD, image_folder_loader
-
-        root = Path(data)
-        loaders = {
-            "train": image_folder_loader(root / "train", input_size, batch_size, train=True, seed=seed),
-            "val": image_folder_loader(root / "val", input_size, batch_size),
-        }
-        loaders["test"] = loaders["val"]
-        num_classes, mean, std = len(loaders["train"].dataset.classes), list(IMAGENET_MEAN), list(IMAGENET_STD)
-
-    args = {"num_classes": num_classes, **parse_model_args(model_args)}
+    args = {**train_data.model_args, **parse_model_args(model_args)}
     if is_variant:
         args.update(nodes=nodes, ratios=split)
     torch.manual_seed(seed)
-    net = create_model(entry.arch, **args)
+    net = build_model(entry.arch, **args)
     if not is_variant:
         net = to_disco(net, nodes, split)
+    init_config = None
     if init is not None:
-        _load_dense_init(net, init)
+        init_config = _load_dense_init(net, init)
+        _check_init_fits(init_config, task.name, info, init)
     cfg = SparsifyConfig(traffic=traffic, penalty=penalty, epochs=epochs, finetune_epochs=finetune_epochs,
                          lr=lr, compute=compute, params=params, seed=seed)
-    shape = (1, 3, input_size, input_size)
-    stats = sparsify(net, loaders["train"], cfg, shape, show_progress=True)
+    shape = (1, len(info.mean), input_size, input_size)
+    stats = sparsify(net, loaders["train"], cfg, shape, show_progress=True, loss=task.training_loss)
 
-    metrics = {"val_top1": accuracy(net, loaders["val"]), "test_top1": accuracy(net, loaders["test"])}
+    metrics = split_metrics(task, net, loaders)
     acc = disco_accounting(net, shape)
-    summary = {k: acc[k] for k in ("disco_bytes", "dense_tp_bytes", "traffic_ratio", "flops_total", "flops_dense",
-                                     "flops_per_node", "params_per_node", "act_peak_per_node")}
-    summary["bytes_per_pair"] = {f"{j}->{k}": v for (j, k), v in acc["bytes_per_pair"].items()}
-    half = storage_decision(storage, net, loaders["test"], metrics)
+    summary = {
+        "disco_bytes": acc.disco_bytes, "dense_tp_bytes": acc.dense_tp_bytes, "traffic_ratio": acc.traffic_ratio,
+        "flops_total": acc.flops_total, "flops_dense": acc.flops_dense, "flops_per_node": acc.flops_per_node,
+        "params_per_node": acc.params_per_node, "act_peak_per_node": acc.act_peak_per_node,
+        "bytes_per_pair": {f"{j}->{k}": v for (j, k), v in acc.bytes_per_pair.items()},
+    }
+    half = storage_decision(storage, task, net, loaders["test"], metrics)
     save_shards(net, out, half=half, extra={
         "arch": entry.arch,
         "args": args,
-        "dataset": data,
-        "input_size": [3, input_size, input_size],
-        "mean": mean,
-        "std": std,
+        **model_metadata(task, info, net, input_size, folder_tag(out, info)),
+        **({"dense": init_config.name} if init_config is not None else {}),
         "metrics": metrics,
         "accounting": summary,
         "sparsify": {**cfg.__dict__, "init": str(init) if init else None, **stats},
@@ -146,15 +154,15 @@ def sparsify_command(
     table = Table(title=f"{entry.arch} DISCO over {nodes} nodes")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row("test top-1", f"{metrics['test_top1']:.4f}")
-    table.add_row("bytes / inference (DISCO)", f"{acc['disco_bytes']:,}")
-    table.add_row("bytes / inference (dense TP)", f"{acc['dense_tp_bytes']:,}")
-    table.add_row("traffic ratio", f"{acc['traffic_ratio']:.4f}")
-    table.add_row("FLOPs total / dense", f"{acc['flops_total'] / acc['flops_dense']:.3f}")
-    table.add_row("FLOPs per node", ", ".join(f"{f:,}" for f in acc["flops_per_node"]))
-    table.add_row("params per node", ", ".join(f"{p:,}" for p in acc["params_per_node"]))
-    dense_params = sum(p.numel() for p in net.parameters())
-    table.add_row("params per node / dense", ", ".join(f"{p / dense_params:.3f}" for p in acc["params_per_node"]))
+    for metric in task.metrics:
+        table.add_row(f"test {metric.label}", metric.format(metrics[f"test_{metric.name}"]))
+    table.add_row("bytes / inference (DISCO)", f"{acc.disco_bytes:,}")
+    table.add_row("bytes / inference (dense TP)", f"{acc.dense_tp_bytes:,}")
+    table.add_row("traffic ratio", f"{acc.traffic_ratio:.4f}")
+    table.add_row("FLOPs total / dense", f"{acc.flops_total / acc.flops_dense:.3f}")
+    table.add_row("FLOPs per node", ", ".join(f"{f:,}" for f in acc.flops_per_node))
+    table.add_row("params per node", ", ".join(f"{p:,}" for p in acc.params_per_node))
+    table.add_row("params per node / dense", ", ".join(f"{p / acc.params_dense:.3f}" for p in acc.params_per_node))
     console.print(table)
     console.print(f"wrote {out}")
 

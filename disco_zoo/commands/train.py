@@ -1,4 +1,4 @@
-"""``disco-zoo train``: train a dense model on the embedded digits and publish it to a hub folder."""
+"""``disco-zoo train``: train a dense model on its task's data and publish it to a hub folder."""
 from __future__ import annotations
 
 import shlex
@@ -11,7 +11,7 @@ import typer
 
 def train_command(
     model: str = typer.Argument(..., help="Dense architecture, e.g. resnet50."),
-    data: str = typer.Option("digits", "--data", help="Only the embedded 'digits' set is trainable here."),
+    data: str = typer.Option("digits", "--data", help="'digits' (embedded) or an ImageFolder root with train/ and val/."),
     epochs: int = typer.Option(15, "--epochs", min=1),
     lr: float = typer.Option(2e-3, "--lr"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
@@ -22,45 +22,46 @@ def train_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default hub/<arch>.<data>)."),
     model_args: list[str] = typer.Option([], "--arg", help="Builder argument KEY=VALUE (int/float/str), repeatable."),
 ) -> None:
-    """Train MODEL from scratch on DATA with a seeded recipe and write config.json + safetensors."""
+    """Train MODEL from scratch on DATA with a seeded recipe and write config.json + safetensors.
+
+    The task (its data, loss and metric) is the registry entry's."""
     import torch
     from rich.console import Console
 
-    from disco_zoo.commands.common import parse_model_args, require_digits, storage_decision
-    from disco_zoo.data.digits import DIGITS_MEAN, DIGITS_STD, NUM_CLASSES, digits_loaders
+    from disco_zoo.commands.common import folder_tag, model_metadata, parse_model_args, split_metrics, storage_decision
     from disco_zoo.hub import REPO_HUB
-    from disco_zoo.registry import create_model, get_entry
-    from disco_zoo.train import TrainConfig, accuracy, fit
+    from disco_zoo.registry import build_model, get_entry
+    from disco_zoo.tasks import task_of
+    from disco_zoo.train import TrainConfig, fit
     from disco_zoo.weights import save_dense
 
-    require_digits(data)
     torch.set_num_threads(threads)
     entry = get_entry(model)
-    args = {"num_classes": NUM_CLASSES, **parse_model_args(model_args)}
+    task = task_of(entry)
+    train_data = task.train_data(data, input_size, batch_size, seed)
+    loaders, info = train_data.loaders, train_data.info
+    args = {**train_data.model_args, **parse_model_args(model_args)}
     torch.manual_seed(seed)
-    net = create_model(entry.arch, **args)
-    loaders = digits_loaders(size=input_size, batch_size=batch_size, seed=seed)
+    net = build_model(entry.arch, **args)
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
-    fit(net, loaders["train"], config, description=f"train {entry.arch}")
-    metrics = {"val_top1": accuracy(net, loaders["val"]), "test_top1": accuracy(net, loaders["test"])}
-    half = storage_decision(storage, net, loaders["test"], metrics)
-    folder = out or REPO_HUB / f"{entry.arch}.{data}"
+    fit(net, loaders["train"], config, description=f"train {entry.arch}", loss=task.training_loss)
+    metrics = split_metrics(task, net, loaders)
+    half = storage_decision(storage, task, net, loaders["test"], metrics)
+    folder = out or REPO_HUB / f"{entry.arch}.{info.name}"
     save_dense(
         net,
         folder,
         {
             "arch": entry.arch,
             "args": args,
-            "dataset": data,
-            "input_size": [3, input_size, input_size],
-            "mean": [DIGITS_MEAN] * 3,
-            "std": [DIGITS_STD] * 3,
+            **model_metadata(task, info, net, input_size, folder_tag(folder, info)),
             "metrics": metrics,
             "recipe": "disco-zoo " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         },
         half=half,
     )
-    Console().print(f"{entry.arch}: val top-1 {metrics['val_top1']:.4f}, test top-1 {metrics['test_top1']:.4f} -> {folder}")
+    shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
+    Console().print(f"{entry.arch}: {shown} -> {folder}")
 
 
 def register(app: typer.Typer) -> None:

@@ -10,12 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["DIGITS_MEAN", "DIGITS_STD", "NUM_CLASSES", "digits_dataset", "digits_loaders"]
+__all__ = ["DIGITS_NAME", "DIGITS_MEAN", "DIGITS_STD", "DIGITS_CLASSES", "DIGITS_INTERPOLATION", "NUM_CLASSES",
+           "digits_dataset", "digits_loaders"]
 
 # Pixel statistics of the whole set after scaling to [0, 1] (values 0..16 / 16).
 DIGITS_MEAN = 0.3053
 DIGITS_STD = 0.3760
 NUM_CLASSES = 10
+DIGITS_NAME = "digits"  # what ``--data`` calls the embedded set, and a folder's ``dataset``
+DIGITS_CLASSES = tuple(str(digit) for digit in range(NUM_CLASSES))  # label i is the digit i
+DIGITS_INTERPOLATION = "bilinear"  # how the 8x8 images are upscaled
 SPLITS = ("train", "val", "test")
 
 
@@ -39,7 +43,7 @@ def digits_dataset(split: str = "train", size: int = 32, seed: int = 0) -> Tenso
     idx = _split_indices(labels, seed)[split]
     images = torch.tensor(data.images[idx], dtype=torch.float32).unsqueeze(1) / 16.0
     if size != 8:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+        images = F.interpolate(images, size=(size, size), mode=DIGITS_INTERPOLATION, align_corners=False)
     images = ((images - DIGITS_MEAN) / DIGITS_STD).repeat(1, 3, 1, 1).contiguous()
     return TensorDataset(images, torch.tensor(data.target[idx], dtype=torch.long))
 

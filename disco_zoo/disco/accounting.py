@@ -12,6 +12,11 @@ What is counted (bytes per inference, ``dtype_bytes`` per activation element):
   squares (2 numbers per token) to every other node that holds channels of it.
 * Nothing else moves: BatchNorm, activations, pooling, residual adds and attention
   (whole heads per node) are local.
+* The image itself lives on rank 0 (one camera): rank 0 sends node k its channels I_k of
+  the first layer's input under the tag ``"input"``. These bytes are counted apart
+  (:func:`input_pair_bytes`, ``DiscoAccounting.input_bytes_per_pair``) so that
+  ``disco_bytes`` stays comparable with the dense baseline's layer exchanges;
+  :func:`wire_bytes_per_pair` is both together, exactly what the runtime counts.
 
 ``dense_tp_bytes`` is :func:`disco_zoo.graph.accounting.dense_tp_traffic` on the same
 model, i.e. dense within-layer parallelism with the same node count and ratios.
@@ -27,10 +32,13 @@ Peak activation memory per node is an estimate: the largest per-layer working se
 bytes; tensors kept alive across layers (residual operands) are not added.
 
 Parameters per node are the numels of the parameters in that node's shard
-(:mod:`disco_zoo.disco.shards`); replicated tensors count on every node.
+(:mod:`disco_zoo.disco.shards`); replicated tensors count on every node. Their bytes
+follow the shard's storage dtype (fp16 storage keeps vectors in fp32, see
+:func:`disco_zoo.weights.storage_tensor`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,7 +47,71 @@ from torch import nn
 from disco_zoo.disco.adapters import get_partition
 from disco_zoo.disco.partition import LayerSplit, Partition
 
-__all__ = ["disco_accounting", "disco_traffic", "layer_pair_bytes", "layer_shapes"]
+__all__ = [
+    "DiscoAccounting", "disco_accounting", "disco_traffic", "layer_pair_bytes", "layer_shapes", "channel_bytes",
+    "input_pair_bytes", "wire_bytes_per_pair",
+]
+
+Pairs = dict[tuple[int, int], int]
+
+
+def _pair_keys(pairs: Pairs) -> dict[str, int]:
+    return {f"{j}->{k}": b for (j, k), b in sorted(pairs.items())}
+
+
+@dataclass(frozen=True)
+class DiscoAccounting:
+    """What one inference of a DISCO model costs, per node and per ordered pair."""
+
+    input_shape: tuple[int, ...]
+    dtype_bytes: int
+    disco_bytes: int  # layer exchanges, every pair, the image scatter apart
+    dense_tp_bytes: int  # dense within-layer parallelism, same nodes and ratios
+    bytes_per_pair: Pairs  # (sender, receiver) -> layer-exchange bytes
+    bytes_per_layer: dict[str, int]
+    input_bytes_per_pair: Pairs  # rank 0's image scatter, tag "input"
+    flops_total: int
+    flops_dense: int
+    flops_per_node: list[int]
+    flops_per_entry: dict[str, float]  # layer -> FLOPs of one (output, input) weight entry
+    params_per_node: list[int]
+    params_dense: int
+    params_bytes_per_node: list[int]  # by the storage dtype
+    act_peak_per_node: list[int]  # bytes
+
+    @property
+    def traffic_ratio(self) -> float:
+        return self.disco_bytes / self.dense_tp_bytes if self.dense_tp_bytes else 0.0
+
+    @property
+    def wire_bytes_per_pair(self) -> Pairs:
+        """Everything the runtime puts on the wire: layer exchanges plus the image scatter."""
+        return _add_pairs(self.bytes_per_pair, self.input_bytes_per_pair)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (pairs keyed ``"j->k"``), the keys eval results and ``info --json`` use."""
+        return {
+            "input_size": self.input_shape[-1],
+            "disco_bytes": self.disco_bytes,
+            "dense_tp_bytes": self.dense_tp_bytes,
+            "traffic_ratio": self.traffic_ratio,
+            "bytes_per_pair": _pair_keys(self.bytes_per_pair),
+            "input_bytes_per_pair": _pair_keys(self.input_bytes_per_pair),
+            "flops_dense": self.flops_dense,
+            "flops_total": self.flops_total,
+            "flops_per_node": list(self.flops_per_node),
+            "params_per_node": list(self.params_per_node),
+            "params_dense": self.params_dense,
+            "params_bytes_per_node": list(self.params_bytes_per_node),
+            "act_peak_per_node": list(self.act_peak_per_node),
+        }
+
+
+def _add_pairs(a: Pairs, b: Pairs) -> Pairs:
+    out = dict(a)
+    for pair, count in b.items():
+        out[pair] = out.get(pair, 0) + count
+    return out
 
 
 def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
@@ -74,6 +146,25 @@ def _per_channel(shape: tuple[int, ...], channels: int) -> int:
     return numel // channels
 
 
+def channel_bytes(layer: LayerSplit, in_shape: tuple[int, ...], dtype_bytes: int) -> int:
+    """Bytes one input channel of ``layer`` costs on the wire (what every S_kj entry moves)."""
+    return _per_channel(in_shape, layer.in_channels) * dtype_bytes
+
+
+def input_pair_bytes(partition: Partition, input_shape: tuple[int, ...], dtype_bytes: int) -> Pairs:
+    """Rank 0's image scatter: node k != 0 receives its channels I_k of the first layer's input."""
+    first = next(iter(partition.layers.values()))
+    per = channel_bytes(first, tuple(input_shape), dtype_bytes)
+    return {(0, k): len(first.in_groups[k]) * per for k in range(1, partition.nodes) if first.in_groups[k]}
+
+
+def wire_bytes_per_pair(partition: Partition, shapes: dict[str, Any], input_shape: tuple[int, ...],
+                        dtype_bytes: int) -> Pairs:
+    """Bytes per (sender, receiver) of one inference as the runtime counts them: the layer
+    exchanges of :func:`disco_traffic` plus the image scatter."""
+    return _add_pairs(disco_traffic(partition, shapes, dtype_bytes)[1], input_pair_bytes(partition, input_shape, dtype_bytes))
+
+
 def layer_pair_bytes(
     layer: LayerSplit, in_shape: tuple[int, ...], out_shape: tuple[int, ...], dtype_bytes: int
 ) -> dict[tuple[int, int], int]:
@@ -85,7 +176,7 @@ def layer_pair_bytes(
             if k != layer.root and layer.in_groups[k]:
                 pairs[(k, layer.root)] = per
         return pairs
-    per = _per_channel(in_shape, layer.in_channels) * dtype_bytes
+    per = channel_bytes(layer, in_shape, dtype_bytes)
     for k in range(layer.nodes):
         for j in range(layer.nodes):
             if j != k and layer.selected[k][j]:
@@ -124,21 +215,25 @@ def _open_fraction(layer: LayerSplit, k: int) -> float:
 
 
 def disco_accounting(
-    model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224), dtype_bytes: int = 4
-) -> dict[str, Any]:
+    model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 224, 224), dtype_bytes: int = 4,
+    storage_dtype: str | None = None,
+) -> DiscoAccounting:
     """Bytes, FLOPs, parameters and activation memory of a DISCO model for one input.
 
-    Keys: disco_bytes, dense_tp_bytes, traffic_ratio, bytes_per_pair ((sender, receiver)
-    -> bytes), bytes_per_layer, flops_total, flops_dense, flops_per_node, flops_per_entry
-    (layer -> FLOPs of one weight entry), params_per_node, act_peak_per_node (bytes).
-    See the module docstring for exactly what is counted.
+    ``storage_dtype`` ('fp32' | 'fp16') sizes the shards' parameters; by default the
+    model's own (its ``pretrained_cfg``), else fp32. See the module docstring for
+    exactly what is counted.
     """
     from disco_zoo.disco.shards import node_state_dict
     from disco_zoo.graph import trace_model
     from disco_zoo.graph.accounting import dense_tp_traffic
+    from disco_zoo.weights import storage_tensor
 
     part = get_partition(model)
     n = part.nodes
+    input_shape = tuple(input_shape)
+    if storage_dtype is None:
+        storage_dtype = getattr(getattr(model, "pretrained_cfg", None), "storage_dtype", "fp32")
     shapes = layer_shapes(model, input_shape)
     per_layer, per_pair = disco_traffic(part, shapes, dtype_bytes)
     was_training = model.training
@@ -156,10 +251,12 @@ def disco_accounting(
 
     state = model.state_dict()
     param_names = {name for name, _ in model.named_parameters()}
-    params, peaks = [], []
+    params, params_bytes, peaks = [], [], []
     for k in range(n):
-        tensors = node_state_dict(state, part, k)
-        params.append(sum(t.numel() for name, t in tensors.items() if name in param_names))
+        tensors = {name: t for name, t in node_state_dict(state, part, k).items() if name in param_names}
+        params.append(sum(t.numel() for t in tensors.values()))
+        params_bytes.append(sum(t.numel() * storage_tensor(t, storage_dtype == "fp16").element_size()
+                                for t in tensors.values()))
         peak = 0
         for name, layer in part.layers.items():
             in_shape, out_shape = shapes[name]
@@ -168,17 +265,20 @@ def disco_accounting(
             peak = max(peak, (held + made) * dtype_bytes)
         peaks.append(peak)
 
-    disco_bytes = sum(per_pair.values())
-    return {
-        "disco_bytes": disco_bytes,
-        "dense_tp_bytes": dense.total,
-        "traffic_ratio": disco_bytes / dense.total if dense.total else 0.0,
-        "bytes_per_pair": per_pair,
-        "bytes_per_layer": per_layer,
-        "flops_total": int(round(sum(flops))),
-        "flops_dense": graph.total_flops,
-        "flops_per_node": [int(round(f)) for f in flops],
-        "flops_per_entry": {n: layer_flops[n] / (l.out_channels * l.in_channels) for n, l in part.layers.items()},
-        "params_per_node": params,
-        "act_peak_per_node": peaks,
-    }
+    return DiscoAccounting(
+        input_shape=input_shape,
+        dtype_bytes=dtype_bytes,
+        disco_bytes=sum(per_pair.values()),
+        dense_tp_bytes=dense.total,
+        bytes_per_pair=per_pair,
+        bytes_per_layer=per_layer,
+        input_bytes_per_pair=input_pair_bytes(part, input_shape, dtype_bytes),
+        flops_total=int(round(sum(flops))),
+        flops_dense=graph.total_flops,
+        flops_per_node=[int(round(f)) for f in flops],
+        flops_per_entry={n: layer_flops[n] / (l.out_channels * l.in_channels) for n, l in part.layers.items()},
+        params_per_node=params,
+        params_dense=sum(p.numel() for p in model.parameters()),
+        params_bytes_per_node=params_bytes,
+        act_peak_per_node=peaks,
+    )

@@ -10,7 +10,6 @@ of each file, so a node can rebuild its part from its own file alone.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,13 @@ from torch import nn
 from disco_zoo.disco.adapters import get_partition
 from disco_zoo.disco.partition import Partition
 from disco_zoo.errors import DiscoZooError
+from disco_zoo.registry import build_model
+from disco_zoo.store import FolderConfig, load_folder_config, verify_folder, write_folder_atomically
+from disco_zoo.weights import storage_tensor
 
 __all__ = [
-    "node_state_dict", "save_shards", "load_node_shard", "assemble_state_dict", "load_shards_into", "load_disco_model",
-    "shard_file", "read_config",
+    "node_state_dict", "save_shards", "load_node_shard", "read_node_shard", "assemble_state_dict", "load_shards_into",
+    "load_disco_model", "shard_file",
 ]
 
 
@@ -71,8 +73,6 @@ def save_shards(model: nn.Module, folder: Path | str, extra: dict[str, Any] | No
     """
     from safetensors.torch import save_file
 
-    from disco_zoo.weights import storage_tensor, write_folder_atomically
-
     part = get_partition(model)
     state = model.state_dict()
 
@@ -87,13 +87,6 @@ def save_shards(model: nn.Module, folder: Path | str, extra: dict[str, Any] | No
     return write_folder_atomically(Path(folder), write)
 
 
-def read_config(folder: Path | str) -> dict[str, Any]:
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise DiscoZooError(f"{folder} has no config.json; is it a DISCO shard folder?")
-    return json.loads(path.read_text())
-
-
 def load_node_shard(folder: Path | str, k: int, verify: bool = True) -> tuple[Partition, dict[str, torch.Tensor]]:
     """Node k's partition and tensors, reading only config.json and its own file.
 
@@ -104,15 +97,15 @@ def load_node_shard(folder: Path | str, k: int, verify: bool = True) -> tuple[Pa
     return part, tensors
 
 
-def read_node_shard(folder: Path | str, k: int, verify: bool = True) -> tuple[Partition, dict[str, Any], dict[str, torch.Tensor]]:
-    """(partition, config.json, node k's tensors in fp32): what one rank needs, and nothing more."""
-    from safetensors import safe_open
-
-    from disco_zoo.hub import verify_folder
+def read_node_shard(folder: Path | str, k: int, verify: bool = True) -> tuple[Partition, FolderConfig, dict[str, torch.Tensor]]:
+    """(partition, the folder's config, node k's tensors in fp32): what one rank needs, and nothing more."""
+    from safetensors import SafetensorError, safe_open
 
     folder = Path(folder)
-    config = read_config(folder)
-    part = Partition.from_dict(config["partition"])
+    config = load_folder_config(folder)
+    if config.kind != "disco":
+        raise DiscoZooError(f"{folder} holds a {config.kind} model, not DISCO shards; run a DISCO folder or model.")
+    part = _partition(config, folder)
     if not 0 <= k < part.nodes:
         raise DiscoZooError(f"node {k} does not exist; this model has {part.nodes} nodes")
     path = folder / shard_file(k)
@@ -120,11 +113,25 @@ def read_node_shard(folder: Path | str, k: int, verify: bool = True) -> tuple[Pa
         raise DiscoZooError(f"missing shard {path}: node {k} needs its own file")
     if verify:
         verify_folder(folder, config, only=[path.name])
-    with safe_open(str(path), framework="pt") as handle:
-        # Cast one tensor at a time: the fp16 copy of the whole shard never coexists
-        # with the fp32 one, so loading grows memory by the fp32 weights only.
-        tensors = {name: _compute_dtype(handle.get_tensor(name)) for name in handle.keys()}
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            # Cast one tensor at a time: the fp16 copy of the whole shard never coexists
+            # with the fp32 one, so loading grows memory by the fp32 weights only.
+            tensors = {name: _compute_dtype(handle.get_tensor(name)) for name in handle.keys()}
+    except (SafetensorError, OSError) as err:
+        raise DiscoZooError(f"{path} is not a readable safetensors file ({err}).") from None
     return part, config, tensors
+
+
+def _partition(config: FolderConfig, folder: Path | str) -> Partition:
+    """The folder's partition; a malformed one is a clear error naming the file."""
+    try:
+        return Partition.from_dict(config.partition or {})
+    except DiscoZooError as err:
+        raise DiscoZooError(f"{Path(folder) / 'config.json'}: bad partition: {err}") from None
+    except (KeyError, TypeError, ValueError) as err:
+        raise DiscoZooError(f"{Path(folder) / 'config.json'}: malformed partition ({type(err).__name__}: {err}); "
+                            "rebuild the folder with `disco-zoo sparsify`.") from None
 
 
 def _compute_dtype(tensor: torch.Tensor) -> torch.Tensor:
@@ -181,25 +188,28 @@ def load_shards_into(model: nn.Module, folder: Path | str) -> nn.Module:
     strictly; used by the hub and to check the round trip.
     """
     from disco_zoo.disco.adapters import apply_partition
+    from disco_zoo.weights import load_strict
 
-    config = read_config(folder)
-    part = Partition.from_dict(config["partition"])
+    part = _partition(load_folder_config(folder), folder)
     shards = [load_node_shard(folder, k)[1] for k in range(part.nodes)]
     apply_partition(model, part)
-    model.load_state_dict(assemble_state_dict(shards, part, model.state_dict()), strict=True)
+    try:
+        state = assemble_state_dict(shards, part, model.state_dict())
+    except (KeyError, RuntimeError, IndexError) as err:
+        raise DiscoZooError(f"the shards in {folder} do not fit the architecture in its config.json "
+                            f"({type(err).__name__}: {err})") from None
+    load_strict(model, state, Path(folder))
     return model
 
 
-def load_disco_model(folder: Path | str, config: dict[str, Any] | None = None, **kwargs: Any) -> nn.Module:
-    """Build ``config["arch"]`` with ``config["args"]`` (``kwargs`` override) and load the shards.
+def load_disco_model(folder: Path | str, config: FolderConfig | None = None, **kwargs: Any) -> nn.Module:
+    """Build ``config.arch`` with ``config.args`` (``kwargs`` override) and load the shards.
 
     The architecture may be dense (``resnet18``) or a DISCO variant; either way the
     folder's partition replaces the builder's. Returns the model in eval mode.
     """
-    from disco_zoo.registry import create_model
-
-    config = config if config is not None else read_config(folder)
-    if config.get("kind") != "disco" or "arch" not in config:
-        raise DiscoZooError(f"{folder}/config.json is not a DISCO model folder (needs kind 'disco' and arch)")
-    model = create_model(config["arch"], **{**config.get("args", {}), **kwargs})
+    config = config if config is not None else load_folder_config(folder)
+    if config.kind != "disco":
+        raise DiscoZooError(f"{folder}/config.json is not a DISCO model folder (kind {config.kind!r})")
+    model = build_model(config.arch, **{**config.args, **kwargs})
     return load_shards_into(model, folder).eval()

@@ -33,7 +33,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from disco_zoo.disco.accounting import disco_traffic, layer_shapes
+from disco_zoo.disco.accounting import channel_bytes, disco_accounting, disco_traffic, layer_shapes
 from disco_zoo.disco.adapters import apply_partition, get_partition
 from disco_zoo.disco.partition import LayerSplit, Partition
 from disco_zoo.errors import DiscoZooError
@@ -90,7 +90,7 @@ class GroupLasso:
         modules = dict(model.named_modules())
         self.terms: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         splits = {name: layer for name, layer in part.layers.items() if layer.mode == "split"}
-        costs = {name: _channel_bytes(layer, shapes[name], 1) for name, layer in splits.items()}
+        costs = {name: channel_bytes(layer, shapes[name][0], 1) for name, layer in splits.items()}
         mean = sum(costs.values()) / max(len(costs), 1)
         for name, cost in costs.items():
             layer = part.layers[name]
@@ -103,14 +103,6 @@ class GroupLasso:
             norms = (_squared_group_sums(module, onehot.to(module.weight)) + 1e-12).sqrt()
             total = total + (norms * weight.to(norms)).sum()
         return total
-
-
-def _channel_bytes(layer: LayerSplit, shapes: tuple[tuple[int, ...], tuple[int, ...]], dtype_bytes: int) -> int:
-    """Bytes one input channel of this layer costs on the wire."""
-    numel = 1
-    for s in shapes[0]:
-        numel *= s
-    return numel // layer.in_channels * dtype_bytes
 
 
 def prune_to_budget(
@@ -140,7 +132,7 @@ def prune_to_budget(
         for name, layer in part.layers.items():
             if layer.mode != "split":
                 continue
-            cost = _channel_bytes(layer, shapes[name], dtype_bytes)
+            cost = channel_bytes(layer, shapes[name][0], dtype_bytes)
             norms = _squared_group_sums(modules[name], _rows_onehot(layer).to(modules[name].weight)).sqrt()
             for k in range(layer.nodes):
                 for j in range(layer.nodes):
@@ -195,10 +187,8 @@ def prune_params(
 
     Only closes channels, so the traffic can only fall; the model changes only on success.
     """
-    from disco_zoo.disco.accounting import disco_accounting
-
     part = get_partition(model).copy()
-    stored = disco_accounting(model, input_shape, dtype_bytes)["params_per_node"]
+    stored = disco_accounting(model, input_shape, dtype_bytes).params_per_node
     budget = int(params * sum(p.numel() for p in model.parameters()))
     per_node = []
     for k, have in enumerate(stored):
@@ -225,13 +215,11 @@ def prune_params(
 
 def prune_compute(model: nn.Module, compute: float, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """Drop own-channel groups (diagonal blocks) until FLOPs <= compute x dense FLOPs."""
-    from disco_zoo.disco.accounting import disco_accounting
-
     part = get_partition(model).copy()  # a copy: the model changes only on success
     acc = disco_accounting(model, input_shape)
-    budget = compute * acc["flops_dense"]
-    excess = acc["flops_total"] - budget
-    per_entry = acc["flops_per_entry"]  # layer -> FLOPs of one (output, input) weight entry
+    budget = compute * acc.flops_dense
+    excess = acc.flops_total - budget
+    per_entry = acc.flops_per_entry  # layer -> FLOPs of one (output, input) weight entry
     modules = dict(model.named_modules())
     candidates = []  # (norm per FLOP, order, name, k, c, flops)
     with torch.no_grad():
@@ -264,7 +252,7 @@ def prune_compute(model: nn.Module, compute: float, input_shape: tuple[int, ...]
         layer.dropped = [sorted(d) for d in layer.dropped]
     part.check()
     apply_partition(model, part)
-    return {"flops_budget": int(budget), "flops_total": int(round(acc["flops_total"] - removed))}
+    return {"flops_budget": int(budget), "flops_total": int(round(acc.flops_total - removed))}
 
 
 def sparsify(
@@ -273,9 +261,11 @@ def sparsify(
     cfg: SparsifyConfig,
     input_shape: tuple[int, ...],
     show_progress: bool = False,
+    loss: Any = None,
 ) -> dict[str, Any]:
     """Group lasso -> prune to ``cfg.traffic`` (then ``cfg.params``, ``cfg.compute``) ->
     fine-tune with masks frozen -> BatchNorm statistics re-estimated (in place).
+    ``loss`` is the task's training loss (:meth:`disco_zoo.tasks.Task.training_loss`; fit's default when None).
 
     ``model`` must be a DISCO model (see :func:`disco_zoo.disco.adapters.to_disco`);
     ``input_shape`` (1, C, H, W) is the inference size the traffic budget is for.
@@ -293,7 +283,7 @@ def sparsify(
     if cfg.epochs:
         train = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed)
         fit(model, train_loader, train, lambda m: cfg.penalty * penalty(), description="group lasso",
-            show_progress=show_progress)
+            show_progress=show_progress, loss=loss)
     stats = prune_to_budget(model, cfg.traffic, input_shape, cfg.dtype_bytes)
     if cfg.params is not None:
         stats.update(prune_params(model, cfg.params, input_shape, cfg.dtype_bytes))
@@ -302,7 +292,7 @@ def sparsify(
     if cfg.finetune_epochs:  # the masks are frozen: closed weights get no gradient
         train = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed)
         stats["finetune_loss"] = fit(model, train_loader, train, description="fine-tune (masks frozen)",
-                                     show_progress=show_progress)[-1]
+                                     show_progress=show_progress, loss=loss)[-1]
     trained = bool(cfg.epochs or cfg.finetune_epochs)
     stats["batchnorm_recalibrated"] = trained and recalibrate_batchnorm(model, train_loader)
     return stats

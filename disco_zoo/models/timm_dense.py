@@ -3,30 +3,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from disco_zoo.models.pretrained_tags import DIGITS
 from disco_zoo.registry import ModelEntry, register_model
 
 _BUILDER = "disco_zoo.models.timm_dense:build_timm"
 
 
 def build_timm(timm_name: str, **kwargs: Any) -> Any:
-    """Create a timm model without pretrained weights (nothing is downloaded)."""
+    """Create a timm model without pretrained weights (nothing is downloaded).
+
+    timm keeps the ImageNet ``input_size`` in ``model.pretrained_cfg`` even when the model
+    is built for another ``img_size``; the built model's own size is written back, so
+    whoever asks a model its input size (``info``, ``run``) gets the truth.
+    """
     import timm
 
-    return timm.create_model(timm_name, pretrained=False, **kwargs)
+    model = timm.create_model(timm_name, pretrained=False, **kwargs)
+    size = kwargs.get("img_size")
+    if isinstance(size, int):
+        model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, size, size)}
+    return model
 
 
-# Architectures with weights published in hub/ (trained on digits) carry the DIGITS tag.
-for _arch, _family, _tags in (
-    ("resnet18", "resnet", (DIGITS,)),
-    ("resnet34", "resnet", ()),
-    ("resnet50", "resnet", (DIGITS,)),
-    ("resnet101", "resnet", ()),
-    ("vit_tiny_patch16_224", "vit", (DIGITS,)),
-    ("vit_small_patch16_224", "vit", ()),
-    ("vit_base_patch16_224", "vit", ()),
-    ("swin_tiny_patch4_window7_224", "swin", ()),
-    ("swin_small_patch4_window7_224", "swin", ()),
+for _arch, _family in (
+    ("resnet18", "resnet"),
+    ("resnet34", "resnet"),
+    ("resnet50", "resnet"),
+    ("resnet101", "resnet"),
+    ("vit_tiny_patch16_224", "vit"),
+    ("vit_small_patch16_224", "vit"),
+    ("vit_base_patch16_224", "vit"),
+    ("swin_tiny_patch4_window7_224", "swin"),
+    ("swin_small_patch4_window7_224", "swin"),
 ):
     register_model(
         ModelEntry(
@@ -35,7 +42,6 @@ for _arch, _family, _tags in (
             family=_family,
             source="timm",
             kwargs={"timm_name": _arch},
-            pretrained=_tags,
             description=f"timm {_arch} (dense)",
         )
     )
@@ -59,7 +65,6 @@ register_model(
         family="swin",
         source="timm",
         kwargs=SWIN_MICRO,
-        pretrained=(DIGITS,),
         description="timm SwinTransformer for 32x32 inputs: patch 2, window 4, embed 48, depths 2-2-2, "
         "heads 3-6-12 (1.3M parameters; dense)",
     )

@@ -16,7 +16,10 @@ def build_torchvision(tv_name: str, **kwargs: Any) -> Any:
         # Auxiliary heads only exist in training mode; keep the inference graph plain.
         kwargs.setdefault("aux_logits", False)
         kwargs.setdefault("init_weights", True)
-    return torchvision.models.get_model(tv_name, weights=None, **kwargs)
+    model = torchvision.models.get_model(tv_name, weights=None, **kwargs)
+    # the same data-config keys timm models carry, so callers ask every model alike
+    model.pretrained_cfg = {"input_size": (3, 224, 224), "fixed_input_size": False, "num_classes": kwargs.get("num_classes", 1000)}
+    return model
 
 
 for _arch in ("googlenet", "densenet121", "mobilenet_v2"):

@@ -1,4 +1,4 @@
-"""Baseline placements, scored by the same simulator as EdgeFlow.
+"""Baseline placements, scored by the same model of time as EdgeFlow (planner/simulate.py).
 
 All baselines keep the input on device 0 and return the output there, like EdgeFlow.
 Layers that cannot be split (flatten, linear head, global pool) go to the fastest
@@ -11,8 +11,7 @@ import numpy as np
 from disco_zoo.graph import LayerGraph
 from disco_zoo.planner.lp import ranges_from_counts, round_counts
 from disco_zoo.planner.profiles import Profile
-from disco_zoo.planner.simulate import compute_seconds
-from disco_zoo.planner.units import Placement, extent, splittable
+from disco_zoo.planner.units import Placement, compute_seconds, extent, splittable
 
 
 def _whole(n: int, dev: int, h: int) -> list[tuple[int, int]]:
@@ -57,7 +56,7 @@ def layerwise_split(graph: LayerGraph, profile: Profile) -> Placement:
     """Whole layers to devices: best segmentation of the topological order (Neurosurgeon-style DP).
 
     The DP cost of a cut is the bytes of every tensor that crosses it sent over the
-    link between the two segments' devices; the result is then scored by the simulator.
+    link between the two segments' devices; the result is then scored by the replay.
     """
     layers = list(graph)
     n, L = len(profile), len(layers)
@@ -74,7 +73,7 @@ def layerwise_split(graph: LayerGraph, profile: Profile) -> Placement:
         for b in range(n):
             if a != b:
                 link = profile.link(a, b)
-                trans[:, a, b] = np.where(cut > 0, cut * 8 / link.bandwidth_bps + link.latency_s, 0)
+                trans[:, a, b] = np.where(cut > 0, link.transfer_time(cut) + link.latency_s, 0)
     best = np.full((L + 1, n), np.inf)
     back = np.zeros((L + 1, n, 2), dtype=int)
     best[1, 0] = 0.0  # the input layer, on device 0

@@ -1,4 +1,4 @@
-"""Per-device timeline picture of a simulated plan (matplotlib, no display needed)."""
+"""Per-device timeline picture of a plan, as the model of time replays it (matplotlib, no display needed)."""
 from __future__ import annotations
 
 from pathlib import Path

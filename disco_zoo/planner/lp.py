@@ -4,9 +4,11 @@ Layers are placed one at a time in topological order. For a splittable layer the
 devices take contiguous row ranges in profile order; the LP chooses the row counts
 x_i, linearising the halo overlaps around a point (successive LP with a trust
 region), the relaxed solution is rounded by largest remainder and repaired by local
-moves of the range boundaries, and every candidate is scored with the exact cost
-model (:func:`disco_zoo.planner.simulate.layer_timing`). docs/edgeflow.md writes the
-formulation out.
+moves of the range boundaries, and every candidate is scored with the per-layer cost
+(:func:`disco_zoo.planner.layer_cost.layer_timing`, links not contending). Whole plans
+(one per device subset) are compared by the model of time's replay
+(:func:`disco_zoo.planner.simulate.simulate`), which is also what a plan reports.
+docs/edgeflow.md writes the formulation out; docs/time-model.md the model of time.
 """
 from __future__ import annotations
 
@@ -21,8 +23,9 @@ from scipy.optimize import linprog
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.graph import Layer, LayerGraph
 from disco_zoo.planner.profiles import Profile
-from disco_zoo.planner.simulate import State, commit, compute_seconds, layer_timing
-from disco_zoo.planner.units import Placement, Range, _window, extent, row_bytes, splittable
+from disco_zoo.planner.layer_cost import State, commit, layer_timing
+from disco_zoo.planner.simulate import simulate
+from disco_zoo.planner.units import Placement, Range, _window, compute_seconds, extent, row_bytes, splittable
 
 _FREE_OPS = {"bn", "act", "identity", "bias", "scale"}
 
@@ -365,8 +368,6 @@ def plan_edgeflow(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanS
     The per-layer objective is myopic (a split that finishes this layer sooner can cost
     traffic later), so leaving devices out entirely is searched as a whole-model choice.
     """
-    from disco_zoo.planner.simulate import simulate
-
     stats = PlanStats()
     t0 = time.perf_counter()
     best, best_latency, full_error = None, math.inf, None

@@ -9,7 +9,8 @@ A profile is a JSON file (format in docs/edgeflow.md)::
                "pairs": [{"between": ["pi4", "phone"], "bandwidth_bps": 1e8, "latency_s": 0.001}]}}
 
 Rates are FLOP/s as ``FlopCounterMode`` counts them (2 per multiply-add), so a
-layer's compute time is simply its counted FLOPs over the rate. Links are symmetric.
+layer's compute time is simply its counted FLOPs over the rate. Links are symmetric,
+and are the one link type of the model of time (:class:`disco_zoo.timing.links.Link`).
 Validation happens once, here, so the planner can trust every number it reads.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from disco_zoo.errors import DiscoZooError
+from disco_zoo.timing.links import Link
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -38,16 +40,6 @@ class Device:
         return self.flops_by_op.get(op, self.flops)
 
 
-@dataclass(frozen=True)
-class Link:
-    bandwidth_bps: float
-    latency_s: float
-
-    def seconds(self, nbytes: float) -> float:
-        """Time for ``nbytes`` to arrive: serialisation plus latency (0 bytes: no message)."""
-        return nbytes * 8.0 / self.bandwidth_bps + self.latency_s if nbytes > 0 else 0.0
-
-
 @dataclass
 class Profile:
     name: str
@@ -61,6 +53,11 @@ class Profile:
 
     def link(self, src: int, dst: int) -> Link:
         return self.pair_links.get((src, dst), self.default_link)
+
+    def links(self) -> dict[tuple[int, int], Link]:
+        """Every ordered pair's link (what the replay and the link emulator take)."""
+        n = len(self.devices)
+        return {(i, j): self.link(i, j) for i in range(n) for j in range(n) if i != j}
 
     def fastest(self, op: str = "conv") -> int:
         return max(range(len(self.devices)), key=lambda i: self.devices[i].rate(op))
@@ -101,9 +98,21 @@ def _number(value: Any, where: str, *, positive: bool = True) -> float:
     return float(value)
 
 
-def _link(raw: Any, where: str) -> Link:
+def _only_known(raw: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    """A misspelt field (``memmory_bytes``) must not silently mean its default."""
+    import difflib
+
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise DiscoZooError(f"{where} has an unknown field {key!r}{hint}; known fields: {', '.join(known)}")
+
+
+def _link(raw: Any, where: str, known: tuple[str, ...] = ("bandwidth_bps", "latency_s", "basis")) -> Link:
     if not isinstance(raw, dict):
         raise DiscoZooError(f"{where} must be an object with bandwidth_bps and latency_s")
+    _only_known(raw, known, where)
     for key in ("bandwidth_bps", "latency_s"):
         if key not in raw:
             raise DiscoZooError(f"{where} is missing {key!r}")
@@ -115,6 +124,7 @@ def profile_from_dict(raw: Any, source: str = "profile") -> Profile:
     """Validate a parsed profile; every problem names the field and what is expected."""
     if not isinstance(raw, dict):
         raise DiscoZooError(f"{source}: top level must be a JSON object with 'devices' and 'links'")
+    _only_known(raw, ("name", "basis", "devices", "links"), source)
     devices_raw = raw.get("devices")
     if not isinstance(devices_raw, list) or not devices_raw:
         raise DiscoZooError(f"{source}: 'devices' must be a non-empty list")
@@ -123,6 +133,7 @@ def profile_from_dict(raw: Any, source: str = "profile") -> Profile:
         where = f"{source}: devices[{k}]"
         if not isinstance(d, dict) or not isinstance(d.get("name"), str) or not d["name"]:
             raise DiscoZooError(f"{where} must be an object with a non-empty 'name'")
+        _only_known(d, ("name", "flops", "memory_bytes", "flops_by_op", "basis"), f"{where} ({d['name']})")
         if "flops" not in d:
             raise DiscoZooError(f"{where} ({d['name']}) is missing 'flops' (compute rate in FLOP/s)")
         by_op = d.get("flops_by_op", {})
@@ -141,6 +152,9 @@ def profile_from_dict(raw: Any, source: str = "profile") -> Profile:
     links = raw.get("links", {})
     if not isinstance(links, dict) or "default" not in links:
         raise DiscoZooError(f"{source}: 'links' must be an object with a 'default' link")
+    _only_known(links, ("default", "pairs"), f"{source}: links")
+    if not isinstance(links.get("pairs", []), list):
+        raise DiscoZooError(f"{source}: links.pairs must be a list of {{between, bandwidth_bps, latency_s}}")
     default = _link(links["default"], f"{source}: links.default")
     pairs: dict[tuple[int, int], Link] = {}
     for k, p in enumerate(links.get("pairs", [])):
@@ -152,7 +166,7 @@ def profile_from_dict(raw: Any, source: str = "profile") -> Profile:
             if n not in names:
                 raise DiscoZooError(f"{where} names unknown device {n!r}; devices are {names}")
         a, b = names.index(between[0]), names.index(between[1])
-        pairs[(a, b)] = pairs[(b, a)] = _link(p, where)
+        pairs[(a, b)] = pairs[(b, a)] = _link(p, where, ("between", "bandwidth_bps", "latency_s", "basis"))
     return Profile(str(raw.get("name", source)), devices, default, pairs, str(raw.get("basis", "")))
 
 
@@ -168,8 +182,10 @@ def load_profile(path_or_preset: str | Path) -> Profile:
         path = preset
     try:
         raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DiscoZooError(f"{path}: not valid JSON ({err})") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DiscoZooError(f"{path}: not a JSON device profile ({type(err).__name__}: {err})") from None
+    except OSError as err:
+        raise DiscoZooError(f"{path}: cannot read the device profile ({err.strerror or err})") from None
     return profile_from_dict(raw, str(path))
 
 

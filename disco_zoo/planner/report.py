@@ -14,10 +14,10 @@ from disco_zoo.planner.simulate import simulate
 def build_graph(model_name: str, input_size: int, num_classes: int | None = None) -> Any:
     """Traced layer graph of a registry model at (1, 3, S, S)."""
     from disco_zoo.graph import trace_model
-    from disco_zoo.registry import create_model
+    from disco_zoo.registry import build_model
 
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
-    return trace_model(create_model(model_name, **kwargs), (1, 3, input_size, input_size))
+    return trace_model(build_model(model_name, **kwargs), (1, 3, input_size, input_size))
 
 
 def plan_and_compare(model_name: str, graph: Any, profile: Profile, out: str | Path | None = None,

@@ -34,6 +34,11 @@ def row_bytes(layer: Layer) -> float:
     return layer.output_bytes / extent(layer)
 
 
+def compute_seconds(layer: Layer, rows: int, rate: float) -> float:
+    """Seconds a device of ``rate`` FLOP/s takes for ``rows`` of ``layer`` (FLOPs are linear in rows)."""
+    return rows * (layer.flops / extent(layer)) / rate if rows > 0 else 0.0
+
+
 def _window(layer: Layer) -> tuple[int, int, int, int] | None:
     """(kernel, stride, padding, dilation) along the height, or None if not a row window."""
     a = layer.attrs
@@ -124,6 +129,21 @@ class Unit:
             "forward": [{"layer": f.layer, "device": f.device, "rows": list(f.rows), "bytes": f.bytes}
                         for f in self.forward],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Unit":
+        """The inverse of :meth:`to_dict` (a plan's stored units)."""
+        def rows(value: Any) -> Range:
+            a, b = value
+            return (int(a), int(b))
+
+        return cls(
+            str(data["layer"]), int(data["device"]), rows(data["rows"]),
+            [InputRequirement(str(r["layer"]), rows(r["rows"]),
+                              [Source(int(s["device"]), rows(s["rows"]), int(s["bytes"])) for s in r["sources"]])
+             for r in data["inputs"]],
+            [Forward(str(f["layer"]), int(f["device"]), rows(f["rows"]), int(f["bytes"])) for f in data["forward"]],
+        )
 
 
 def build_units(graph: LayerGraph, placement: Placement) -> list[Unit]:

@@ -24,7 +24,11 @@ first layer's input, I_k, under the tag ``"input"``. Everything else that moves 
 LayerNorms over split channels (ViT, Swin) exchange per-token partial sums and sums of
 squares; attention runs the node's own heads (Swin: with its rows of the relative
 position bias table; patch merging is local, its norm and reduction are split layers).
-Supported families: ResNet, nn.Sequential, ViT, Swin.
+A layer the executor has no node computation for (e.g. a grouped conv) fails, naming it,
+when the node model is built.
+
+Input, tags, the output rank and result merging are the session's
+(:mod:`disco_zoo.runtime.session`), shared with the EdgeFlow executor.
 """
 from __future__ import annotations
 
@@ -38,16 +42,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from disco_zoo.disco.partition import LayerSplit, Partition
+from disco_zoo.disco.shards import read_node_shard
 from disco_zoo.errors import DiscoZooError
+from disco_zoo.registry import build_model
+from disco_zoo.runtime.session import load_input, rank_report, unique_tags
 from disco_zoo.runtime.transport import Transport
+from disco_zoo.store import load_folder_config
 
 __all__ = [
-    "DiscoSplitLayer", "DiscoReduceLayer", "DiscoLayerNorm", "build_node_model", "load_node", "node_forward", "run_disco",
-    "INPUT_TAG",
+    "DiscoSplitLayer", "DiscoReduceLayer", "DiscoLayerNorm", "build_node_model", "load_node", "inference_fn",
+    "run_disco", "scatter_input", "current_rss_bytes", "disco_tags", "output_rank", "INPUT_TAG",
 ]
 
 INPUT_TAG = "input"
-SUPPORTED_FAMILIES = ("resnet", "sequential", "vit", "swin")
 
 
 def _index(ids: list[int]) -> torch.Tensor:
@@ -70,9 +77,10 @@ class DiscoSplitLayer(nn.Module):
     """Node k's part of a split conv/linear: diagonal block + received channels."""
 
     def __init__(self, split: LayerSplit, k: int, transport: Transport, like: nn.Module,
-                 weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+                 weight: torch.Tensor, bias: torch.Tensor | None, tag: str | None = None) -> None:
         super().__init__()
         self.name, self.k, self.transport = split.name, k, transport
+        self.tag = tag or split.name
         self.fn, self.dim = _layer_fn(like)
         self.out_channels, self.out_local = split.out_channels, len(split.out_groups[k])
         position = {c: i for i, c in enumerate(split.columns(k))}
@@ -107,8 +115,8 @@ class DiscoSplitLayer(nn.Module):
         for j, count in self.recv_from:
             shape = list(x.shape)
             shape[dim] = count
-            recvs.append(t.irecv(shape, x.dtype, j, self.name))
-        sends = [t.isend(x.index_select(dim, idx), p, self.name) for p, idx in self.send_to]
+            recvs.append(t.irecv(shape, x.dtype, j, self.tag))
+        sends = [t.isend(x.index_select(dim, idx), p, self.tag) for p, idx in self.send_to]
         if self.no_input:
             own = x.new_zeros(x.shape[:dim] + (1,) + x.shape[dim + 1:])
         else:
@@ -125,9 +133,10 @@ class DiscoReduceLayer(nn.Module):
     """The classifier head: partial products summed on ``root`` (others return theirs)."""
 
     def __init__(self, split: LayerSplit, k: int, transport: Transport, like: nn.Module,
-                 weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+                 weight: torch.Tensor, bias: torch.Tensor | None, tag: str | None = None) -> None:
         super().__init__()
         self.name, self.k, self.root, self.transport = split.name, k, split.root, transport
+        self.tag = tag or split.name
         self.fn, _ = _layer_fn(like)
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
@@ -137,9 +146,9 @@ class DiscoReduceLayer(nn.Module):
         partial = self.fn(x, self.weight, None)
         if self.k != self.root:
             if self.k in self.senders:
-                self.transport.send(partial, self.root, self.name)
+                self.transport.send(partial, self.root, self.tag)
             return partial
-        handles = [self.transport.irecv(partial.shape, partial.dtype, j, self.name) for j in self.senders]
+        handles = [self.transport.irecv(partial.shape, partial.dtype, j, self.tag) for j in self.senders]
         for handle in handles:
             partial = partial + handle.wait()
         return partial + self.bias if self.bias is not None else partial
@@ -151,9 +160,10 @@ class DiscoLayerNorm(nn.Module):
     its own channels with the global statistics."""
 
     def __init__(self, name: str, groups: list[list[int]], k: int, transport: Transport, like: nn.LayerNorm,
-                 weight: torch.Tensor | None, bias: torch.Tensor | None) -> None:
+                 weight: torch.Tensor | None, bias: torch.Tensor | None, tag: str | None = None) -> None:
         super().__init__()
         self.name, self.k, self.transport, self.eps = name, k, transport, like.eps
+        self.tag = tag or name
         self.channels = sum(len(g) for g in groups)
         self.peers = [j for j, g in enumerate(groups) if g and j != k] if groups[k] else []
         self.weight = nn.Parameter(weight, requires_grad=False) if weight is not None else None
@@ -162,8 +172,8 @@ class DiscoLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t = self.transport
         stats = torch.stack([x.sum(-1), x.pow(2).sum(-1)], dim=-1)
-        recvs = [t.irecv(stats.shape, stats.dtype, j, self.name) for j in self.peers]
-        sends = [t.isend(stats, j, self.name) for j in self.peers]
+        recvs = [t.irecv(stats.shape, stats.dtype, j, self.tag) for j in self.peers]
+        sends = [t.isend(stats, j, self.tag) for j in self.peers]
         total = stats
         for handle in recvs:
             total = total + handle.wait()
@@ -214,12 +224,9 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
 def _warm_imports(folder: str) -> None:
     """Build the architecture on the meta device first, so the RSS measured around
     loading counts this rank's weights rather than the first import of the model code."""
-    from disco_zoo.disco.shards import read_config
-    from disco_zoo.registry import create_model
-
-    config = read_config(folder)
+    config = load_folder_config(folder)
     with torch.device("meta"):
-        create_model(config["arch"], **config.get("args", {}))
+        build_model(config.arch, **config.args)
 
 
 def current_rss_bytes() -> int:
@@ -233,32 +240,23 @@ def current_rss_bytes() -> int:
 
 def build_node_model(folder: Path | str, transport: Transport, verify: bool = True) -> tuple[nn.Module, Partition]:
     """Rank ``transport.rank``'s part of the DISCO model in ``folder`` (eval mode)."""
-    from disco_zoo.registry import create_model
-
-    from disco_zoo.disco.shards import read_node_shard
-
     k = transport.rank
+    nodes = load_folder_config(folder).nodes  # before reading a shard: rank k of too many has none
+    if nodes != transport.world_size:
+        raise DiscoZooError(f"{folder} is split over {nodes} nodes; run it with {nodes} ranks, not {transport.world_size}")
     part, config, shard = read_node_shard(folder, k, verify)
-    if part.nodes != transport.world_size:
-        raise DiscoZooError(f"{folder} is split over {part.nodes} nodes; run it with {part.nodes} ranks, not {transport.world_size}")
-    if part.family not in SUPPORTED_FAMILIES:
-        raise DiscoZooError(
-            f"distributed execution of {part.family!r} DISCO models is not implemented yet; "
-            f"supported: {', '.join(SUPPORTED_FAMILIES)}"
-        )
-    if "arch" not in config:
-        raise DiscoZooError(f"{folder}/config.json has no 'arch'; cannot rebuild the architecture")
     with torch.device("meta"):
-        model = create_model(config["arch"], **config.get("args", {}))
+        model = build_model(config.arch, **config.args)
+    tags = disco_tags(part)
     for name, split in part.layers.items():
         like = model.get_submodule(name)
         weight, bias = shard.pop(f"{name}.weight"), shard.pop(f"{name}.bias", None)
         cls = DiscoReduceLayer if split.mode == "reduce" else DiscoSplitLayer
-        model.set_submodule(name, cls(split, k, transport, like, weight, bias))
+        model.set_submodule(name, cls(split, k, transport, like, weight, bias, tags[name]))
     for name, split in part.norms.items():
         like = model.get_submodule(name)
         weight, bias = shard.pop(f"{name}.weight", None), shard.pop(f"{name}.bias", None)
-        model.set_submodule(name, DiscoLayerNorm(name, split.groups, k, transport, like, weight, bias))
+        model.set_submodule(name, DiscoLayerNorm(name, split.groups, k, transport, like, weight, bias, tags[name]))
     _localise_attention(model, k)
     _init_non_persistent_buffers(model)
     for name, tensor in shard.items():
@@ -269,16 +267,11 @@ def build_node_model(folder: Path | str, transport: Transport, verify: bool = Tr
     return model.eval(), part
 
 
-def _input(input_path: str | None, input_shape: list[int], seed: int) -> torch.Tensor:
-    """The whole input batch (only rank 0 calls this)."""
-    if input_path:
-        import numpy as np
-
-        x = torch.from_numpy(np.load(input_path)).float()
-        if list(x.shape) != list(input_shape):
-            raise DiscoZooError(f"{input_path} holds shape {list(x.shape)}, expected {list(input_shape)}")
-        return x
-    return torch.randn(*input_shape, generator=torch.Generator().manual_seed(seed))
+def disco_tags(part: Partition) -> dict[str, str]:
+    """The session's tag policy over a DISCO run's messages: the image scatter, then every
+    exchanging layer and norm in partition order. A tag is the layer's name (what the
+    accounting and the byte counters key by) unless its backend id is taken."""
+    return unique_tags({INPUT_TAG: INPUT_TAG, **{n: n for n in part.layers}, **{n: n for n in part.norms}})
 
 
 def scatter_input(t: Transport, x: torch.Tensor | None, first: LayerSplit, input_shape: list[int]) -> torch.Tensor:
@@ -310,15 +303,15 @@ def load_node(t: Transport, folder: str, verify: bool = True) -> tuple[nn.Module
     return model, part, stats
 
 
-def node_forward(t: Transport, model: nn.Module, part: Partition, input_shape: list[int],
+def inference_fn(t: Transport, model: nn.Module, part: Partition, input_shape: list[int],
                  x: torch.Tensor | None) -> Callable[[], torch.Tensor]:
     """One inference of this rank's part, input scatter included (``x`` on rank 0 only)."""
     first = next(iter(part.layers.values()))
     return lambda: model(scatter_input(t, x, first, input_shape))
 
 
-def _reduce_root(part: Partition) -> int:
-    """The rank that ends up with the logits."""
+def output_rank(part: Partition) -> int:
+    """The rank that ends up with the output: the classifier's reduce root (else rank 0)."""
     return next((l.root for l in part.layers.values() if l.mode == "reduce"), 0)
 
 
@@ -335,12 +328,12 @@ def run_disco(
     """Launch entry: one (or ``repeats`` timed) distributed inference(s).
 
     Returns, per rank: timings (load, per inference), bytes sent (counted on the last
-    inference only, so they are one inference's traffic), peak RSS, and on the root the
-    logits as a list.
+    inference only, so they are one inference's traffic), peak RSS, the output rank, and
+    on that rank the output as nested lists (:func:`disco_zoo.runtime.session.rank_report`).
     """
     model, part, stats = load_node(t, folder, verify)
-    x = _input(input_path, input_shape, seed) if t.rank == 0 else None
-    forward = node_forward(t, model, part, input_shape, x)
+    x = load_input(input_path, input_shape, seed) if t.rank == 0 else None
+    forward = inference_fn(t, model, part, input_shape, x)
     times = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
@@ -351,13 +344,5 @@ def run_disco(
             if i >= warmup:
                 times.append(time.perf_counter() - start)
     t.barrier()
-    result = {
-        "rank": t.rank,
-        **stats,
-        "times_s": times,
-        "bytes": t.counter.to_dict(),
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-    }
-    if t.rank == _reduce_root(part):
-        result["logits"] = out.tolist()
-    return result
+    return rank_report(t, output_rank(part), out, **stats, times_s=times,
+                       maxrss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -1,6 +1,8 @@
 """Runtime errors: a failed peer must surface as one message naming rank and tag."""
 from __future__ import annotations
 
+import signal
+
 from disco_zoo.errors import DiscoZooError
 
 
@@ -22,3 +24,23 @@ class RendezvousError(DiscoZooError):
 
     The launcher retries on a fresh port when it sees this.
     """
+
+
+class LinkTooSlowError(PeerError):
+    """An emulated link would deliver a message after the wait's deadline.
+
+    Waiting would only end in a timeout later (or, unbounded, never), so the wait fails at
+    once and says which link, message and timeout are at odds.
+    """
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGHUP reached a launcher: raised like KeyboardInterrupt so that every
+    ``finally`` on the way out stops the ranks and removes the run's files.
+
+    A BaseException, so ``except Exception`` in user code cannot swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")

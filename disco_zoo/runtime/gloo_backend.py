@@ -2,10 +2,19 @@
 
 Point-to-point uses gloo's tagged isend/irecv on a uint8 view of the tensor, so every
 dtype travels as its bytes, exactly as on MPI.
+
+The rendezvous has no authentication, so it listens only where the ranks reach it: rank 0
+hosts the TCPStore on a socket bound to ``MASTER_ADDR`` itself (torch's own store binds
+every interface), and with a loopback ``MASTER_ADDR`` gloo's pair sockets stay on the
+loopback interface too (``GLOO_SOCKET_IFNAME``). Under torchrun the store is the agent's
+(torchrun's to bind); across hosts name the interface with ``GLOO_SOCKET_IFNAME`` or the
+worker's ``--iface``.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import time
 from datetime import timedelta
 from typing import Any
@@ -19,6 +28,38 @@ from disco_zoo.runtime.errors import RendezvousError
 __all__ = ["GlooBackend"]
 
 _ADDRESS_IN_USE = ("address already in use", "eaddrinuse", "errno 98")
+LOOPBACK_IFACE = "lo"
+
+
+def is_loopback(host: str) -> bool:
+    """Does ``host`` (a name or an address) resolve to loopback addresses only?"""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host``:``port`` only (not every interface)."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def make_store(host: str, port: int, rank: int, world_size: int, timeout: timedelta) -> dist.Store:
+    """The rendezvous store: rank 0 serves it on a socket bound to ``host`` alone."""
+    if rank != 0:
+        return dist.TCPStore(host, port, world_size, False, timeout, multi_tenant=True)
+    fd = listening_socket(host, port).detach()  # the store owns the socket from here
+    return dist.TCPStore(host, port, world_size, True, timeout, multi_tenant=True, master_listen_fd=fd)
 
 
 class GlooBackend:
@@ -32,11 +73,17 @@ class GlooBackend:
                 "disco_zoo.runtime.launch or torchrun"
             )
         self.rank, self.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        host, port, timeout = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), timedelta(seconds=timeout_s)
+        if is_loopback(host):
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", LOOPBACK_IFACE)
         try:
-            dist.init_process_group(
-                "gloo", init_method="env://", rank=self.rank, world_size=self.world_size,
-                timeout=timedelta(seconds=timeout_s),
-            )
+            if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # torchrun's agent serves the store
+                dist.init_process_group("gloo", init_method="env://", rank=self.rank, world_size=self.world_size,
+                                        timeout=timeout)
+            else:
+                store = make_store(host, port, self.rank, self.world_size, timeout)
+                dist.init_process_group("gloo", store=store, rank=self.rank, world_size=self.world_size,
+                                        timeout=timeout)
         except Exception as err:  # the TCP store could not bind or peers never came
             text = str(err).lower()
             if any(s in text for s in _ADDRESS_IN_USE):

@@ -1,25 +1,32 @@
 """Start one process per rank, collect their results, and never leave one behind.
 
-MPI ranks are started by the MPICH wheel's ``mpiexec`` (with ``-disable-auto-cleanup``
-so that survivors of a dead rank live long enough to report which peer and layer they
-were waiting on; we do the cleaning up). gloo ranks are started as plain subprocesses
-with an env:// rendezvous (what ``torchrun`` sets too) on a free loopback port; a port
-stolen between picking and binding is retried on a fresh one.
+MPI ranks are started by the MPICH wheel's ``mpiexec.gforker``, its process manager for
+one machine: it talks to the ranks over pipes, where hydra's ``mpiexec`` listens on
+every interface with no option to bind loopback; the ranks' own sockets are kept on the
+loopback interface (``UCX_NET_DEVICES=lo``). gloo ranks are started as plain
+subprocesses with an env:// rendezvous on a free loopback port, the store bound to
+127.0.0.1 only (see gloo_backend); a port stolen between picking and binding is retried
+on a fresh one. Nothing a local run opens is reachable from another machine.
 
-mpiexec (and the ranks it starts) or each gloo rank runs in its own session; those
-process groups are SIGKILLed when the run ends, plus every recorded rank pid, so a hung
-rank cannot outlive the launch.
+The launch stops as soon as a rank fails, dies or (seen by a peer's timeout) hangs, and
+names the first such rank and what the others were waiting for (their wait boards, see
+rank_status). The ranks' output and tracebacks go to a log file that the error names
+(run_log), not to the terminal.
+
+Nothing outlives the launch (lifetime): SIGTERM/SIGHUP interrupt it like SIGINT; every
+process started dies with its parent (PR_SET_PDEATHSIG); mpiexec and each gloo rank run
+in their own session, SIGKILLed as a group when the run ends; and a reaper process
+kills what is left and removes the run's directory if the launcher itself is killed.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +34,17 @@ from typing import Any
 
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.runtime.errors import PeerError
-from disco_zoo.runtime.link import LinkProfile
+from disco_zoo.runtime.failure_report import RunState, describe_failure
+from disco_zoo.runtime.lifetime import (
+    interrupt_on_signals, preexec_die_with_parent, reaper, signals_deferred, temporary_directory,
+)
+from disco_zoo.runtime.run_log import write_log
+from disco_zoo.timing.links import Link
 
-__all__ = ["launch", "free_port", "mpiexec_path", "pid_alive", "PeerError"]
+__all__ = ["launch", "free_port", "mpiexec_path", "local_mpiexec_path", "pid_alive", "PeerError", "LOCAL_NET_ENV"]
 
-GRACE_S = 2.0  # after a failure, extra time survivors get (beyond timeout_s) to report
 POLL_S = 0.05
+LOCAL_NET_ENV = {"UCX_NET_DEVICES": "lo", "FI_TCP_IFACE": "lo"}  # MPI ranks' sockets: loopback only
 
 
 def mpiexec_path() -> str:
@@ -40,6 +52,14 @@ def mpiexec_path() -> str:
     path = Path(sys.executable).parent / "mpiexec"
     if not path.exists():
         raise DiscoZooError(f"no mpiexec next to {sys.executable}: pip install mpich, or use --backend gloo")
+    return str(path)
+
+
+def local_mpiexec_path() -> str:
+    """The MPICH wheel's single-machine process manager (no listening socket)."""
+    path = Path(sys.executable).parent / "mpiexec.gforker"
+    if not path.exists():
+        raise DiscoZooError(f"no mpiexec.gforker next to {sys.executable}: pip install mpich, or use --backend gloo")
     return str(path)
 
 
@@ -59,6 +79,7 @@ class _Run:
     procs: list[subprocess.Popen] = field(default_factory=list)
     pgids: list[int] = field(default_factory=list)  # process groups to SIGKILL at the end
     pids: dict[int, int] = field(default_factory=dict)
+    outputs: list[Path] = field(default_factory=list)  # each process's captured stdout + stderr
 
     def read_pids(self) -> None:
         for rank in range(self.world_size):
@@ -77,6 +98,11 @@ class _Run:
             return self.procs[0].poll() is None
         return pid_alive(self.pids[rank])
 
+    def stopped(self, rank: int) -> bool:
+        """Is this rank's process stopped (SIGSTOP, a debugger)?"""
+        pid = self.procs[rank].pid if len(self.procs) == self.world_size else self.pids.get(rank)
+        return pid is not None and _proc_state(pid) in ("T", "t")
+
     def exit_status(self, rank: int) -> int | None:
         return self.procs[rank].returncode if len(self.procs) == self.world_size else None
 
@@ -87,7 +113,7 @@ class _Run:
             return None
 
     def kill(self) -> None:
-        """SIGKILL the process group and every recorded rank, then reap."""
+        """SIGKILL the process groups and every recorded rank, then reap."""
         self.read_pids()
         for pgid in self.pgids:
             try:
@@ -109,6 +135,15 @@ class _Run:
             time.sleep(POLL_S)
 
 
+def _proc_state(pid: int) -> str:
+    """The state letter of /proc/PID/stat ('R', 'S', 'T', 'Z', ...); '' if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
 def pid_alive(pid: int) -> bool:
     """Is ``pid`` running? (A zombie counts as dead; a pid we may not signal, as alive.)"""
     try:
@@ -117,36 +152,41 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:  # a zombie is dead for our purposes
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return _proc_state(pid) not in ("Z", "")
 
 
 def _worker_cmd(spec_path: Path) -> list[str]:
     return [sys.executable, "-m", "disco_zoo.runtime.worker", "--spec", str(spec_path)]
 
 
+def _popen(cmd: list[str], env: dict[str, str], run: _Run, output: Path) -> None:
+    """Start ``cmd`` in its own session, dying with us, its output captured in ``output``."""
+    with open(output, "wb") as sink:
+        proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=preexec_die_with_parent())
+    run.procs.append(proc)
+    run.pgids.append(proc.pid)
+    run.outputs.append(output)
+    reaper().watch(groups=[proc.pid])
+
+
 def _start(backend: str, spec_path: Path, run: _Run, threads: int) -> None:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     if backend == "mpi":
-        cmd = [mpiexec_path(), "-n", str(run.world_size), "-disable-auto-cleanup", *_worker_cmd(spec_path)]
-        proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
-        run.procs.append(proc)
-        run.pgids.append(proc.pid)
+        cmd = [local_mpiexec_path(), "-n", str(run.world_size), *_worker_cmd(spec_path)]
+        _popen(cmd, dict(env, **LOCAL_NET_ENV), run, run.out_dir / "mpiexec.out")
         return
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(run.world_size))
+    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(run.world_size),
+               GLOO_SOCKET_IFNAME="lo")  # gloo's pairs on loopback, whatever the caller's environment says
     for rank in range(run.world_size):
         rank_env = dict(env, RANK=str(rank), LOCAL_RANK=str(rank))
-        proc = subprocess.Popen(_worker_cmd(spec_path), env=rank_env, stdin=subprocess.DEVNULL, start_new_session=True)
-        run.procs.append(proc)
-        run.pgids.append(proc.pid)
+        _popen(_worker_cmd(spec_path), rank_env, run, run.out_dir / f"rank{rank}.out")
 
 
-def _monitor(run: _Run, timeout_s: float, wall_timeout_s: float | None) -> tuple[list[Any] | None, str, dict]:
-    """Wait for every rank; returns (results, "", {}) or (None, reason, details)."""
-    started, failed_at = time.monotonic(), None
+def _monitor(run: _Run, wall_timeout_s: float | None) -> tuple[list[Any] | None, str, dict]:
+    """Wait for every rank; returns (results, "", {}) or, the moment a rank has failed or
+    died (or the wall-clock limit passed), (None, reason, details)."""
+    started = time.monotonic()
     while True:
         run.read_pids()
         alive = {r: run.alive(r) for r in range(run.world_size)}
@@ -155,65 +195,41 @@ def _monitor(run: _Run, timeout_s: float, wall_timeout_s: float | None) -> tuple
             return [results[r]["result"] for r in range(run.world_size)], "", {}
         dead = [r for r in range(run.world_size) if results[r] is None and not alive[r]]
         errors = {r: res for r, res in results.items() if res is not None and not res["ok"]}
-        pending = [r for r in range(run.world_size) if results[r] is None and alive[r]]
-        now = time.monotonic()
+        running = [r for r in range(run.world_size) if results[r] is None and alive[r]]
         if any(res.get("type") == "RendezvousError" for res in errors.values()):
             return None, "rendezvous", {"errors": errors}
-        if (dead or errors) and failed_at is None:
-            failed_at = now
-        if failed_at is not None:
-            blamed = {res.get("peer") for res in errors.values()} | set(dead)
-            # a rank that raised by itself said why: survivors get a short grace, not a timeout
-            self_failed = any(res.get("type") != "PeerError" for res in errors.values())
-            wait = GRACE_S if self_failed else timeout_s + GRACE_S
-            if not pending or set(pending) <= blamed or now > failed_at + wait:
-                return None, "failed", {"dead": dead, "errors": errors, "hung": pending}
-        elif wall_timeout_s is not None and now > started + wall_timeout_s:
-            return None, "wall", {"dead": [], "errors": {}, "hung": pending}
+        if dead or errors:  # which running ranks are stopped is read now, before they are killed
+            stopped = {r for r in running if run.stopped(r)}
+            return None, "failed", {"dead": dead, "errors": errors, "running": running, "stopped": stopped}
+        if wall_timeout_s is not None and time.monotonic() > started + wall_timeout_s:
+            return None, "wall", {"dead": [], "errors": {}, "running": running, "stopped": set()}
         time.sleep(POLL_S)
 
 
-def _failure_message(run: _Run, reason: str, details: dict, wall_timeout_s: float | None) -> PeerError:
-    """One message, the cause first: ranks that failed by themselves, died or hung, then
-    what the ranks waiting on them saw (peer and tag), then bystanders."""
-    errors = details["errors"]
-    own = {r: res for r, res in errors.items() if res.get("type") != "PeerError"}
-    waiting = {r: res for r, res in errors.items() if res.get("type") == "PeerError"}
-    blamed = {res.get("peer") for res in waiting.values()}
-    culprits: list[int] = []
-    lines = []
-    for rank, res in sorted(own.items()):
-        lines.append(f"rank {rank} failed: {res['error']}")
-        culprits.append(rank)
-    for rank in details["dead"]:
-        status = run.exit_status(rank)
-        lines.append(f"rank {rank} died" + (f" (exit status {status})" if status is not None else "") + " before returning a result")
-        culprits.append(rank)
-    bystanders = []
-    for rank in details["hung"]:
-        if reason == "wall":
-            lines.append(f"rank {rank} still running after {wall_timeout_s:g} s; killed")
-        elif rank in blamed:
-            lines.append(f"rank {rank} hung (no result, still running); killed")
-        else:
-            bystanders.append(f"rank {rank} was still running when the run failed; killed")
-            continue
-        culprits.append(rank)
-    for rank, res in sorted(waiting.items()):
-        lines.append(res["error"].split(". This is typically")[0])  # gloo's advice is noise
-    tag = next((res.get("tag") for res in [*waiting.values(), *own.values()] if res.get("tag")), None)
-    if not culprits:
-        culprits = sorted(blamed - {None}) or sorted(errors)
-    return PeerError(
-        "distributed run failed:\n  " + "\n  ".join(lines + bystanders), rank=culprits[0] if culprits else None, tag=tag
+def _failure(run: _Run, reason: str, details: dict, timeout_s: float, wall_timeout_s: float | None) -> PeerError:
+    """The run's PeerError: one summary line that ends naming the log with the details."""
+    state = RunState(
+        out_dir=run.out_dir, world_size=run.world_size, reason=reason, dead=details["dead"],
+        errors=details["errors"], running=details["running"],
+        exit_status={r: run.exit_status(r) for r in details["dead"]},
+        stopped=details["stopped"],
+        timeout_s=timeout_s, wall_timeout_s=wall_timeout_s, outputs=run.outputs,
     )
+    report = describe_failure(state)
+    return _with_log(report.summary, report.log_text, rank=report.rank, tag=report.tag)
 
 
-def _link_spec(link: LinkProfile | dict[tuple[int, int], LinkProfile] | None) -> Any:
+def _with_log(summary: str, log_text: str, rank: int | None = None, tag: str | None = None) -> PeerError:
+    path, why = write_log(log_text)
+    where = f"full log: {path}" if path else f"no log written ({why})"
+    return PeerError(f"{summary}. {where}", rank=rank, tag=tag)
+
+
+def _link_spec(link: Link | dict[tuple[int, int], Link] | None) -> Any:
     """JSON form of the link argument: one profile dict, or [[src, dst, profile dict], ...]."""
     if link is None:
         return None
-    if isinstance(link, LinkProfile):
+    if isinstance(link, Link):
         return None if link.is_ideal else link.to_dict()
     return [[src, dst, profile.to_dict()] for (src, dst), profile in sorted(link.items()) if not profile.is_ideal] or None
 
@@ -226,50 +242,62 @@ def launch(
     timeout_s: float = 60.0,
     threads_per_rank: int = 1,
     *,
-    link: LinkProfile | dict[tuple[int, int], LinkProfile] | None = None,
+    link: Link | dict[tuple[int, int], Link] | None = None,
     wire_dtype: str = "fp32",
     wall_timeout_s: float | None = None,
     retries: int = 3,
 ) -> list[Any]:
     """Run ``entry(transport, **args)`` on ``world_size`` ranks; results in rank order.
 
-    ``timeout_s`` bounds every wait on a peer: a dead or hung rank makes the run fail
-    with PeerError (naming rank and tag) about ``timeout_s`` after it stopped answering.
-    ``wall_timeout_s`` optionally bounds the whole run (for ranks that hang without
-    ever waiting on a peer). ``link`` emulates every link (one profile for all ordered
-    pairs, or a map (src, dst) -> profile); ``wire_dtype`` is 'fp32'/'fp16'.
+    ``timeout_s`` bounds every wait on a peer, emulated delivery included: a hung rank
+    makes the run fail with PeerError (naming rank and tag) about ``timeout_s`` after it
+    stopped answering, a dead or failing one at once. ``wall_timeout_s`` optionally
+    bounds the whole run (for ranks that hang without ever waiting on a peer). ``link``
+    emulates every link (one profile for all ordered pairs, or a map (src, dst) ->
+    profile); ``wire_dtype`` is 'fp32'/'fp16'. SIGTERM or SIGHUP during the run raise
+    :class:`~disco_zoo.runtime.errors.Interrupted` after every rank is stopped.
     """
     if backend not in ("mpi", "gloo"):
         raise DiscoZooError(f"unknown backend {backend!r}: use 'mpi' or 'gloo'")
     if world_size < 1:
         raise DiscoZooError(f"world size must be >= 1, got {world_size}")
+    for name, value in (("timeout_s", timeout_s), ("wall_timeout_s", wall_timeout_s)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise DiscoZooError(f"{name} must be a positive number of seconds, got {value!r}: it bounds every wait")
     json.dumps(args or {})  # args travel as JSON
-    tmp = Path(tempfile.mkdtemp(prefix="disco-zoo-run-"))
-    try:
-        for attempt in range(retries):
-            out_dir = tmp / f"attempt{attempt}"
-            out_dir.mkdir()
-            spec = {
-                "entry": entry, "args": args or {}, "backend": backend, "timeout_s": timeout_s,
-                "wire_dtype": wire_dtype, "link": _link_spec(link),
-                "threads_per_rank": threads_per_rank, "out_dir": str(out_dir),
-            }
-            spec_path = out_dir / "spec.json"
-            spec_path.write_text(json.dumps(spec))
-            run = _Run(out_dir, world_size)
-            try:
-                _start(backend, spec_path, run, threads_per_rank)
-                results, reason, details = _monitor(run, timeout_s, wall_timeout_s)
-            finally:
+    with interrupt_on_signals(), temporary_directory(prefix="disco-zoo-run-") as tmp:
+        return _attempts(entry, world_size, backend, args or {}, timeout_s, threads_per_rank, link, wire_dtype,
+                         wall_timeout_s, retries, tmp)
+
+
+def _attempts(entry: str, world_size: int, backend: str, args: dict[str, Any], timeout_s: float, threads: int,
+              link: Any, wire_dtype: str, wall_timeout_s: float | None, retries: int, tmp: Path) -> list[Any]:
+    """Start the ranks; a port taken under the gloo rendezvous is retried on a fresh one."""
+    for attempt in range(retries):
+        out_dir = tmp / f"attempt{attempt}"
+        out_dir.mkdir()
+        spec = {
+            "entry": entry, "args": args, "backend": backend, "timeout_s": timeout_s,
+            "wire_dtype": wire_dtype, "link": _link_spec(link),
+            "threads_per_rank": threads, "out_dir": str(out_dir), "supervised": True,
+        }
+        spec_path = out_dir / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        run = _Run(out_dir, world_size)
+        try:
+            _start(backend, spec_path, run, threads)
+            results, reason, details = _monitor(run, wall_timeout_s)
+        finally:
+            with signals_deferred():
                 run.kill()
-            if results is not None:
-                return results
-            if reason == "rendezvous" and attempt + 1 < retries:
-                continue  # the port was taken: try again on a fresh one
-            if reason == "rendezvous":
-                first = next(iter(details["errors"].values()))
-                raise PeerError(f"could not set up the {backend} process group: {first['error']}")
-            raise _failure_message(run, reason, details, wall_timeout_s)
-        raise AssertionError("unreachable")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+                reaper().forget(groups=run.pgids)
+        if results is not None:
+            return results
+        if reason == "rendezvous" and attempt + 1 < retries:
+            continue  # the port was taken: try again on a fresh one
+        if reason == "rendezvous":
+            first = next(iter(details["errors"].values()))
+            raise _with_log(f"could not set up the {backend} process group: {first['error']}",
+                            first.get("traceback", ""))
+        raise _failure(run, reason, details, timeout_s, wall_timeout_s)
+    raise AssertionError("unreachable")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import statistics
 import time
 
 import torch
@@ -88,27 +87,34 @@ def sleep(t: Transport, seconds: float = 1.0) -> dict:
     return {"rank": t.rank}
 
 
-def pingpong(t: Transport, nbytes: int = 1024, iters: int = 50, warmup: int = 5) -> dict:
-    """Round trips between ranks 0 and 1 through the Transport; one-way = round trip / 2.
-    ``send_call_s``: how long rank 0's isend call itself takes (the sender's own time)."""
-    data = torch.zeros(max(nbytes // 4, 1), dtype=torch.float32)
-    one_way, send_call = [], []
-    t.barrier()
-    for i in range(warmup + iters):
-        start = time.perf_counter()
-        if t.rank == 0:
-            handle = t.isend(data, 1, "ping")
-            send_call.append(time.perf_counter() - start)
-            handle.wait()
-            t.recv(data.shape, data.dtype, 1, "pong")
-        elif t.rank == 1:
-            t.send(t.recv(data.shape, data.dtype, 0, "ping"), 0, "pong")
-        if i >= warmup:
-            one_way.append((time.perf_counter() - start) / 2)
-    return {"rank": t.rank, "median_s": statistics.median(one_way), "min_s": min(one_way),
-            "send_call_s": statistics.median(send_call[warmup:]) if send_call else 0.0}
-
-
 def threads(t: Transport) -> dict:
     """What the launcher set up in this rank's process."""
     return {"rank": t.rank, "torch_threads": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS")}
+
+
+def steady(t: Transport, seconds: float = 60.0, pause_s: float = 0.02, tag: str = "step", pid_dir: str = "") -> dict:
+    """A run that keeps talking, for fault tests: rank 0 asks every other rank in turn and
+    each answers after ``pause_s``, for ``seconds``; so rank 0 spends its time waiting to
+    receive on ``tag`` while a test kills or stops a rank.
+
+    ``pid_dir``: each rank writes ``<rank>.pid`` ("pid parent-pid") there once its
+    transport is up, so a test knows when and whom to hit.
+    """
+    if pid_dir:
+        with open(os.path.join(pid_dir, f"{t.rank}.pid"), "w") as f:
+            f.write(f"{os.getpid()} {os.getppid()}")
+    end, rounds, going = time.monotonic() + seconds, 0, True
+    while going:  # rank 0 alone decides when to stop (1: go on, 0: stop), so no rank waits for ever
+        if t.rank == 0:
+            going = time.monotonic() < end
+            for peer in range(1, t.world_size):
+                t.send(torch.tensor([float(going)]), peer, tag)
+                if going:
+                    t.recv((1,), torch.float32, peer, tag)
+        else:
+            going = bool(t.recv((1,), torch.float32, 0, tag)[0])
+            if going:
+                time.sleep(pause_s)
+                t.send(torch.ones(1), 0, tag)
+        rounds += going
+    return {"rank": t.rank, "rounds": rounds}

@@ -11,6 +11,7 @@ with the same (source, tag).
 """
 from __future__ import annotations
 
+import math
 import os
 import threading
 from contextlib import contextmanager
@@ -22,10 +23,12 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 import torch
 
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.runtime.errors import PeerError
-from disco_zoo.runtime.link import LinkEmulator, LinkProfile
+from disco_zoo.runtime.errors import LinkTooSlowError, PeerError
+from disco_zoo.runtime.link import LinkEmulator
+from disco_zoo.runtime.rank_status import WaitBoard
+from disco_zoo.timing.links import Link
 
-__all__ = ["Transport", "LinkProfile", "ByteCounter", "Backend", "WIRE_DTYPES", "tag_id", "poll_until", "wait_until"]
+__all__ = ["Transport", "ByteCounter", "Backend", "WIRE_DTYPES", "tag_id", "poll_until", "wait_until"]
 
 WIRE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 MAX_TAG = 32767  # the smallest MPI_TAG_UB the standard allows
@@ -151,9 +154,11 @@ class SendHandle:
             raise transport._wrap(err, "send to", dst, tag) from err
 
     def wait(self) -> None:
-        self._transport._wait_all(self._requests, "send to", self.dst, self.tag)
+        deadline = time.monotonic() + self._transport.timeout_s
+        nbytes = self._bufs[0].numel() * self._bufs[0].element_size() if self._bufs else 0
+        self._transport._wait_all(self._requests, "send to", self.dst, self.tag, deadline)
         self._bufs = []
-        wait_until(self.deliver_at)
+        self._transport._hold_until(self.deliver_at, deadline, (self._transport.rank, self.dst), self.tag, nbytes)
 
 
 class RecvHandle:
@@ -170,25 +175,30 @@ class RecvHandle:
                           for b in ([self._buf] if self._stamp is None else [self._buf, self._stamp])]
 
     def wait(self) -> torch.Tensor:
-        self._transport._wait_all(self._requests, "receive from", self.src, self.tag)
+        deadline = time.monotonic() + self._transport.timeout_s
+        self._transport._wait_all(self._requests, "receive from", self.src, self.tag, deadline)
         if self._stamp is not None:
-            wait_until(float(self._stamp[0]))
+            nbytes = self._buf.numel() * self._buf.element_size()
+            self._transport._hold_until(float(self._stamp[0]), deadline, (self.src, self._transport.rank), self.tag, nbytes)
         return self._buf if self._buf.dtype == self._dtype else self._buf.to(self._dtype)
 
 
 class Transport:
     """Point-to-point messages between ranks, counted, optionally cast and link-emulated.
 
-    ``links`` maps an ordered pair (src, dst) to its LinkProfile, or is one profile for
-    every pair; ``timeout_s`` bounds every wait on a peer (then PeerError names it).
+    ``links`` maps an ordered pair (src, dst) to its Link, or is one profile for
+    every pair; ``timeout_s`` bounds every wait on a peer (then PeerError names it),
+    the emulated delivery included. ``board``, when given, records each wait in progress
+    so that the launcher can say what this rank was waiting for if a peer dies.
     """
 
     def __init__(
         self,
         backend: Backend,
         wire_dtype: str = "fp32",
-        links: LinkProfile | dict[tuple[int, int], LinkProfile] | None = None,
+        links: Link | dict[tuple[int, int], Link] | None = None,
         timeout_s: float = 60.0,
+        board: WaitBoard | None = None,
     ) -> None:
         if wire_dtype not in WIRE_DTYPES:
             raise DiscoZooError(f"unknown wire dtype {wire_dtype!r}: use one of {sorted(WIRE_DTYPES)}")
@@ -196,8 +206,11 @@ class Transport:
         self.rank, self.world_size = backend.rank, backend.world_size
         self.wire_dtype = wire_dtype
         self.timeout_s = float(timeout_s)
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):  # nan would make every wait endless
+            raise DiscoZooError(f"timeout must be a positive number of seconds, got {timeout_s!r}")
         self.counter = ByteCounter()
-        if isinstance(links, LinkProfile):
+        self.board = board
+        if isinstance(links, Link):
             links = {(s, d): links for s in range(self.world_size) for d in range(self.world_size) if s != d}
         self.links = links or {}
         self._emulator = LinkEmulator(self.rank, self.links) or None
@@ -241,10 +254,14 @@ class Transport:
     def barrier(self) -> None:
         """Every rank waits for every other, bounded by the timeout."""
         request = self.backend.post_barrier()
+        if self.board is not None:
+            self.board.waiting("reach the barrier with every rank", None, "barrier")
         try:
             done = self.backend.wait(request, time.monotonic() + self.timeout_s)
         except Exception as err:
             raise PeerError(f"rank {self.rank}: barrier failed: {err}", tag="barrier") from err
+        if done and self.board is not None:
+            self.board.done()
         if not done:
             raise PeerError(
                 f"rank {self.rank}: barrier not reached by every rank within {self.timeout_s:g} s", tag="barrier"
@@ -264,10 +281,12 @@ class Transport:
         finally:
             self.backend, self._emulator = saved
 
-    def _wait_all(self, requests: list[Any], what: str, peer: int, tag: str) -> None:
+    def _wait_all(self, requests: list[Any], what: str, peer: int, tag: str, deadline: float) -> None:
         """Wait for a message's requests (its payload, and its stamp on an emulated link)
-        within one timeout; a failure or a timeout is a PeerError naming the peer."""
-        deadline = time.monotonic() + self.timeout_s
+        until ``deadline``; a failure or a timeout is a PeerError naming the peer. On
+        failure the board keeps the wait: it is what the launcher reports."""
+        if self.board is not None:
+            self.board.waiting(what, peer, tag)
         for request in requests:
             try:
                 done = self.backend.wait(request, deadline)
@@ -275,6 +294,24 @@ class Transport:
                 raise self._wrap(err, what, peer, tag) from err
             if not done:
                 raise self._peer_error(what, peer, tag)
+        if self.board is not None:
+            self.board.done()
+
+    def _hold_until(self, when: float, deadline: float, pair: tuple[int, int], tag: str, nbytes: int) -> None:
+        """Hold a message until its emulated delivery time, which must come by the wait's
+        deadline: a stamp past it fails now (waiting would only end in a timeout, or, for
+        a link slow enough, never)."""
+        if when > deadline:
+            link = self.links[pair]
+            speed = f"{link.bandwidth_bps:g} bit/s" if link.bandwidth_bps else "unlimited bandwidth"
+            raise LinkTooSlowError(
+                f"rank {self.rank}: the emulated link {pair[0]}->{pair[1]} ({speed}, {link.latency_s:g} s latency) "
+                f"delivers {tag!r} ({nbytes:,} bytes) {when - time.monotonic():.3g} s from now, past the timeout "
+                f"of {self.timeout_s:g} s: the link is too slow for the timeout; raise the timeout or give the "
+                "link more bandwidth or less latency",
+                rank=pair[1] if pair[0] == self.rank else pair[0], tag=tag,
+            )
+        wait_until(when)
 
     # -- errors -------------------------------------------------------------------------
     def _peer_error(self, what: str, peer: int, tag: str) -> PeerError:

@@ -10,7 +10,9 @@ Started by our launcher (``--spec FILE``) or directly by a multi-host launcher:
 (give torchrun a free ``--master-port``: with port 0 its workers are told to connect to
 port 0). Across hosts: ``mpiexec -hosts h1,h2 -n 2 ...`` or torchrun with ``--nnodes 2
 --node-rank R --master-addr H1`` on each host; every host needs the same environment and
-its node's shard file.
+its node's shard file. Name the network the ranks use with ``--iface IFACE`` (or
+``DISCO_ZOO_IFACE``), and hydra's with ``mpiexec -iface IFACE``: nothing on it is
+authenticated (docs/CONTRACTS.md, "Trust model").
 
 It builds the transport, calls ``function(transport, **args)`` and records the rank's
 JSON-able return value: as ``rank<k>.json`` in ``--out-dir`` (written atomically, which
@@ -49,10 +51,26 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def make_transport(spec: dict[str, Any]):
-    """The backend named in ``spec`` wrapped in a Transport with its link and wire dtype."""
-    from disco_zoo.runtime.link import LinkProfile
+def bind_interface(spec: dict[str, Any]) -> None:
+    """Across hosts, keep the backend's sockets on the interface the user named
+    (``--iface`` / ``DISCO_ZOO_IFACE``): gloo's pairs via GLOO_SOCKET_IFNAME, MPI's (UCX or
+    libfabric TCP) via UCX_NET_DEVICES / FI_TCP_IFACE. mpiexec's own control port is
+    hydra's: pass it ``-iface`` too."""
+    iface = spec.get("iface")
+    if not iface:
+        return
+    if spec["backend"] == "gloo":
+        os.environ["GLOO_SOCKET_IFNAME"] = iface
+    else:
+        os.environ["UCX_NET_DEVICES"] = iface
+        os.environ["FI_TCP_IFACE"] = iface
+
+
+def make_transport(spec: dict[str, Any], board: Any = None):
+    """The backend named in ``spec`` wrapped in a Transport with its link and wire dtype
+    (``board``: the rank's WaitBoard, when a launcher watches it)."""
     from disco_zoo.runtime.transport import Transport
+    from disco_zoo.timing.links import Link
 
     if spec["backend"] == "mpi":
         from disco_zoo.runtime.mpi_backend import MPIBackend
@@ -68,10 +86,11 @@ def make_transport(spec: dict[str, Any]):
         raise DiscoZooError(f"unknown backend {spec['backend']!r}: use 'mpi' or 'gloo'")
     link = spec.get("link")
     if isinstance(link, list):  # per ordered pair: [[src, dst, profile], ...]
-        links = {(src, dst): LinkProfile(**profile) for src, dst, profile in link}
+        links = {(src, dst): Link(**profile) for src, dst, profile in link}
     else:
-        links = LinkProfile(**link) if link else None
-    return Transport(backend, wire_dtype=spec.get("wire_dtype", "fp32"), links=links, timeout_s=spec["timeout_s"])
+        links = Link(**link) if link else None
+    return Transport(backend, wire_dtype=spec.get("wire_dtype", "fp32"), links=links, timeout_s=spec["timeout_s"],
+                     board=board)
 
 
 def _rank_hint() -> int:
@@ -86,12 +105,17 @@ def run(spec: dict[str, Any]) -> tuple[int, Any, Any]:
     """Run one rank: (rank, the entry's JSON-able result, the transport); raises on failure."""
     out_dir = Path(spec["out_dir"]) if spec.get("out_dir") else None
     rank = _rank_hint()
+    board = None
     if out_dir:
+        from disco_zoo.runtime.rank_status import WaitBoard
+
         (out_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
+        board = WaitBoard(out_dir / f"rank{rank}.wait")
     import torch
 
     torch.set_num_threads(int(spec.get("threads_per_rank", 1)))
-    transport = make_transport(spec)
+    bind_interface(spec)
+    transport = make_transport(spec, board)
     function = resolve_entry(spec["entry"])
     result = function(transport, **spec.get("args", {}))
     json.dumps(result)  # fail here, clearly, if the entry returned something not JSON-able
@@ -119,6 +143,8 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
     parser.add_argument("--latency", default=None, help="emulated one-way latency, e.g. 2ms")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per rank")
     parser.add_argument("--out-dir", default=None, help="write rank<k>.json here instead of stdout")
+    parser.add_argument("--iface", default=os.environ.get("DISCO_ZOO_IFACE"),
+                        help="network interface the backend binds across hosts (default: $DISCO_ZOO_IFACE)")
     ns = parser.parse_args(argv)
     if ns.spec:
         spec = json.loads(Path(ns.spec).read_text())
@@ -127,20 +153,35 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
         return spec
     if not ns.entry:
         parser.error("--entry or --spec is required")
-    from disco_zoo.runtime.link import LinkProfile
+    from disco_zoo.timing.links import Link
 
-    link = LinkProfile.parse(ns.bandwidth, ns.latency)
+    link = Link.parse(ns.bandwidth, ns.latency)
     backend = ns.backend or ("gloo" if "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_WORLD_SIZE" in os.environ else "mpi")
     return {
         "entry": ns.entry, "args": json.loads(ns.args), "backend": backend, "timeout_s": ns.timeout,
         "wire_dtype": ns.wire_dtype, "link": None if link.is_ideal else link.to_dict(),
-        "threads_per_rank": ns.threads, "out_dir": ns.out_dir,
+        "threads_per_rank": ns.threads, "out_dir": ns.out_dir, "iface": ns.iface,
     }
+
+
+def _supervise() -> None:
+    """Under our launcher: die with the parent (the launcher, or mpiexec), and leave
+    stopping to the launcher, which SIGKILLs every rank. mpiexec's SIGINT/SIGQUIT to the
+    survivors of a dead rank are ignored, so the launcher sees which rank died first."""
+    import signal
+
+    from disco_zoo.runtime.lifetime import die_with_parent
+
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGQUIT, signal.SIG_IGN)
 
 
 def main(argv: list[str] | None = None) -> None:
     spec = parse_args(argv)
     rank = _rank_hint()
+    if spec.get("supervised"):
+        _supervise()
     try:
         rank, result, transport = run(spec)
     except BaseException as err:  # record, then leave at once: peers may be gone
@@ -157,8 +198,9 @@ def main(argv: list[str] | None = None) -> None:
         try:
             _record(spec, rank, payload)
         finally:
-            sys.stderr.write(payload["traceback"])
-            sys.stderr.flush()
+            if not spec.get("supervised"):  # the launcher keeps it in the run's log instead
+                sys.stderr.write(payload["traceback"])
+                sys.stderr.flush()
             sys.stdout.flush()
             os._exit(1)
     _record(spec, rank, {"ok": True, "result": result})

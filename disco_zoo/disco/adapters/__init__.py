@@ -15,7 +15,7 @@ from disco_zoo.disco.masked import to_masked
 from disco_zoo.disco.partition import Partition
 from disco_zoo.errors import DiscoZooError
 
-__all__ = ["to_disco", "apply_partition", "get_partition", "build_partition", "FAMILIES"]
+__all__ = ["to_disco", "apply_partition", "get_partition", "find_partition", "build_partition", "families"]
 
 
 def _families() -> list[tuple[str, Callable[[nn.Module], bool], Callable[..., Partition]]]:
@@ -29,7 +29,9 @@ def _families() -> list[tuple[str, Callable[[nn.Module], bool], Callable[..., Pa
     ]
 
 
-FAMILIES = ("resnet", "vit", "swin", "sequential")
+def families() -> list[str]:
+    """The adapter families, in the order they are tried (the one list of them)."""
+    return [name for name, _, _ in _families()]
 
 
 def build_partition(model: nn.Module, nodes: int, ratios: Sequence[float] | None = None) -> Partition:
@@ -45,7 +47,7 @@ def build_partition(model: nn.Module, nodes: int, ratios: Sequence[float] | None
             part.check()
             return part
     raise DiscoZooError(
-        f"no DISCO adapter for {type(model).__name__}; supported families: {', '.join(FAMILIES)} "
+        f"no DISCO adapter for {type(model).__name__}; supported families: {', '.join(families())} "
         "(timm ResNet with BasicBlock/Bottleneck, VisionTransformer, SwinTransformer, "
         "or an nn.Sequential of conv/bn/act/pool/linear)."
     )
@@ -65,9 +67,14 @@ def apply_partition(model: nn.Module, partition: Partition) -> nn.Module:
     return model
 
 
+def find_partition(model: nn.Module) -> Partition | None:
+    """The partition of a DISCO model, or None for a dense one."""
+    return getattr(model, "disco_partition", None)
+
+
 def get_partition(model: nn.Module) -> Partition:
     """The partition of a DISCO model; a dense model is a clear error."""
-    part = getattr(model, "disco_partition", None)
+    part = find_partition(model)
     if part is None:
         raise DiscoZooError(f"{type(model).__name__} is not a DISCO model; convert it with to_disco(model, nodes)")
     return part

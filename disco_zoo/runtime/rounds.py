@@ -1,4 +1,7 @@
-"""Interleaved timing inside one launch: what every latency ratio we report is made of.
+"""Interleaved timing rounds inside one launch: what every latency ratio we report is made of.
+
+(Named *rounds*, not timing, so it is not confused with :mod:`disco_zoo.timing`, the
+model of time these measurements are compared with.)
 
 Why: this kind of machine (a small VM) changes speed by tens of percent from one second
 to the next, so a ratio of two numbers measured minutes (or even seconds) apart says
@@ -9,10 +12,10 @@ and with the same processes and weights (the order rotates from round to round):
    wait at a barrier: the single-process baseline;
 2. ``solo`` (optional): each rank's compute alone, one rank at a time while the others
    wait: the rank's inference with no wire under it
-   (:func:`~disco_zoo.runtime.cost_model.run_without_wire`);
+   (:func:`~disco_zoo.runtime.profiling.run_without_wire`);
 3. ``concurrent``: every rank's compute alone at the same time, as in the real run, so
    it includes the contention for cores and memory that ranks sharing a machine cause;
-   its program (compute gaps and messages) feeds the cost model;
+   its program (compute gaps and messages) feeds the model of time;
 4. ``real``: one distributed inference through the transport (and the emulated links).
 
 A ratio is taken within each round and the median over rounds is reported.
@@ -25,23 +28,25 @@ from typing import Any
 
 import torch
 
-from disco_zoo.runtime.cost_model import run_without_wire
-from disco_zoo.runtime.disco_executor import _input, load_node, node_forward
+from disco_zoo.registry import build_model, split_name
+from disco_zoo.runtime.disco_executor import inference_fn, load_node
+from disco_zoo.runtime.profiling import run_without_wire
+from disco_zoo.runtime.session import seeded_input
 from disco_zoo.runtime.transport import Transport
 
-__all__ = ["time_rounds", "build_dense"]
+__all__ = ["time_rounds", "build_dense", "ROUNDS_ENTRY"]
+
+ROUNDS_ENTRY = "disco_zoo.runtime.rounds:time_rounds"
 
 
 def build_dense(name: str) -> torch.nn.Module:
     """The dense baseline: ``arch.tag`` loads published weights, a bare arch is random
     (latency does not depend on the weights' values)."""
-    from disco_zoo.registry import create_model, split_name
-
     if split_name(name)[1]:
         from disco_zoo.hub import load
 
         return load(name).eval()
-    return create_model(name).eval()
+    return build_model(name).eval()
 
 
 def _timed(forward) -> float:
@@ -67,8 +72,8 @@ def time_rounds(
     loading cost (measured before the dense model, if any, is built)."""
     model, part, stats = load_node(t, folder, verify)
     maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    x = _input(None, input_shape, seed) if t.rank == 0 else None
-    forward = node_forward(t, model, part, input_shape, x)
+    x = seeded_input(input_shape, seed) if t.rank == 0 else None
+    forward = inference_fn(t, model, part, input_shape, x)
     dense_model = build_dense(dense) if dense and t.rank == 0 else None  # fed the same image x
     out: dict[str, Any] = {"real_s": [], "solo_s": [], "concurrent_s": [], "programs": [], "dense_s": []}
 

@@ -1,0 +1,446 @@
+"""Shared test helpers (tests never import each other; append new helpers below)."""
+from __future__ import annotations
+
+import glob
+import ipaddress
+import itertools
+import os
+import random
+import re
+import shutil
+import subprocess
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from disco_zoo.runtime.launch import pid_alive
+
+# -- planner: tiny hand-built nets and profiles ----------------------------------------
+
+
+class Branchy(nn.Module):
+    """Conv stem, a residual add, a two-branch channel concat, a pooled head."""
+
+    def __init__(self, k1: int = 3, s1: int = 1, k2: int = 3, d2: int = 1, pool: int = 2) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, k1, stride=s1, padding=k1 // 2)
+        self.bn = nn.BatchNorm2d(8)
+        self.a = nn.Conv2d(8, 8, k2, padding=d2 * (k2 // 2), dilation=d2)
+        self.b1 = nn.Conv2d(8, 4, 1)
+        self.b2 = nn.Conv2d(8, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(pool, stride=pool, ceil_mode=True)
+        self.head = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.stem(x)))
+        x = x + torch.relu(self.a(x))
+        x = torch.cat([self.b1(x), self.b2(x)], dim=1)
+        x = self.pool(x)
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def random_profile(rng: random.Random, n: int) -> object:
+    from disco_zoo.planner import profile_from_dict
+
+    devices = [{"name": f"d{i}", "flops": rng.choice([1e6, 3e6, 1e7, 4e7])} for i in range(n)]
+    pairs = [{"between": [f"d{i}", f"d{j}"], "bandwidth_bps": rng.choice([1e5, 1e6, 1e7, 1e8]),
+              "latency_s": rng.choice([0.0, 1e-4, 1e-3])}
+             for i in range(n) for j in range(i + 1, n) if rng.random() < 0.7]
+    return profile_from_dict({"devices": devices, "links": {
+        "default": {"bandwidth_bps": rng.choice([1e6, 1e7]), "latency_s": 1e-4}, "pairs": pairs}})
+
+
+def three_devices(memory: float | None = None) -> object:
+    from disco_zoo.planner import profile_from_dict
+
+    mem = {} if memory is None else {"memory_bytes": memory}
+    return profile_from_dict({"devices": [{"name": "a", "flops": 2e7, **mem}, {"name": "b", "flops": 1e7, **mem},
+                                          {"name": "c", "flops": 5e6, **mem}],
+                              "links": {"default": {"bandwidth_bps": 1e8, "latency_s": 1e-4}}})
+
+
+# -- runtime: small DISCO models saved as shards, and the executor check ---------------
+
+DISCO_SHAPE = [2, 3, 32, 32]
+DISCO_ENTRY = "disco_zoo.runtime.disco_executor:run_disco"
+TINY_VIT = ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "embed_dim": 64, "num_heads": 4, "depth": 2})
+TINY_SWIN = (
+    "swin_tiny_patch4_window7_224",
+    {"img_size": 32, "window_size": 4, "embed_dim": 32, "depths": (1, 1, 2, 1), "num_heads": (4, 4, 4, 4)},
+)
+
+
+def sparse_disco_folder(tmp_path, nodes, ratios=None, seed=0, arch="resnet18", args=None):
+    """``arch`` (10 classes) over ``nodes`` nodes with random S_kj subsets, random BN
+    statistics and some own channels compute-pruned, saved as shards; returns (folder,
+    masked model, partition)."""
+    from disco_zoo.disco.adapters import apply_partition, get_partition, to_disco
+    from disco_zoo.disco.shards import save_shards
+    from disco_zoo.registry import build_model
+
+    torch.manual_seed(seed)
+    args = {**(args or {}), "num_classes": 10}
+    model = to_disco(build_model(arch, **args), nodes, ratios).eval()
+    rng = random.Random(seed)
+    part = get_partition(model).with_random_selection(rng)
+    for layer in part.layers.values():
+        if layer.mode == "split":
+            # compute pruning: each node skips some of its own channels
+            layer.dropped = [sorted(c for c in own if rng.random() < 0.1) for own in layer.in_groups]
+    apply_partition(model, part)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.normal_(0, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    folder = tmp_path / "shards"
+    save_shards(model, folder, extra={"arch": arch, "args": args})
+    return folder, model, part
+
+
+def check_disco_run(folder, model, part, backend, nodes, wire_dtype="fp32", shape=None):
+    """Run the DISCO executor on ``folder``: its output equals the masked model's, and its
+    bytes equal the accounting's (layer exchanges and the image scatter), per tag and pair."""
+    from disco_zoo.disco.accounting import disco_traffic, input_pair_bytes, layer_shapes
+    from disco_zoo.disco.adapters import apply_partition
+    from disco_zoo.runtime.disco_executor import INPUT_TAG, disco_tags
+    from disco_zoo.runtime.session import run_entry, seeded_input
+
+    shape = shape or DISCO_SHAPE
+    x = seeded_input(shape, 0)  # what run_disco feeds with seed 0
+    with torch.no_grad():
+        ref = model(x)
+        dense = apply_partition(model, part.with_all_open())(x)
+    apply_partition(model, part)
+    assert (dense - ref).abs().max().item() > 1e-3  # the masks matter: a wrong exchange would show
+    assert any(any(layer.dropped) for layer in part.layers.values() if layer.mode == "split")
+
+    run = run_entry(DISCO_ENTRY, nodes, backend, args={"folder": str(folder), "input_shape": shape}, timeout_s=30,
+                    wire_dtype=wire_dtype)
+    out = torch.tensor(run.output)
+    assert out.shape == ref.shape
+    tolerance = 1e-4 if wire_dtype == "fp32" else 5e-2 * ref.abs().max().item()
+    assert (out - ref).abs().max().item() <= tolerance
+
+    dtype_bytes = 4 if wire_dtype == "fp32" else 2
+    per_layer, per_pair = disco_traffic(part, layer_shapes(model, tuple(shape)), dtype_bytes)
+    layer_of = {tag: name for name, tag in disco_tags(part).items()}  # the tag policy may salt a colliding name
+    tags = {layer_of[tag]: n for tag, n in run.bytes["tags"].items()}
+    image = input_pair_bytes(part, tuple(shape), dtype_bytes)
+    assert tags.pop(INPUT_TAG) == sum(image.values())
+    assert tags == {name: n for name, n in per_layer.items() if n}
+    expected_pairs = dict(per_pair)
+    for pair, n in image.items():
+        expected_pairs[pair] = expected_pairs.get(pair, 0) + n
+    assert run.bytes["pairs"] == {p: n for p, n in expected_pairs.items() if n}
+    # each rank holds only its own shard: fewer parameters than the whole model
+    total = sum(p.numel() for p in model.parameters())
+    assert all(r["params"] < total for r in run.per_rank)
+    return run.per_rank
+
+
+# -- runtime: an in-process backend, so several nodes' layers can run in one test ------
+
+
+class LoopbackHub:
+    """Mailboxes shared by the :class:`LoopbackBackend` of every node in one process."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._boxes: dict = {}
+
+    def box(self, src: int, dst: int, tag: int):
+        import queue
+
+        with self._lock:
+            return self._boxes.setdefault((src, dst, tag), queue.Queue())
+
+
+class LoopbackBackend:
+    """A real wire inside one process: a send is queued for its receiver, a receive takes
+    it (run each node in its own thread). Unlike the NullBackend, receives get the data
+    that was sent, so several nodes' runtime layers can be checked against one model."""
+
+    name = "loopback"
+
+    def __init__(self, hub: LoopbackHub, rank: int, world_size: int) -> None:
+        self.hub, self.rank, self.world_size = hub, rank, world_size
+
+    def post_send(self, buf: torch.Tensor, dst: int, tag: int) -> None:
+        self.hub.box(self.rank, dst, tag).put(buf.clone())
+
+    def post_recv(self, buf: torch.Tensor, src: int, tag: int):
+        return buf, src, tag
+
+    def wait(self, request, deadline: float) -> bool:
+        import queue
+        import time
+
+        if request is None:
+            return True
+        buf, src, tag = request
+        try:
+            buf.copy_(self.hub.box(src, self.rank, tag).get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            return False
+        return True
+
+    def post_barrier(self) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def run_nodes(fn, nodes: int) -> list:
+    """``fn(k)`` for every node k, each in its own thread (so their exchanges can meet); results in node order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(nodes) as pool:
+        return list(pool.map(fn, range(nodes)))
+
+
+# -- faults: processes, listening sockets (from /proc) ----------------------------------
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids (other than ours) whose command line contains ``text``, zombies excluded."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as handle:
+                state = handle.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (from /proc's parent links)."""
+    children: dict[int, list[int]] = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            with open(stat) as handle:
+                ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.split("/")[2]))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def _address(hex_address: str) -> str:
+    """/proc/net/tcp{,6}'s little-endian hex address -> text."""
+    raw = bytes.fromhex(hex_address)
+    if len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw[::-1]))
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+    return str(ipaddress.IPv6Address(words))
+
+
+def listening_addresses(pids: list[int]) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state that one of ``pids`` holds."""
+    inodes = set()
+    for pid in pids:
+        for fd in glob.glob(f"/proc/{pid}/fd/*"):
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:["):-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as handle:
+            for line in handle.read().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and fields[9] in inodes:  # 0A: TCP_LISTEN
+                    address, port = fields[1].split(":")
+                    found.append((_address(address), int(port, 16)))
+    return found
+
+
+def is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+# -- data: a small ImageFolder of real PNG files ----------------------------------------
+
+
+def write_image_folder(root, classes=("cat", "dog"), per_class=3, size=(40, 50)):
+    """``root/<class>/<i>.png``: class c, image i has a constant red channel 60c + 20i
+    (the first image of a class is greyscale: it must load as 3 channels too)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.full((*size, 3), (60 * c + 20 * i) % 256, dtype=np.uint8)
+            pixels[..., 2] = rng.integers(0, 255, size)
+            mode = "L" if i == 0 else "RGB"
+            Image.fromarray(pixels[..., 0] if mode == "L" else pixels).save(root / name / f"{i}.png")
+    return root
+
+
+# -- network namespaces: two hosts joined by a tc-shaped veth pair ----------------------
+# Two Linux network namespaces joined by a veth pair shaped with ``tc`` (a test helper).
+#
+#     with veth_pair("50mbit") as link:
+#         subprocess.run(link.exec_cmd(0, [...]))   # runs in namespace 0, address link.addrs[0]
+#
+# Both veth ends are named ``link.iface`` (each lives in its own namespace), so one env
+# (``GLOO_SOCKET_IFNAME``, ``UCX_NET_DEVICES``, ...) serves every rank. Each direction is
+# shaped on its sender's egress by a token bucket (``tbf``: no netem needed, no added delay).
+# The route between the two sets ``quickack``, so every TCP segment is acknowledged at
+# once: without it, a delayed ACK now and then stalls a transfer for 40 ms, which no link
+# model predicts.
+#
+# What the shaper counts: tbf charges every Ethernet frame (IP packet + 14 bytes; it cuts
+# GSO packets into frames itself). A TCP segment carries ``mss = mtu - 52`` payload bytes
+# (20 IP + 20 TCP + 12 timestamp option) in an ``mtu + 14`` byte frame, and each segment
+# coming the other way puts one 66-byte ACK frame on this direction. So, with
+# ``reverse`` = payload bytes the other way / payload bytes this way,
+# ``payload_rate_bps(rate, mtu, reverse) = rate * mss / (mtu + 14 + 66 * reverse)``:
+# 95.6% of the rate one way, 91.6% when both directions carry as much (MTU 1500).
+#
+# Namespaces are named ``dzns<pid>-<n>a|b`` and deleted on exit (which deletes the veth);
+# :func:`clean_stale` removes those left by a process that is gone (a killed run).
+
+__all__ = ["VethLink", "veth_pair", "unavailable_reason", "clean_stale", "payload_rate_bps", "PREFIX"]
+
+PREFIX = "dzns"
+IFACE = "dzveth"
+SUBNET = "10.213.7"
+ETH_HEADER = 14  # what tbf counts per frame beyond the IP packet
+TCP_IP_HEADERS = 20 + 20 + 12  # IPv4 + TCP + timestamp option (Linux default)
+ACK_FRAME = TCP_IP_HEADERS + ETH_HEADER
+_counter = itertools.count()
+
+
+def payload_rate_bps(rate_bps: float, mtu: int = 1500, reverse: float = 0.0) -> float:
+    """TCP payload bits/s through a shaper of ``rate_bps`` that counts Ethernet frames,
+    when the other direction carries ``reverse`` times as many payload bytes (each of
+    its segments is acknowledged by one ACK frame sent this way)."""
+    return rate_bps * (mtu - TCP_IP_HEADERS) / (mtu + ETH_HEADER + ACK_FRAME * reverse)
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
+    if check and res.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {res.stderr.strip()}")
+    return res
+
+
+def _namespaces() -> list[str]:
+    out = _ip("netns", "list", check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def clean_stale(prefix: str = PREFIX) -> list[str]:
+    """Delete the namespaces ``<prefix><pid>-...`` whose pid no longer runs."""
+    removed = []
+    for name in _namespaces():
+        match = re.fullmatch(re.escape(prefix) + r"(\d+)-(?:\d+[ab]|probe)", name)
+        if match and not pid_alive(int(match.group(1))):
+            _ip("netns", "del", name, check=False)
+            removed.append(name)
+    return removed
+
+
+def unavailable_reason() -> str | None:
+    """Why namespaces + veth + tbf cannot be set up here (None: they can)."""
+    if os.geteuid() != 0:
+        return "needs root (ip netns, tc)"
+    for tool in ("ip", "tc"):
+        if shutil.which(tool) is None:
+            return f"needs iproute2's {tool!r}"
+    probe = f"{PREFIX}{os.getpid()}-probe"
+    try:
+        steps = [
+            ["ip", "netns", "add", probe],
+            ["ip", "-n", probe, "link", "add", "p0", "type", "veth", "peer", "name", "p1"],
+            ["tc", "-n", probe, "qdisc", "add", "dev", "p0", "root", "tbf",
+             "rate", "50mbit", "burst", "6kb", "limit", "1mb"],
+        ]
+        for cmd in steps:
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+            if res.returncode != 0:
+                return f"'{' '.join(cmd[:4])} ...' failed: {res.stderr.strip()}"
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"cannot set up network namespaces: {err}"
+    finally:
+        _ip("netns", "del", probe, check=False)
+    return None
+
+
+@dataclass(frozen=True)
+class VethLink:
+    namespaces: tuple[str, str]
+    iface: str
+    addrs: tuple[str, str]
+    rate_bps: float
+    mtu: int
+
+    def exec_cmd(self, side: int, cmd: list[str]) -> list[str]:
+        """``cmd`` run inside namespace ``side`` (0 or 1)."""
+        return ["ip", "netns", "exec", self.namespaces[side], *cmd]
+
+    def sent_bytes(self, side: int) -> int:
+        """Bytes the shaper of ``side`` has let out so far (frames, headers included)."""
+        out = subprocess.run(["tc", "-s", "-n", self.namespaces[side], "qdisc", "show", "dev", self.iface],
+                             capture_output=True, text=True, timeout=20).stdout
+        match = re.search(r"Sent (\d+) bytes", out)
+        return int(match.group(1)) if match else 0
+
+
+@contextmanager
+def veth_pair(rate: str = "50mbit", mtu: int = 1500) -> Iterator[VethLink]:
+    """Two fresh namespaces and a veth between them, each direction shaped to ``rate``;
+    torn down whatever happens."""
+    from disco_zoo.timing.links import parse_bandwidth
+
+    clean_stale()
+    n = next(_counter)
+    names = (f"{PREFIX}{os.getpid()}-{n}a", f"{PREFIX}{os.getpid()}-{n}b")
+    addrs = (f"{SUBNET}.1", f"{SUBNET}.2")
+    created = []
+    try:
+        for ns in names:
+            _ip("netns", "add", ns)
+            created.append(ns)
+        # made straight inside the namespaces: its names cannot clash with anything outside
+        _ip("link", "add", IFACE, "netns", names[0], "mtu", str(mtu), "type", "veth",
+            "peer", "name", IFACE, "netns", names[1], "mtu", str(mtu))
+        for ns, addr in zip(names, addrs):
+            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", IFACE)
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "link", "set", IFACE, "up")
+            _ip("-n", ns, "route", "change", f"{SUBNET}.0/24", "dev", IFACE, "quickack", "1")
+            # a few frames of burst: the rate holds on a millisecond scale
+            res = subprocess.run(["tc", "-n", ns, "qdisc", "add", "dev", IFACE, "root", "tbf", "rate", rate,
+                                  "burst", str(max(4 * (1500 + ETH_HEADER), 2 * (mtu + ETH_HEADER))), "limit", "4mb"],
+                                 capture_output=True, text=True, timeout=20)
+            if res.returncode != 0:
+                raise RuntimeError(f"tc tbf in {ns}: {res.stderr.strip()}")
+        yield VethLink(names, IFACE, addrs, parse_bandwidth(rate), mtu)
+    finally:
+        for ns in created:
+            _ip("netns", "del", ns, check=False)
