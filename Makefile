@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast setup clean
+.PHONY: demo test test-fast setup constraints clean
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the exact tested versions (pyproject.toml keeps ranges), so a
+# fresh machine installs what CI tested.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -22,6 +24,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Re-pin after changing a dependency: freezes the venv's versions of what pyproject needs.
+constraints: $(STAMP)
+	$(BIN)/python tools/freeze_constraints.py > constraints.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info

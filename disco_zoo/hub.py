@@ -3,11 +3,14 @@
 A pretrained name is ``arch.tag`` (no tag: the arch's default tag, the first published
 one). What is published is what the stores hold: a folder ``<arch>.<tag>/`` with a
 ``config.json`` under ``$DISCO_ZOO_HUB`` or the repository's ``hub/``; nothing else
-declares it. Resolution order (DESIGN.md): an explicit path, ``$DISCO_ZOO_HUB``, the
+declares it. An installed package has no ``hub/``: it knows the published names, their
+Hugging Face repositories and files from the index generated from ``hub/``
+(:mod:`disco_zoo.published`). Resolution order (DESIGN.md): an explicit path, ``$DISCO_ZOO_HUB``, the
 repository's ``hub/``, then the Hugging Face cache or Hub (``HF_HUB_OFFLINE=1`` or
 ``local_files_only=True`` keeps it to the cache). Every file's sha256 is checked before
 anything is loaded, loading is strict, and the loaded model carries its folder's config
-as ``model.pretrained_cfg``.
+as ``model.pretrained_cfg``. ``resolve_folder(name, node=k)`` fetches from the Hub only
+what device k needs: config.json, the card and its own shard.
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ from typing import Any, Callable
 
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.registry import UnknownModelError, get_entry, list_models, normalize_name, split_name
-from disco_zoo.store import CONFIG_NAME, FolderConfig, IntegrityError, load_folder_config, verify_folder
+from disco_zoo.published import HF_ORG, published_index
+from disco_zoo.store import (CARD_NAME, CONFIG_NAME, FolderConfig, IntegrityError, load_folder_config, shard_file_name,
+                             verify_folder)
 
 __all__ = [
     "HubError",
@@ -32,13 +37,15 @@ __all__ = [
     "hf_repo_id",
     "get_pretrained_cfg",
     "resolve_folder",
+    "node_patterns",
+    "default_store",
+    "is_published_folder",
     "load",
     "load_folder",
 ]
 
 HUB_ENV = "DISCO_ZOO_HUB"
-REPO_HUB = Path(__file__).resolve().parent.parent / "hub"
-HF_ORG = "disco-zoo"
+REPO_HUB = Path(__file__).resolve().parent.parent / "hub"  # a clone's store; absent in an installed wheel
 HubIntegrityError = IntegrityError  # the store's error: a file is missing, truncated or tampered with
 
 
@@ -67,16 +74,46 @@ def published_folders() -> dict[str, Path]:
     return found
 
 
+def _published_names() -> list[str]:
+    """Local stores' names first, then the shipped index's (what a pip install knows)."""
+    registered = set(list_models())
+    local = list(published_folders())
+    return local + [n for n in published_index() if n not in local and n.partition(".")[0] in registered]
+
+
 def list_pretrained(pattern: str = "*") -> list[str]:
     """Sorted ``arch.tag`` names with published weights, matching ``pattern`` (by the
-    full name or the arch alone)."""
+    full name or the arch alone): the local stores' and the shipped index's."""
     pattern = normalize_name(pattern) if pattern else "*"
-    return sorted(n for n in published_folders()
+    return sorted(n for n in _published_names()
                   if fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(n.split(".")[0], pattern))
 
 
 def _tags(arch: str) -> list[str]:
-    return [name.partition(".")[2] for name in published_folders() if name.partition(".")[0] == arch]
+    return [name.partition(".")[2] for name in _published_names() if name.partition(".")[0] == arch]
+
+
+def default_store() -> Path:
+    """Where ``train`` and ``sparsify`` write by default: ``$DISCO_ZOO_HUB``, else the
+    clone's ``hub/``, else ``./hub`` (an installed package has no hub/ of its own)."""
+    env_root = os.environ.get(HUB_ENV)
+    if env_root:
+        return Path(env_root)
+    return REPO_HUB if REPO_HUB.is_dir() else Path("hub")
+
+
+def is_published_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a model folder inside a local store (``$DISCO_ZOO_HUB`` or the
+    clone's ``hub/``): the folders users load by name, which a write must not replace unasked."""
+    if not (Path(folder) / CONFIG_NAME).is_file():
+        return False
+    here = Path(folder).resolve()
+    return any(root.is_dir() and here.parent == root.resolve() for root in hub_roots())
+
+
+def node_patterns(node: int) -> list[str]:
+    """The files device ``node`` fetches: config.json, the card and its own shard."""
+    return [CONFIG_NAME, CARD_NAME, shard_file_name(node)]
 
 
 def folder_name(name: str) -> str:
@@ -97,7 +134,7 @@ def folder_name(name: str) -> str:
 
 def hf_repo_id(name: str) -> str:
     """The Hugging Face Hub repository of a pretrained name (its config's ``hf_hub_id``
-    when a local copy says so, else the organisation's default)."""
+    when a local copy says so, else the shipped index's, else the organisation's default)."""
     wanted = folder_name(name)
     local = published_folders().get(wanted)
     if local is not None:
@@ -107,15 +144,32 @@ def hf_repo_id(name: str) -> str:
                 return config.hf_hub_id
         except DiscoZooError:
             pass
-    return f"{HF_ORG}/{wanted}"
+    indexed = published_index().get(wanted)
+    return indexed.hf_hub_id if indexed is not None else f"{HF_ORG}/{wanted}"
 
 
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def resolve_folder(name: str, path: str | os.PathLike[str] | None = None, local_files_only: bool = False) -> Path:
-    """The folder holding ``name``'s weights, searched in the documented order."""
+def _download_patterns(wanted: str, node: int | None) -> list[str] | None:
+    """``allow_patterns`` for a download: device ``node``'s files of a DISCO folder, or
+    everything (no node; or a dense folder, whose one file the root splits on the fly)."""
+    indexed = published_index().get(wanted)
+    if node is None or (indexed is not None and indexed.kind != "disco"):
+        return None
+    if indexed is not None and not 0 <= node < indexed.nodes:
+        raise HubError(f"{wanted} is split over {indexed.nodes} nodes; node {node} does not exist (0..{indexed.nodes - 1}).")
+    return node_patterns(node)
+
+
+def resolve_folder(name: str, path: str | os.PathLike[str] | None = None, local_files_only: bool = False,
+                   node: int | None = None) -> Path:
+    """The folder holding ``name``'s weights, searched in the documented order.
+
+    With ``node=k`` a download of a DISCO folder fetches only what device k needs
+    (:func:`node_patterns`), not every node's weights; a local folder is used as it is.
+    """
     if path is not None:
         explicit = Path(path)
         if (explicit / CONFIG_NAME).is_file():
@@ -137,7 +191,10 @@ def resolve_folder(name: str, path: str | os.PathLike[str] | None = None, local_
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(repo_id=hf_repo_id(name), local_files_only=offline))
+        patterns = _download_patterns(wanted, node)
+        return Path(snapshot_download(repo_id=hf_repo_id(name), local_files_only=offline, allow_patterns=patterns))
+    except HubError:
+        raise
     except Exception as err:  # huggingface_hub raises several types for "not there"
         looked.append(f"Hugging Face {'cache' if offline else 'Hub'} {hf_repo_id(name)} ({type(err).__name__})")
     arch, _, tag = wanted.partition(".")

@@ -32,11 +32,18 @@ __all__ = [
     "sha256_file",
     "file_record",
     "write_folder_atomically",
+    "shard_file_name",
 ]
 
 CONFIG_NAME = "config.json"
 CARD_NAME = "README.md"
 KINDS = ("dense", "disco")
+
+
+def shard_file_name(k: int) -> str:
+    """Node k's weight file in a DISCO folder: the one file a device needs besides
+    config.json (and the card), so a per-node download can name it without torch."""
+    return f"node{k}.safetensors"
 
 
 class ConfigError(DiscoZooError):

@@ -9,6 +9,7 @@ the task's (:meth:`disco_zoo.tasks.Task.training_loss`), and so is every metric
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from disco_zoo.progress import interactive, log_line
 from disco_zoo.tasks import DEFAULT_TASK, TrainingLoss, get_task
 
 __all__ = ["TrainConfig", "seed_everything", "fit", "recalibrate_batchnorm"]
@@ -37,11 +39,12 @@ def seed_everything(seed: int) -> None:
 
 
 def _progress(description: str, total: int, enabled: bool):
+    """A bar on a terminal; elsewhere :func:`fit` logs a plain line per epoch."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.fields[status]}"))
-    progress = Progress(*columns, disable=not enabled, transient=False)
+    progress = Progress(*columns, disable=not (enabled and interactive()), transient=False)
     return progress, progress.add_task(description, total=total, status="")
 
 
@@ -67,6 +70,7 @@ def fit(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, config.epochs * steps_per_epoch))
     losses: list[float] = []
     progress, bar = _progress(description, config.epochs * steps_per_epoch, show_progress)
+    log_epochs, started = show_progress and progress.disable, time.monotonic()
     with progress:
         for epoch in range(config.epochs):
             model.train()
@@ -85,6 +89,8 @@ def fit(
                 count += len(inputs)
                 progress.update(bar, advance=1, status=f"epoch {epoch + 1} loss {total / count:.3f}")
             losses.append(total / max(count, 1))
+            if log_epochs:
+                log_line(f"{description}: epoch {epoch + 1}/{config.epochs} loss {losses[-1]:.3f}", started)
     return losses
 
 

@@ -7,6 +7,6 @@ models=$(python -c "
 from disco_zoo.hub import get_pretrained_cfg, list_pretrained
 print(' '.join(n for n in list_pretrained() if get_pretrained_cfg(n).kind == 'disco'))")
 for model in $models; do
-    disco-zoo eval "$model" --json "eval/results/$model.json"
+    disco-zoo eval "$model" --out "eval/results/$model.json"
 done
 disco-zoo cards

@@ -444,3 +444,54 @@ def veth_pair(rate: str = "50mbit", mtu: int = 1500) -> Iterator[VethLink]:
     finally:
         for ns in created:
             _ip("netns", "del", ns, check=False)
+
+
+# -- hub: a local stand-in for the Hugging Face Hub and its cache -------------------------
+
+
+def fake_hub_download(remote: dict, cache, calls: list):
+    """A ``snapshot_download`` that serves ``remote`` ({repo_id: folder}) into ``cache``
+    laid out as huggingface_hub lays it out (``models--org--name/snapshots/<commit>``),
+    copying only the files huggingface_hub's own pattern filter keeps. Each call's
+    repo id and allow_patterns go to ``calls``; offline, only the cache is read."""
+    from pathlib import Path
+
+    from huggingface_hub.utils import filter_repo_objects
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+
+    def download(repo_id, local_files_only=False, allow_patterns=None, **_):
+        calls.append({"repo_id": repo_id, "allow_patterns": allow_patterns, "offline": local_files_only})
+        repo_dir = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+        snapshot = repo_dir / "snapshots" / commit
+        if local_files_only:
+            if not snapshot.is_dir():
+                raise FileNotFoundError(f"{repo_id} not in the cache")
+            return str(snapshot)
+        if repo_id not in remote:
+            raise FileNotFoundError(f"{repo_id} not on the hub")
+        source = Path(remote[repo_id])
+        names = sorted(p.name for p in source.iterdir() if p.is_file())
+        snapshot.mkdir(parents=True, exist_ok=True)
+        for name in filter_repo_objects(names, allow_patterns=allow_patterns):
+            (snapshot / name).write_bytes((source / name).read_bytes())
+        (repo_dir / "refs").mkdir(exist_ok=True)
+        (repo_dir / "refs" / "main").write_text(commit)
+        return str(snapshot)
+
+    return download
+
+
+def copy_to_hf_cache(folder, cache, repo_id: str):
+    """Lay ``folder`` out in a Hugging Face cache as a downloaded snapshot; its path."""
+    from pathlib import Path
+
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo_dir = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo_dir / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for item in Path(folder).iterdir():
+        (snapshot / item.name).write_bytes(item.read_bytes())
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+    return snapshot

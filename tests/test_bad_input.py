@@ -94,8 +94,8 @@ def test_run_refuses_bad_numbers(args, fragment):
 def test_eval_checks_every_option_before_it_starts():
     out, elapsed = run_cli("eval", "resnet18-disco-2node", "--bandwidth", "10mbit,fast")
     assert_one_clear_line(out, elapsed, "--bandwidth", "'fast'")
-    out, elapsed = run_cli("eval", "resnet18-disco-2node", "--json", "/proc/no/result.json")
-    assert_one_clear_line(out, elapsed, "--json", "not a writable folder")
+    out, elapsed = run_cli("eval", "resnet18-disco-2node", "--out", "/proc/no/result.json")
+    assert_one_clear_line(out, elapsed, "--out", "not a writable folder")
     out, elapsed = run_cli("eval", "resnet18-disco-2node", "--timeout", "nan")
     assert_one_clear_line(out, elapsed, "--timeout")
 

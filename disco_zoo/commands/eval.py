@@ -86,12 +86,13 @@ def eval_command(
     paper_size: int = typer.Option(224, "--paper-size", min=0,
                                    help="Also account/time at this size where the model's size is not fixed (0: skip)."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Accuracy and bytes only."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the whole result (with environment) here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole result (with environment) as JSON on stdout instead of the table."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the whole result (with environment) to this file."),
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds any rank may wait on a peer before the run fails."),
 ) -> None:
-    """Distributed inference over the eval split + traffic, FLOPs, memory and latency table."""
-    from rich.console import Console
+    """Distributed inference over the eval split + traffic, FLOPs, memory and latency table.
 
+    Progress shows live on a terminal and as plain lines in a log (on stderr with --json)."""
     from disco_zoo.commands.options import check_output_path, check_timeout, parse_links
     from disco_zoo.errors import DiscoZooError
     from disco_zoo.harness import DEFAULT_ROUNDS, EvalOptions, evaluate
@@ -100,8 +101,8 @@ def eval_command(
     links = parse_links(bandwidth)
     if backend not in ("mpi", "gloo"):
         raise DiscoZooError(f"--backend {backend!r}: use mpi or gloo")
-    if json_out is not None:
-        check_output_path(json_out, "--json")
+    if out is not None:
+        check_output_path(out, "--out")
     opts = EvalOptions(
         data=data,
         bandwidths=tuple(text for text, _ in links),
@@ -111,12 +112,16 @@ def eval_command(
         latency=not no_latency,
         timeout_s=check_timeout(timeout),
     )
-    console = Console(stderr=True)
-    with console.status("evaluating") as status:
-        report = evaluate(model, opts, progress=lambda text: status.update(text))
-    _print_report(report)
-    if json_out is not None:
-        report.write(json_out)
+    from disco_zoo.progress import status
+
+    with status(f"evaluating {model}", stderr=as_json) as update:
+        report = evaluate(model, opts, progress=update)
+    if out is not None:
+        report.write(out)
+    if as_json:
+        typer.echo(report.to_json(), nl=False)
+    else:
+        _print_report(report)
 
 
 def register(app: typer.Typer) -> None:

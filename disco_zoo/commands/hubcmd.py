@@ -84,6 +84,26 @@ def push_command(
     Console().print(f"pushed {folder} -> {info}")
 
 
+@hub_app.command("index")
+def index_command(
+    check: bool = typer.Option(False, "--check", help="Exit 1 if the shipped index is stale instead of writing it."),
+) -> None:
+    """Regenerate disco_zoo/published.json (what a pip install knows is published) from hub/."""
+    from disco_zoo.errors import DiscoZooError
+    from disco_zoo.hub import REPO_HUB
+    from disco_zoo.published import INDEX_PATH, render_index, write_index
+
+    if not REPO_HUB.is_dir():
+        raise DiscoZooError(f"{REPO_HUB} does not exist: `hub index` runs in a clone, where hub/ is.")
+    if check:
+        stale = not INDEX_PATH.is_file() or INDEX_PATH.read_text() != render_index(REPO_HUB)
+        typer.echo(f"{'stale' if stale else 'up to date'}: {INDEX_PATH}")
+        if stale:
+            raise typer.Exit(1)
+        return
+    typer.echo(f"{'wrote' if write_index(REPO_HUB) else 'up to date'}: {INDEX_PATH}")
+
+
 def cards_command(
     check: bool = typer.Option(False, "--check", help="Exit 1 if a card is stale instead of writing it."),
 ) -> None:

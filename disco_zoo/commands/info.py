@@ -22,7 +22,6 @@ def model_report(name: str, nodes: int | None, input_size: int | None, dtype: st
     or the built architecture's ``pretrained_cfg``) unless ``input_size`` overrides them.
     """
     from disco_zoo.disco.adapters import find_partition
-    from disco_zoo.errors import DiscoZooError
     from disco_zoo.graph import trace_model
     from disco_zoo.graph.accounting import dense_tp_traffic
 
@@ -36,9 +35,9 @@ def model_report(name: str, nodes: int | None, input_size: int | None, dtype: st
     if part is not None:
         from disco_zoo.disco.accounting import disco_accounting
 
-        if nodes is not None and nodes != part.nodes:
-            raise DiscoZooError(f"{label} is split over {part.nodes} nodes; drop --nodes or pass --nodes {part.nodes}")
-        nodes = part.nodes
+        from disco_zoo.commands.options import check_nodes
+
+        nodes = check_nodes(label, part.nodes, nodes)
         acc = disco_accounting(model, shape, dtype_bytes).to_json()
         report.update(masks=masks, **{k: acc[k] for k in _DISCO_KEYS})
     traffic = dense_tp_traffic(graph, nodes or 2, ratios=part.ratios if part is not None else None)
@@ -124,7 +123,7 @@ def info_command(
                                         help="Nodes for the within-layer parallel traffic (default: the model's, else 2)."),
     input_size: Optional[int] = typer.Option(None, "--input-size", min=8, help="Square input side (default: the model's)."),
     dtype: DType = typer.Option(DType.fp32, "--dtype", help="Activation dtype for byte counts."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable JSON document instead."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON document on stdout instead of the table."),
     all_layers: bool = typer.Option(False, "--all-layers", help="Show every layer, not only conv/linear/merges."),
 ) -> None:
     """Per-layer shapes, params, FLOPs and bytes of MODEL, and the dense within-layer parallel traffic."""

@@ -2,7 +2,7 @@
 
 Why a module of its own: a bad option must fail at once with one line naming it, not
 after minutes of accuracy runs (``eval --bandwidth fast``) or at the very end
-(``--json`` to a folder nobody may write), and every command should say it alike.
+(``--out`` to a folder nobody may write), and every command should say it alike.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.timing.links import Link
 
-__all__ = ["check_timeout", "parse_links", "check_output_path"]
+__all__ = ["check_timeout", "parse_links", "check_output_path", "check_not_published", "check_nodes"]
 
 
 def check_timeout(seconds: float, option: str = "--timeout") -> float:
@@ -56,3 +56,26 @@ def _can_create_in(folder: Path) -> bool:
             return True
     except OSError:
         return False
+
+
+def check_not_published(folder: Path, force: bool, option: str = "--out") -> Path:
+    """A model folder the command may (re)write: never a published one (inside
+    ``$DISCO_ZOO_HUB`` or the clone's ``hub/``, loaded by name, with its card) unless
+    ``--force`` says so. Checked before training starts, not after."""
+    from disco_zoo.hub import is_published_folder
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise DiscoZooError(f"{option} {folder} is a file; give a folder path")
+    if is_published_folder(folder) and not force:
+        raise DiscoZooError(f"{option} {folder} is a published model folder; pass --force to replace it "
+                            "(its weights and card), or write elsewhere with --out DIR")
+    check_output_path(folder / ".probe", option)
+    return folder
+
+
+def check_nodes(label: str, have: int, nodes: int | None) -> int:
+    """``--nodes`` must agree with the model's own split; the model's when not given."""
+    if nodes is not None and nodes != have:
+        raise DiscoZooError(f"{label} is split over {have} nodes; drop --nodes or pass --nodes {have}")
+    return have

@@ -14,7 +14,7 @@ def plan_command(
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classifier size (default: the model's)."),
     out: Optional[str] = typer.Option(None, "--out", help="Write the plan (JSON) here."),
     gantt: Optional[str] = typer.Option(None, "--gantt", help="Draw the per-device timeline (PNG) here."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON document on stdout instead of the table."),
 ) -> None:
     """Plan MODEL over the devices in a profile; print predicted latency vs each baseline."""
     from disco_zoo.planner.profiles import load_profile
@@ -56,7 +56,7 @@ def run_plan_command(
     emulate_links: bool = typer.Option(False, "--emulate-links", help="Emulate the profile's link of every device pair."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights and input."),
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds any rank may wait on a peer."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON document on stdout instead of the table."),
 ) -> None:
     """Execute PLAN, one process per device; print measured vs predicted latency and bytes."""
     from disco_zoo.runtime.edgeflow_executor import execute_plan

@@ -28,10 +28,9 @@ class WireDType(str, Enum):
 
 
 def _check_nodes(label: str, have: int, nodes: int | None) -> None:
-    from disco_zoo.errors import DiscoZooError
+    from disco_zoo.commands.options import check_nodes
 
-    if nodes is not None and nodes != have:
-        raise DiscoZooError(f"{label} is split over {have} nodes; drop --nodes or pass --nodes {have}")
+    check_nodes(label, have, nodes)
 
 
 def prepare_folder(model: str, nodes: int | None, scratch: Path, untrained: bool = False) -> tuple[Path, str]:
@@ -56,7 +55,7 @@ def prepare_folder(model: str, nodes: int | None, scratch: Path, untrained: bool
     else:
         from disco_zoo.hub import folder_name, resolve_folder
 
-        folder = resolve_folder(model)
+        folder = resolve_folder(model, node=0)  # the root's files; each rank fetches its own
         config = load_folder_config(folder)
         if config.kind == "disco":
             _check_nodes(config.name, config.nodes, nodes)
@@ -139,7 +138,12 @@ def run_report(
             raise DiscoZooError(f"{config.name} takes only {config.input_size[-1]}x{config.input_size[-1]} inputs "
                                 f"(fixed input size); drop --input-size {size}")
         world = config.nodes
-        args: dict[str, Any] = {"folder": str(folder), "input_shape": [1, config.input_size[0], size, size],
+        source = str(folder)
+        if config.kind == "disco" and not untrained and not Path(model).exists() and folder.parent != scratch:
+            from disco_zoo.hub import folder_name
+
+            source = folder_name(model)  # published: each rank resolves (downloads) its own node only
+        args: dict[str, Any] = {"folder": source, "input_shape": [1, config.input_size[0], size, size],
                                 "warmup": warmup, "repeats": repeats}
         if image is not None:
             args["input_path"] = str(image_tensor(image, config, size, scratch))
@@ -203,7 +207,7 @@ def run_command(
     repeats: int = typer.Option(1, "--repeats", min=1, help="Timed inferences (the fastest is reported)."),
     warmup: int = typer.Option(0, "--warmup", min=0, help="Untimed inferences first."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for a peer before failing."),
-    as_json: bool = typer.Option(False, "--json", help="Print a machine-readable JSON document instead."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON document on stdout instead of the table."),
 ) -> None:
     """Run MODEL split across processes (one per node) and report time, bytes and memory per rank."""
     from disco_zoo.commands.options import check_timeout

@@ -68,7 +68,7 @@ def _check_init_fits(init: "FolderConfig", task_name: str, info: "DatasetInfo", 
 
 def sparsify_command(
     model: str = typer.Argument(..., help="Registry name: a dense model (resnet18) or a DISCO variant."),
-    nodes: Optional[int] = typer.Option(None, "--nodes", "-n", help="Nodes (default: the variant's, else 2)."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", "-n", min=2, help="Nodes (a variant's own; a dense model's default 2)."),
     ratios: Optional[str] = typer.Option(None, "--ratios", help="Unequal split, e.g. '0.6,0.4'."),
     traffic: float = typer.Option(0.2, "--traffic", help="DISCO bytes / dense within-layer-parallel bytes."),
     compute: Optional[float] = typer.Option(
@@ -90,6 +90,7 @@ def sparsify_command(
     model_args: list[str] = typer.Option([], "--arg", help="Builder argument KEY=VALUE, repeatable."),
     out: Path = typer.Option(..., "--out", help="Folder for the shards and config.json."),
     storage: str = typer.Option("auto", "--storage", help="auto (fp16 when test top-1 is unchanged, else fp32) | fp16 | fp32."),
+    force: bool = typer.Option(False, "--force", help="Replace a published folder (in hub/ or $DISCO_ZOO_HUB) and its card."),
 ) -> None:
     """Sparsify MODEL's cross-node channels to a traffic budget and export per-node shards.
 
@@ -99,18 +100,21 @@ def sparsify_command(
     from rich.table import Table
 
     from disco_zoo.commands.common import folder_tag, model_metadata, parse_model_args, split_metrics, storage_decision
+    from disco_zoo.commands.options import check_nodes, check_not_published
     from disco_zoo.disco.accounting import disco_accounting
     from disco_zoo.disco.adapters import to_disco
     from disco_zoo.disco.shards import save_shards
     from disco_zoo.disco.sparsify import SparsifyConfig, sparsify
+    from disco_zoo.hub import HF_ORG
     from disco_zoo.registry import build_model, get_entry
     from disco_zoo.tasks import task_of
 
+    check_not_published(out, force)
     console = Console()
     entry = get_entry(model)
     task = task_of(entry)
     is_variant = entry.source == "disco"
-    nodes = nodes or (entry.kwargs.get("nodes", 2) if is_variant else 2)
+    nodes = check_nodes(entry.arch, int(entry.kwargs.get("nodes", 2)), nodes) if is_variant else (nodes or 2)
     split = _ratios(ratios, nodes)
     train_data = task.train_data(data, input_size, batch_size, seed, limit)
     loaders, info = train_data.loaders, train_data.info
@@ -145,6 +149,7 @@ def sparsify_command(
         "args": args,
         **model_metadata(task, info, net, input_size, folder_tag(out, info)),
         **({"dense": init_config.name} if init_config is not None else {}),
+        "hf_hub_id": f"{HF_ORG}/{entry.arch}.{folder_tag(out, info)}",
         "metrics": metrics,
         "accounting": summary,
         "sparsify": {**cfg.__dict__, "init": str(init) if init else None, **stats},

@@ -20,7 +20,7 @@ from disco_zoo.disco.adapters import get_partition
 from disco_zoo.disco.partition import Partition
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.registry import build_model
-from disco_zoo.store import FolderConfig, load_folder_config, verify_folder, write_folder_atomically
+from disco_zoo.store import FolderConfig, load_folder_config, shard_file_name, verify_folder, write_folder_atomically
 from disco_zoo.weights import storage_tensor
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
 
 
 def shard_file(k: int) -> str:
-    return f"node{k}.safetensors"
+    return shard_file_name(k)
 
 
 def _index(ids: list[int]) -> torch.Tensor:

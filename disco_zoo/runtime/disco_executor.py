@@ -51,7 +51,7 @@ from disco_zoo.store import load_folder_config
 
 __all__ = [
     "DiscoSplitLayer", "DiscoReduceLayer", "DiscoLayerNorm", "build_node_model", "load_node", "inference_fn",
-    "run_disco", "scatter_input", "current_rss_bytes", "disco_tags", "output_rank", "INPUT_TAG",
+    "run_disco", "node_folder", "scatter_input", "current_rss_bytes", "disco_tags", "output_rank", "INPUT_TAG",
 ]
 
 INPUT_TAG = "input"
@@ -288,8 +288,25 @@ def scatter_input(t: Transport, x: torch.Tensor | None, first: LayerSplit, input
     return t.recv(shape, torch.float32, 0, INPUT_TAG) if first.in_groups[t.rank] else torch.empty(shape)
 
 
+def node_folder(source: str, rank: int) -> Path:
+    """The folder rank ``rank`` loads from: ``source`` itself when it is a model folder,
+    else the published name's folder resolved for this node only, so that a device
+    downloading from the Hub fetches config.json, the card and its own shard, never
+    the other nodes' weights (:func:`disco_zoo.hub.resolve_folder`)."""
+    from disco_zoo.store import CONFIG_NAME
+
+    if (Path(source) / CONFIG_NAME).is_file():
+        return Path(source)
+    from disco_zoo.hub import resolve_folder
+
+    return resolve_folder(source, node=rank)
+
+
 def load_node(t: Transport, folder: str, verify: bool = True) -> tuple[nn.Module, Partition, dict[str, Any]]:
-    """Rank ``t.rank``'s node model, with what loading its shard cost (time, RSS growth)."""
+    """Rank ``t.rank``'s node model, with what loading its shard cost (time, RSS growth).
+
+    ``folder`` is a model folder or a published name (see :func:`node_folder`)."""
+    folder = str(node_folder(folder, t.rank))
     _warm_imports(folder)
     rss_before = current_rss_bytes()
     t0 = time.perf_counter()
