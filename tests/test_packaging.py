@@ -1,5 +1,6 @@
 """The package as pip installs it: its data files, the published index, dependency
 declarations and pins, the licence, and a built wheel used from outside the clone."""
+import importlib.util
 import json
 import os
 import re
@@ -66,6 +67,15 @@ def test_ranges_are_declared_and_constraints_pin_each_within_its_range():
         assert req.specifier and not any(s.operator == "==" for s in req.specifier), f"{req}: a range, not a pin"
         assert _normal(req.name) in pins, f"{req.name} is not pinned in constraints.txt"
         assert req.specifier.contains(pins[_normal(req.name)]), f"constraints.txt pins {req.name} outside {req}"
+
+
+def test_constraints_are_what_this_environment_runs():
+    """The pins are the tested set: what the freeze tool finds installed here, exactly."""
+    spec = importlib.util.spec_from_file_location("freeze_constraints", REPO / "tools" / "freeze_constraints.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    frozen = dict(line.split("==") for line in tool.pins(REPO / "pyproject.toml"))
+    assert frozen == _pins(), "constraints.txt is stale or this venv drifted: `make constraints`, or reinstall"
 
 
 def test_every_declared_dependency_is_imported():

@@ -3,7 +3,8 @@
 Why: pyproject.toml declares compatible ranges (a library must install beside others),
 while CI and ``make setup`` must install exactly what was tested. Run it in the tested
 venv; it walks pyproject's dependencies (test extra included) and their transitive
-requirements as this platform evaluates them, and pins each to the installed version.
+requirements (with the extras they ask for) as this platform evaluates them, and pins
+each to the installed version.
 """
 from __future__ import annotations
 
@@ -30,22 +31,27 @@ def normalise(name: str) -> str:
 def pins(pyproject: Path) -> list[str]:
     """``name==version`` for every distribution the project needs here, sorted."""
     project = tomllib.loads(pyproject.read_text())["project"]
-    stack = [Requirement(r).name for r in project["dependencies"] + project["optional-dependencies"]["test"]]
-    seen: dict[str, str] = {}
+    stack = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]]
+    versions: dict[str, str] = {}
+    done: set[tuple[str, str]] = set()  # (distribution, extra) pairs already walked; "" is the base
     while stack:
-        name = normalise(stack.pop())
-        if name in seen:
+        wanted = stack.pop()
+        name = normalise(wanted.name)
+        extras = [""] + sorted(wanted.extras)  # e.g. torch needs cuda-toolkit[cublas,...]
+        if all((name, extra) in done for extra in extras):
             continue
         try:
             dist = metadata.distribution(name)
         except metadata.PackageNotFoundError:
             sys.exit(f"{name} is required but not installed in {sys.prefix}: install the project first")
-        seen[name] = dist.version
-        for text in dist.requires or []:
-            req = Requirement(text)
-            if req.marker is None or req.marker.evaluate({"extra": ""}):
-                stack.append(req.name)
-    return [f"{name}=={version}" for name, version in sorted(seen.items())]
+        versions[name] = dist.version
+        for extra in extras:
+            done.add((name, extra))
+            for text in dist.requires or []:
+                req = Requirement(text)
+                if req.marker is None or req.marker.evaluate({"extra": extra}):
+                    stack.append(req)
+    return [f"{name}=={version}" for name, version in sorted(versions.items())]
 
 
 if __name__ == "__main__":
