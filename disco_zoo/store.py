@@ -84,15 +84,16 @@ def read_config(folder: Path | str) -> dict[str, Any]:
 # -- the typed config ---------------------------------------------------------------------
 
 
-def _field(raw: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ..., ) -> Any:
-    if key not in raw or raw[key] is None:
+def _field(raw: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
+    """``raw[key]`` checked against ``kind`` (JSON's true/false is no number); a missing
+    key is ``default``, or an error naming the field when there is none."""
+    if raw.get(key) is None:
         if default is ...:
             raise ConfigError(f"{where} lacks the field {key!r}; the folder is incomplete, rebuild it.")
         return default
     value = raw[key]
-    if isinstance(value, bool) and kind is not bool and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise ConfigError(f"{where}: field {key!r} must be {_kind_name(kind)}, got {value!r}")
-    if not isinstance(value, kind):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise ConfigError(f"{where}: field {key!r} must be {_kind_name(kind)}, got {type(value).__name__} {value!r:.60}")
     return value
 
