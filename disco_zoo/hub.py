@@ -11,6 +11,8 @@ repository's ``hub/``, then the Hugging Face cache or Hub (``HF_HUB_OFFLINE=1`` 
 anything is loaded, loading is strict, and the loaded model carries its folder's config
 as ``model.pretrained_cfg``. ``resolve_folder(name, node=k)`` fetches from the Hub only
 what device k needs: config.json, the card and its own shard.
+Wherever a command or :func:`load` takes a name it takes a model folder's path too
+(:func:`is_model_path`): this module is the one place that tells them apart.
 """
 from __future__ import annotations
 
@@ -36,7 +38,9 @@ __all__ = [
     "folder_name",
     "hf_repo_id",
     "get_pretrained_cfg",
+    "is_model_path",
     "resolve_folder",
+    "resolve_path_or_name",
     "node_patterns",
     "default_store",
     "is_published_folder",
@@ -163,13 +167,62 @@ def _download_patterns(wanted: str, node: int | None) -> list[str] | None:
     return node_patterns(node)
 
 
+def is_model_path(text: str | os.PathLike[str]) -> bool:
+    """Whether ``text`` names a folder (or file) rather than a registry name: it has a path
+    separator, starts with '.' or '~', is a folder holding a config.json here, or is an
+    existing folder that no registered architecture is called. Names never hold a
+    separator, so ``./resnet18`` is how a folder named like a model is given."""
+    text = os.fspath(text)
+    separators = tuple(s for s in (os.sep, os.altsep, "/") if s)
+    if any(sep in text for sep in separators) or text.startswith((".", "~")) or (Path(text) / CONFIG_NAME).is_file():
+        return True
+    if not Path(text).is_dir():
+        return False
+    try:
+        get_entry(text)
+    except UnknownModelError:
+        return True
+    return False
+
+
+def _user_folder(text: str | os.PathLike[str]) -> Path:
+    """A model folder given by its path: it must hold a config.json."""
+    folder = Path(text).expanduser()
+    if not folder.exists():
+        raise HubError(f"{os.fspath(text)!r}: no such folder; give a model folder (with its {CONFIG_NAME}) or a "
+                       "model name (see `disco-zoo list --pretrained`).")
+    if not (folder / CONFIG_NAME).is_file():
+        raise HubError(f"{folder} holds no {CONFIG_NAME}: it is not a model folder (one written by "
+                       "`disco-zoo train` or `disco-zoo sparsify`, or a published one).")
+    return folder
+
+
+def resolve_path_or_name(text: str | os.PathLike[str]) -> Path:
+    """What a user's argument names: an existing file or folder as given (its format is
+    the reader's to check), else a published name's folder."""
+    if Path(text).expanduser().exists():
+        return Path(text).expanduser()
+    if is_model_path(text):
+        raise HubError(f"{os.fspath(text)!r}: no such file or folder.")
+    try:
+        get_entry(os.fspath(text))
+    except UnknownModelError as err:
+        raise HubError(f"{os.fspath(text)!r} is not a file or folder here, nor a model name ({err})") from None
+    return resolve_folder(os.fspath(text))
+
+
 def resolve_folder(name: str, path: str | os.PathLike[str] | None = None, local_files_only: bool = False,
-                   node: int | None = None) -> Path:
-    """The folder holding ``name``'s weights, searched in the documented order.
+                   node: int | None = None, near: Path | None = None) -> Path:
+    """The folder holding ``name``'s weights, searched in the documented order; ``name``
+    may be the folder's own path (:func:`is_model_path`).
 
     With ``node=k`` a download of a DISCO folder fetches only what device k needs
     (:func:`node_patterns`), not every node's weights; a local folder is used as it is.
+    ``near``: a folder whose sub-folders are searched first (the store a DISCO folder
+    given by its path sits in, where its dense counterpart usually lives too).
     """
+    if is_model_path(name):
+        return _user_folder(name)
     if path is not None:
         explicit = Path(path)
         if (explicit / CONFIG_NAME).is_file():
@@ -182,7 +235,7 @@ def resolve_folder(name: str, path: str | os.PathLike[str] | None = None, local_
         raise HubError(f"no {CONFIG_NAME} in {explicit} or {explicit / wanted}: pass the model's folder.")
     wanted = folder_name(name)
     looked: list[str] = []
-    for root in hub_roots():
+    for root in ([Path(near)] if near is not None else []) + hub_roots():
         candidate = root / wanted
         looked.append(str(candidate))
         if (candidate / CONFIG_NAME).is_file():
@@ -239,7 +292,10 @@ def load(
     local_files_only: bool = False,
     **kwargs: Any,
 ) -> Any:
-    """Build ``name``'s architecture and load its verified pretrained weights strictly."""
+    """Build ``name``'s architecture (``name`` may be a model folder's path) and load its
+    verified pretrained weights strictly."""
+    if is_model_path(name):
+        return load_folder(resolve_folder(name), **kwargs)
     entry = get_entry(name)
     folder = resolve_folder(name, path=path, local_files_only=local_files_only)
     config = load_folder_config(folder)

@@ -1,15 +1,19 @@
 """Helpers shared by the commands that write model folders (train, sparsify): argument
-parsing, the task's metrics, the fp16 storage decision and the metadata config.json gets."""
+parsing, the weights to start from, the task's metrics, the fp16 storage decision and the
+metadata config.json gets."""
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.tasks import DatasetInfo, Task
 
-__all__ = ["parse_model_args", "split_metrics", "storage_decision", "folder_tag", "model_metadata"]
+if TYPE_CHECKING:
+    from disco_zoo.weights import Checkpoint
+
+__all__ = ["parse_model_args", "read_init", "split_metrics", "storage_decision", "folder_tag", "model_metadata"]
 
 
 def parse_model_args(pairs: list[str]) -> dict[str, Any]:
@@ -28,6 +32,15 @@ def parse_model_args(pairs: list[str]) -> dict[str, Any]:
                 continue
         parsed[key] = value
     return parsed
+
+
+def read_init(text: str, option: str = "--init") -> "Checkpoint":
+    """The weights ``--init`` names: a safetensors file, a timm/HF folder, or a dense
+    disco-zoo folder given by its path or its published name."""
+    from disco_zoo.hub import resolve_path_or_name
+    from disco_zoo.weights import read_checkpoint
+
+    return read_checkpoint(resolve_path_or_name(text), option)
 
 
 def split_metrics(task: Task, model: Any, loaders: dict[str, Any], splits: tuple[str, ...] = ("val", "test")) -> dict[str, float]:

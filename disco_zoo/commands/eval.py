@@ -74,7 +74,8 @@ def _print_report(report: EvalReport) -> None:
 
 
 def eval_command(
-    model: str = typer.Argument(..., help="Pretrained DISCO model, e.g. resnet50-disco-2node."),
+    model: str = typer.Argument(..., help="Pretrained DISCO model: a name (resnet50-disco-2node) or a folder "
+                                          "written by sparsify (its dense counterpart beside it or published)."),
     data: Optional[str] = typer.Option(
         None, "--data", help="A folder in the task's format (classification: an ImageFolder root, val/ inside); "
                              "default: the task's embedded set (digits)."),

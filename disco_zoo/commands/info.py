@@ -58,17 +58,17 @@ _DISCO_KEYS = ("disco_bytes", "traffic_ratio", "bytes_per_pair", "input_bytes_pe
 
 
 def _model_for_report(name: str) -> tuple[Any, str, str]:
-    """(model, what its masks are, its name): ``arch.tag`` is that published folder; a
+    """(model, what its masks are, its name): ``arch.tag`` (or a folder's path) is that folder; a
     bare DISCO arch uses its default published masks when there are any (untrained
     masks are all open); any other bare arch is the untrained architecture."""
     from disco_zoo.disco.adapters import find_partition
-    from disco_zoo.hub import folder_name, load, published_folders
+    from disco_zoo.hub import folder_name, is_model_path, load, published_folders
     from disco_zoo.registry import build_model, get_entry, split_name
 
-    entry = get_entry(name)
-    if split_name(name)[1]:
+    if is_model_path(name) or split_name(name)[1]:
         model = load(name)
         return model, f"pretrained ({model.pretrained_cfg.tag})", model.pretrained_cfg.name
+    entry = get_entry(name)
     model = build_model(entry.arch)
     if find_partition(model) is None:
         return model, "dense", entry.arch
@@ -118,7 +118,7 @@ def _print_table(report: dict[str, Any], all_layers: bool) -> None:
 
 
 def info_command(
-    model: str = typer.Argument(..., help="Model name, e.g. resnet50 or resnet50-disco-2node."),
+    model: str = typer.Argument(..., help="Model name (resnet50, resnet50-disco-2node) or a model folder's path."),
     nodes: Optional[int] = typer.Option(None, "--nodes", "-n", min=2,
                                         help="Nodes for the within-layer parallel traffic (default: the model's, else 2)."),
     input_size: Optional[int] = typer.Option(None, "--input-size", min=8, help="Square input side (default: the model's)."),

@@ -37,10 +37,13 @@ def prepare_folder(model: str, nodes: int | None, scratch: Path, untrained: bool
     """(shard folder, how the weights were found) for MODEL."""
     from disco_zoo.disco.adapters import find_partition, to_disco
     from disco_zoo.disco.shards import save_shards
-    from disco_zoo.store import CONFIG_NAME, load_folder_config
+    from disco_zoo.hub import is_model_path
+    from disco_zoo.store import load_folder_config
 
-    path = Path(model)
-    if (path / CONFIG_NAME).is_file() or path.is_dir():
+    if is_model_path(model):
+        from disco_zoo.hub import resolve_folder
+
+        path = resolve_folder(model)
         config = load_folder_config(path)
         if config.kind == "disco":
             _check_nodes(str(path), config.nodes, nodes)
@@ -139,9 +142,9 @@ def run_report(
                                 f"(fixed input size); drop --input-size {size}")
         world = config.nodes
         source = str(folder)
-        if config.kind == "disco" and not untrained and not Path(model).exists() and folder.parent != scratch:
-            from disco_zoo.hub import folder_name
+        from disco_zoo.hub import folder_name, is_model_path
 
+        if config.kind == "disco" and not untrained and not is_model_path(model) and folder.parent != scratch:
             source = folder_name(model)  # published: each rank resolves (downloads) its own node only
         args: dict[str, Any] = {"folder": source, "input_shape": [1, config.input_size[0], size, size],
                                 "warmup": warmup, "repeats": repeats}

@@ -4,7 +4,9 @@ Group lasso on cross-node channels, prune to ``--traffic`` x dense within-layer
 traffic (optionally to a ``--params`` per-node storage budget and a ``--compute`` FLOPs
 budget), fine-tune with masks frozen, then write one safetensors shard per node and
 config.json (partition, metrics, accounting).
-Start from trained dense weights with ``--init`` (a folder written by ``disco-zoo train``).
+Start from trained dense weights with ``--init``: a folder written by ``disco-zoo train``
+(path or name; it becomes the dense counterpart ``eval`` compares with), or a timm
+checkpoint (a head for other classes is re-initialised).
 """
 from __future__ import annotations
 
@@ -34,36 +36,15 @@ def _ratios(text: Optional[str], nodes: int) -> Optional[list[float]]:
     return ratios
 
 
-def _load_dense_init(model, folder: Path) -> "FolderConfig":
-    """Load a dense folder's verified weights into the (masks-open) DISCO model; its config."""
-    from safetensors.torch import load_file
-
-    from disco_zoo.errors import DiscoZooError
-    from disco_zoo.store import load_folder_config, verify_folder
-    from disco_zoo.weights import DENSE_FILE
-
-    config = load_folder_config(folder)
-    if config.kind != "dense":
-        raise DiscoZooError(f"--init {folder}: expected a dense model folder (kind 'dense'), got kind {config.kind!r}")
-    verify_folder(folder, config)
-    state = load_file(str(folder / DENSE_FILE))
-    reference = model.state_dict()
-    try:
-        model.load_state_dict({k: v.to(reference[k].dtype) if k in reference else v for k, v in state.items()})
-    except RuntimeError as err:
-        raise DiscoZooError(f"--init {folder} does not fit this architecture: {err}") from err
-    return config
-
-
-def _check_init_fits(init: "FolderConfig", task_name: str, info: "DatasetInfo", folder: Path) -> None:
+def _check_init_fits(init: "FolderConfig", task_name: str, info: "DatasetInfo", folder: str) -> None:
     """The dense weights must answer the same task, with the same classes, as the data."""
     from disco_zoo.data.image_folder import check_classes
     from disco_zoo.errors import DiscoZooError
 
     if init.task != task_name:
         raise DiscoZooError(f"--init {folder} is a {init.task} model; {task_name} data cannot fine-tune it.")
-    if info.class_names is not None and init.class_names is not None:
-        check_classes(info.class_names, init.class_names, f"--data {info.name}", f"--init {folder}")
+    if info.class_names is not None:  # the dense counterpart eval compares with answers the same classes
+        check_classes(info.class_names, init.class_names, f"--data {info.name}", f"--init {folder}", init.num_classes)
 
 
 def sparsify_command(
@@ -78,7 +59,9 @@ def sparsify_command(
         None, "--params", help="Optional per-node storage budget: max node params / dense params (e.g. 0.125)."
     ),
     data: str = typer.Option("digits", "--data", help="'digits' or an ImageFolder root with train/ and val/."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Dense weights to start from (a hub folder)."),
+    init: Optional[str] = typer.Option(
+        None, "--init", help="Dense weights to start from: a dense model folder or name (recorded as the dense "
+                             "counterpart), or a timm checkpoint (.safetensors, or a folder with model.safetensors)."),
     input_size: int = typer.Option(32, "--input-size", help="Image side in pixels."),
     epochs: int = typer.Option(2, "--epochs", min=0, help="Epochs with the group-lasso penalty."),
     finetune_epochs: int = typer.Option(1, "--finetune-epochs", min=0, help="Epochs with masks frozen."),
@@ -99,15 +82,18 @@ def sparsify_command(
     from rich.console import Console
     from rich.table import Table
 
-    from disco_zoo.commands.common import folder_tag, model_metadata, parse_model_args, split_metrics, storage_decision
+    from disco_zoo.commands.common import (folder_tag, model_metadata, parse_model_args, read_init, split_metrics,
+                                           storage_decision)
     from disco_zoo.commands.options import check_nodes, check_not_published
     from disco_zoo.disco.accounting import disco_accounting
     from disco_zoo.disco.adapters import to_disco
     from disco_zoo.disco.shards import save_shards
     from disco_zoo.disco.sparsify import SparsifyConfig, sparsify
     from disco_zoo.hub import HF_ORG
+    from disco_zoo.progress import log_line
     from disco_zoo.registry import build_model, get_entry
     from disco_zoo.tasks import task_of
+    from disco_zoo.weights import load_pretrained_state
 
     check_not_published(out, force)
     console = Console()
@@ -128,8 +114,13 @@ def sparsify_command(
         net = to_disco(net, nodes, split)
     init_config = None
     if init is not None:
-        init_config = _load_dense_init(net, init)
-        _check_init_fits(init_config, task.name, info, init)
+        checkpoint = read_init(init)
+        init_config = checkpoint.config
+        if init_config is not None:
+            _check_init_fits(init_config, task.name, info, init)
+        note = load_pretrained_state(net, checkpoint, info.class_names)
+        if note:
+            log_line(note)
     cfg = SparsifyConfig(traffic=traffic, penalty=penalty, epochs=epochs, finetune_epochs=finetune_epochs,
                          lr=lr, compute=compute, params=params, seed=seed)
     shape = (1, len(info.mean), input_size, input_size)

@@ -22,7 +22,7 @@ from disco_zoo.errors import DiscoZooError
 from disco_zoo.harness.options import EvalOptions
 from disco_zoo.harness.report import LatencyResult, LinkLatency, LinkRoundCounts, LinkRounds, LocalRounds
 from disco_zoo.harness.runs import run_rounds
-from disco_zoo.hub import load
+from disco_zoo.hub import get_pretrained_cfg, is_model_path, load
 from disco_zoo.registry import build_model, split_name
 from disco_zoo.runtime.calibrate import measure_message_cost
 from disco_zoo.runtime.disco_executor import current_rss_bytes
@@ -48,13 +48,14 @@ def _ms(values: Sequence[float]) -> list[float]:
 def _warm_imports(name: str) -> None:
     """Build the architecture on the meta device (no memory) so that measuring RSS around
     loading counts the weights, not the first import of the model's code."""
+    arch = get_pretrained_cfg(name).arch if is_model_path(name) else split_name(name)[0]
     with torch.device("meta"):
-        build_model(split_name(name)[0])
+        build_model(arch)
 
 
 def load_dense_measured(name: str) -> tuple[torch.nn.Module, int]:
-    """(the dense pretrained model, RSS growth of this process while loading it): the
-    baseline a rank's shard loading is compared with."""
+    """(the dense pretrained model, by name or folder; RSS growth of this process while
+    loading it): the baseline a rank's shard loading is compared with."""
     _warm_imports(name)
     rss = current_rss_bytes()
     model = load(name)

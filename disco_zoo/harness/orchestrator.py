@@ -35,9 +35,10 @@ __all__ = ["evaluate"]
 
 
 def evaluate(name: str, opts: EvalOptions = EvalOptions(), progress: Callable[[str], None] = lambda _: None) -> EvalReport:
-    """Measure ``name`` (a pretrained DISCO model) and its dense counterpart."""
+    """Measure ``name`` (a pretrained DISCO model, by name or folder) and its dense
+    counterpart (looked up beside the DISCO folder first, then in the stores)."""
     folder = resolve_folder(name)
-    config = get_pretrained_cfg(name)
+    config = get_pretrained_cfg(str(folder))
     if config.kind != "disco":
         raise DiscoZooError(f"{config.name} is a dense model; eval measures a DISCO model against its dense "
                             "counterpart (see `disco-zoo list --pretrained` for the DISCO ones).")
@@ -51,7 +52,8 @@ def evaluate(name: str, opts: EvalOptions = EvalOptions(), progress: Callable[[s
     resizable = bool(opts.paper_size) and not config.fixed_input_size
 
     progress("loading models")
-    dense, dense_load_growth = load_dense_measured(config.dense)
+    dense_folder = str(resolve_folder(config.dense, near=folder.parent))
+    dense, dense_load_growth = load_dense_measured(dense_folder)
     model = load_folder(folder)
     split = task.eval_split(opts.data or task.embedded_dataset, config)
 
@@ -69,13 +71,13 @@ def evaluate(name: str, opts: EvalOptions = EvalOptions(), progress: Callable[[s
     if opts.latency:
         with temporary_directory(prefix="disco-zoo-eval-") as tmp:
             dense_tp_folder = dense_tp_copy(model, folder, Path(tmp) / "dense_tp")
-            latency = measure_latencies(folder, dense_tp_folder, config.dense, nodes, shape, opts, progress,
+            latency = measure_latencies(folder, dense_tp_folder, dense_folder, nodes, shape, opts, progress,
                                         link_warmup=1, link_repeats=max(2, opts.repeats // 2),
                                         dense_rss_load_growth_bytes=dense_load_growth)
             if resizable:
                 # Slow links at the paper size take seconds per inference: those get one
                 # timed round after none warm (quick links still get opts.repeats rounds).
-                latency_paper_size = measure_latencies(folder, dense_tp_folder, config.dense, nodes, paper_shape,
+                latency_paper_size = measure_latencies(folder, dense_tp_folder, dense_folder, nodes, paper_shape,
                                                        opts, progress, link_warmup=0, link_repeats=1)
     return EvalReport(
         model=config.name,

@@ -40,11 +40,11 @@ ROUNDS_ENTRY = "disco_zoo.runtime.rounds:time_rounds"
 
 
 def build_dense(name: str) -> torch.nn.Module:
-    """The dense baseline: ``arch.tag`` loads published weights, a bare arch is random
-    (latency does not depend on the weights' values)."""
-    if split_name(name)[1]:
-        from disco_zoo.hub import load
+    """The dense baseline: ``arch.tag`` (or a model folder's path) loads its weights, a
+    bare arch is random (latency does not depend on the weights' values)."""
+    from disco_zoo.hub import is_model_path, load
 
+    if is_model_path(name) or split_name(name)[1]:
         return load(name).eval()
     return build_model(name).eval()
 
