@@ -20,7 +20,9 @@ from disco_zoo.card_facts import (
 )
 from disco_zoo.harness.report import EvalReport, LatencyResult
 from disco_zoo.hub import REPO_HUB, list_pretrained
-from disco_zoo.plots import FRONTIER_DIR, frontier_files, frontier_plot_name, latency_plot_name, read_frontier
+from disco_zoo.plots import (
+    FRONTIER_DIR, Frontier, frontier_files, frontier_plot_name, latency_plot_name, read_frontier,
+)
 from disco_zoo.registry import get_entry
 from disco_zoo.store import FolderConfig, load_folder_config
 from disco_zoo.tasks import Task, task_of
@@ -218,8 +220,15 @@ def _licence_lines(config: FolderConfig) -> list[str]:
             ""]
 
 
+def _frontier_lines(frontier: Frontier) -> list[str]:
+    return ["## Accuracy against traffic", "",
+            f"`{frontier.arch}` sparsified to several traffic budgets (`eval/frontier/{frontier.arch}.json`; the "
+            "table is in `MODEL_CARDS.md`):", "",
+            f"![accuracy against traffic](../../eval/plots/{frontier_plot_name(frontier.arch)})", ""]
+
+
 def render_folder_card(config: FolderConfig | dict[str, Any], result: EvalReport | None = None,
-                       results_dir: Path = RESULTS_DIR) -> str:
+                       results_dir: Path = RESULTS_DIR, frontier_dir: Path = FRONTIER_DIR) -> str:
     """A hub folder's README.md: a Hugging Face model card (YAML front matter from
     :func:`card_data`) with what the config and the recorded result say."""
     from huggingface_hub import ModelCard
@@ -245,6 +254,9 @@ def render_folder_card(config: FolderConfig | dict[str, Any], result: EvalReport
     if result is not None:
         plot = f"../../eval/plots/{latency_plot_name(config.name)}"
         lines += [*_speed_lines(result, plot), *_cost_lines(result)]
+    for frontier in (read_frontier(path) for path in frontier_files(frontier_dir)):
+        if frontier.arch == config.arch:
+            lines += _frontier_lines(frontier)
     lines += [*_preprocessing_lines(config), *_limits_lines(config, facts), *_run_lines(config, variants),
               *_licence_lines(config),
               f"Recipe: `{config.recipe}`", "",
@@ -341,12 +353,13 @@ def render_model_cards(results: dict[str, EvalReport] | None = None, hub_root: P
         lines += ["", "## Accuracy against traffic", ""]
         for f in frontiers:
             lines += [f"![{f.arch}](eval/plots/{frontier_plot_name(f.arch)})", "",
-                      f"| budget | traffic vs dense TP | top-1 [95%] | FLOPs (of dense) | max node params (of dense) | folder |",
+                      "| budget | traffic vs dense TP | top-1 [95%] | FLOPs (of dense) | max node params (of dense) "
+                      "| folder |",
                       "|---|---|---|---|---|---|",
                       *[f"| {p.budget:g} | {1 / p.traffic_ratio:.1f}x less | {p.top1:.2%} [{p.top1_low:.1%}, "
                         f"{p.top1_high:.1%}] | {p.flops_ratio:.2f} | {p.max_node_params_ratio:.2f} | `{p.folder}` |"
                         for p in f.points],
-                      f"", f"Dense `{f.dense_model}`: {accuracy(f.dense_top1, f.n_test).text()}.", ""]
+                      "", f"Dense `{f.dense_model}`: {accuracy(f.dense_top1, f.n_test).text()}.", ""]
     lines += ["", "## Licence", "", "Code and weights: the licence in `LICENSE` (each card names it, from its config "
               "or the package's metadata).", "",
               "Environment of each recorded result: `eval/results/<model>.json` (`environment`).", ""]

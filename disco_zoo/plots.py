@@ -22,7 +22,8 @@ from disco_zoo.harness.report import EvalReport, LatencyResult
 from disco_zoo.hub import REPO_HUB
 
 __all__ = ["PLOTS_DIR", "FRONTIER_DIR", "LinkPoint", "LatencyCurves", "FrontierPoint", "Frontier", "latency_curves",
-           "latency_plot_name", "frontier_plot_name", "read_frontier", "frontier_files", "plot_latency", "plot_frontier", "write_plots"]
+           "latency_plot_name", "frontier_plot_name", "read_frontier", "frontier_files", "plot_latency", "plot_frontier",
+           "write_plots"]
 
 ROOT = REPO_HUB.parent
 PLOTS_DIR = ROOT / "eval" / "plots"

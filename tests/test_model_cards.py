@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 from disco_zoo.card_facts import bandwidth_text, package_license
 from disco_zoo.harness.intervals import correct_count, wilson_interval
 from disco_zoo.hub import REPO_HUB, list_pretrained
-from disco_zoo.model_cards import CARDS_FILE, card_data, load_results, render_model_cards
+from disco_zoo.model_cards import CARDS_FILE, card_data, load_results, render_folder_card, render_model_cards
 from disco_zoo.store import load_folder_config
 from disco_zoo.tasks import task_of
 
@@ -76,7 +76,8 @@ def test_folder_card_names_both_baselines_and_the_break_even(name, results):
             assert (f"| {link.bandwidth} | {link.disco_ms:.1f} | {link.dense_tp_ms:.1f} | "
                     f"{link.speedup_vs_dense_tp:.2f}x | {link.speedup_vs_dense_single:.2f}x |") in text
         be = lat.break_even.bandwidth_bps
-        said = f"beats one dense device above **{bandwidth_text(be)}**" if be else "does not beat one dense device at any bandwidth"
+        said = (f"beats one dense device above **{bandwidth_text(be)}**" if be
+                else "does not beat one dense device at any bandwidth")
         assert f"Break-even at {lat.input_size}x{lat.input_size}: DISCO {said}" in text
     (link,) = re.findall(r"!\[latency against bandwidth\]\(([^)]+)\)", text)
     assert (REPO_HUB / name / link).resolve().read_bytes().startswith(b"\x89PNG")
@@ -109,3 +110,8 @@ def test_frontier_section_renders_from_a_frontier_file(tmp_path, results):
     assert "![resnet50_disco_2node](eval/plots/resnet50_disco_2node.frontier.png)" in text
     assert f"| 0.1 | {1 / 0.09:.1f}x less | {_interval(261 / 270, 270)} |" in text
     assert "## Accuracy against traffic" not in render_model_cards(results, frontier_dir=tmp_path / "none")
+    name = "resnet50_disco_2node.digits"
+    card = render_folder_card(load_folder_config(REPO_HUB / name), results[name], frontier_dir=tmp_path)
+    assert "![accuracy against traffic](../../eval/plots/resnet50_disco_2node.frontier.png)" in card
+    other = render_folder_card(load_folder_config(REPO_HUB / "resnet18_disco_2node.digits"), frontier_dir=tmp_path)
+    assert "Accuracy against traffic" not in other
