@@ -21,6 +21,7 @@ def test_recorded_results_round_trip(path):
     report = EvalReport.from_dict(doc, str(path))
     out = report.to_dict()
     assert out.pop("schema_version") == SCHEMA_VERSION
+    doc.pop("schema_version", None)  # a document from before versioning has none
     # the same keys, values and JSON types (sort_keys: key order is not part of the schema)
     assert json.dumps(out, sort_keys=True) == json.dumps(doc, sort_keys=True)
     assert EvalReport.from_dict(json.loads(report.to_json())) == report
@@ -63,8 +64,8 @@ def test_documents_off_the_schema_are_refused(tmp_path):
     extra["latency"]["links"][0]["surprise"] = 1
     with pytest.raises(ReportError, match=r"latency\.links\[0\] has keys this schema does not know: \['surprise'\]"):
         EvalReport.from_dict(extra, "r")
-    with pytest.raises(ReportError, match="schema_version 2"):
-        EvalReport.from_dict({**doc, "schema_version": 2}, "r")
+    with pytest.raises(ReportError, match="schema_version 99"):
+        EvalReport.from_dict({**doc, "schema_version": 99}, "r")
     bad_pair = copy.deepcopy(doc)
     bad_pair["at_input"]["bytes_per_pair"] = {"0-1": 5}
     with pytest.raises(ReportError, match="'0-1' is not 'j->k'"):

@@ -62,3 +62,8 @@ def test_latency_report_is_made_of_per_round_ratios(tmp_path):
         statistics.median(r / p for r, p in zip(per_round.dense_tp_ms, per_round.dense_tp_predicted_ms)))
     assert lat.message_overhead_ms > 0 and lat.message_ms_per_mib >= 0
     assert lat.message_send_ms > 0 and lat.message_send_ms_per_mib >= 0
+    # schema 2: the programs the model of time replays, and the break-even read off them
+    from disco_zoo.harness.break_even import break_even_of
+
+    assert lat.programs.source.startswith("measured") and len(lat.programs.disco) == len(lat.programs.dense_tp) == 2
+    assert lat.break_even == break_even_of(lat) and lat.break_even.dense_single_ms == lat.dense_single_ms

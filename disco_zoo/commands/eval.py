@@ -10,6 +10,19 @@ if TYPE_CHECKING:
     from disco_zoo.harness.report import EvalReport, LatencyResult, TrafficFigures
 
 
+def _break_even_text(latency: LatencyResult) -> str:
+    from disco_zoo.card_facts import bandwidth_text, break_even_check
+
+    check = break_even_check(latency)
+    if check is None:
+        return "not recorded"
+    if check.bandwidth_bps is None:
+        return f"never (unlimited link: {check.disco_unlimited_predicted_ms:.1f} ms predicted)"
+    agree = "measured agrees" if check.consistent else "measured disagrees at " + ", ".join(
+        link.bandwidth for link in check.disagreeing)
+    return f"{bandwidth_text(check.bandwidth_bps)} ({agree})"
+
+
 def _print_report(report: EvalReport) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -48,7 +61,7 @@ def _print_report(report: EvalReport) -> None:
 
         timed("latency localhost: dense 1 proc / DISCO / dense TP (ms)",
               lambda d: f"{d.dense_single_ms:.1f} / {d.disco_localhost_ms:.1f} / {d.dense_tp_localhost_ms:.1f}")
-        timed("speed-up localhost vs dense", lambda d: f"{d.speedup_localhost_vs_dense:.2f}x")
+        timed("speed-up localhost vs one dense device", lambda d: f"{d.speedup_localhost_vs_dense:.2f}x")
         timed("slowest rank's compute alone, no wire (ms)",
               lambda d: f"{max(d.compute_alone_ms):.1f} (localhost is {d.localhost_over_compute_alone:.2f}x of it)")
         timed("every rank's compute at once, no wire (ms)",
@@ -56,13 +69,15 @@ def _print_report(report: EvalReport) -> None:
         timed("speed-up ceiling (dense / compute alone) / ranks at once vs alone",
               lambda d: f"{d.speedup_ceiling_compute_alone:.2f}x / {d.concurrency_penalty:.2f}x")
         for i, link in enumerate(lat.links):
-            timed(f"@ {link.bandwidth}: DISCO / dense TP ms (speed-up vs TP, vs dense)",
-                  lambda d: (f"{d.links[i].disco_ms:.0f} / {d.links[i].dense_tp_ms:.0f} "
-                             f"({d.links[i].speedup_vs_dense_tp:.2f}x, {d.links[i].speedup_vs_dense_single:.2f}x)"))
+            timed(f"@ {link.bandwidth}: DISCO / dense TP ms",
+                  lambda d: f"{d.links[i].disco_ms:.0f} / {d.links[i].dense_tp_ms:.0f}")
+            timed(f"@ {link.bandwidth}: speed-up vs dense TP | vs one dense device",
+                  lambda d: f"{d.links[i].speedup_vs_dense_tp:.2f}x | {d.links[i].speedup_vs_dense_single:.2f}x")
             timed(f"@ {link.bandwidth}: cost model DISCO / dense TP ms",
                   lambda d: (f"{d.links[i].disco_predicted_ms:.0f} / {d.links[i].dense_tp_predicted_ms:.0f} "
                              f"(measured/predicted {d.links[i].disco_measured_over_predicted:.2f}, "
                              f"{d.links[i].dense_tp_measured_over_predicted:.2f})"))
+        timed("break-even bandwidth vs one dense device (cost model)", _break_even_text)
         row("peak RSS per rank (MiB)", ", ".join(f"{kb / 1024:.0f}" for kb in lat.rank_peak_rss_kb), "")
         if lat.dense_rss_load_growth_bytes is not None:
             dense_growth = max(lat.dense_rss_load_growth_bytes, 1)

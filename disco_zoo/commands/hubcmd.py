@@ -1,4 +1,5 @@
-"""``disco-zoo hub push`` and ``disco-zoo cards``: publish a folder, regenerate model cards."""
+"""``disco-zoo hub push``, ``disco-zoo cards`` and ``disco-zoo plots``: publish a folder, regenerate
+the model cards and their figures."""
 from __future__ import annotations
 
 import glob
@@ -120,6 +121,16 @@ def cards_command(
         raise typer.Exit(1)
 
 
+def plots_command() -> None:
+    """Redraw the cards' figures under eval/plots/ from eval/results/*.json and eval/frontier/*.json."""
+    from disco_zoo.model_cards import load_results
+    from disco_zoo.plots import write_plots
+
+    for path in write_plots(load_results(), say=typer.echo):
+        typer.echo(f"wrote: {path}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(hub_app, name="hub")
     app.command("cards")(cards_command)
+    app.command("plots")(plots_command)

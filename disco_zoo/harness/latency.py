@@ -10,6 +10,7 @@ per-round ratios, and every link's prediction comes from the model of time
 from __future__ import annotations
 
 import copy
+import dataclasses
 import statistics
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,8 +20,11 @@ import torch
 from disco_zoo.disco.adapters import apply_partition, get_partition
 from disco_zoo.disco.shards import save_shards
 from disco_zoo.errors import DiscoZooError
+from disco_zoo.harness.break_even import break_even_of
 from disco_zoo.harness.options import EvalOptions
-from disco_zoo.harness.report import LatencyResult, LinkLatency, LinkRoundCounts, LinkRounds, LocalRounds
+from disco_zoo.harness.report import (
+    CostModelPrograms, LatencyResult, LinkLatency, LinkRoundCounts, LinkRounds, LocalRounds,
+)
 from disco_zoo.harness.runs import run_rounds
 from disco_zoo.hub import get_pretrained_cfg, is_model_path, load
 from disco_zoo.registry import build_model, split_name
@@ -151,7 +155,7 @@ def measure_latencies(folder: Path, dense_tp_folder: Path, dense: str, nodes: in
         progress(f"emulated link {bandwidth} at {size}x{size}")
         links.append(_link_latency(bandwidth, folder, dense_tp_folder, nodes, shape, opts, local_profiles,
                                    message_cost, dense_single_ms, link_warmup, link_repeats))
-    return LatencyResult(
+    result = LatencyResult(
         input_size=size,
         rounds=opts.repeats,
         dense_single_ms=dense_single_ms,
@@ -179,4 +183,10 @@ def measure_latencies(folder: Path, dense_tp_folder: Path, dense: str, nodes: in
                               compute_concurrent_ms=_ms(concurrent)),
         links=links,
         dense_rss_load_growth_bytes=dense_rss_load_growth_bytes,
+        programs=CostModelPrograms(
+            source="measured: each rank's median concurrent program of the localhost launch",
+            disco=[p.to_dict() for p in local_profiles["disco"].programs],
+            dense_tp=[p.to_dict() for p in local_profiles["tp"].programs]),
     )
+    # the break-even is read off the programs just recorded, by the same model of time
+    return dataclasses.replace(result, break_even=break_even_of(result))

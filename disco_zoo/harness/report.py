@@ -5,7 +5,9 @@ Why: the CLI's table, the model cards and the tests read a result by attribute
 this JSON. Every field's name is its JSON key; a field that is ``None`` is left out
 (the paper-size figures of a model whose input size is fixed, the measured bytes of an
 accounting-only size). The document carries :data:`SCHEMA_VERSION`; documents from
-before the version was written load as version 1. A missing or unknown key is a clear
+before the version was written load as version 1. Version 2 added, per latency size, the
+programs the model of time replays (so any bandwidth can be predicted after the run) and
+the break-even bandwidth against one dense device; a version-1 document has neither. A missing or unknown key is a clear
 error naming the record, so the schema cannot drift silently.
 """
 from __future__ import annotations
@@ -30,12 +32,15 @@ __all__ = [
     "LinkRounds",
     "LinkRoundCounts",
     "LinkLatency",
+    "CostModelPrograms",
+    "BreakEven",
     "LatencyResult",
     "Environment",
     "EvalReport",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # every version adds optional keys only, so older documents still load
 Pairs = dict[tuple[int, int], int]  # (sender, receiver) -> bytes; JSON keys "j->k"
 R = TypeVar("R", bound="Record")
 
@@ -247,6 +252,28 @@ class LinkLatency(Record):
 
 
 @dataclass(frozen=True)
+class CostModelPrograms(Record):
+    """Each rank's program (:meth:`disco_zoo.timing.RankProgram.to_dict`) for DISCO and for
+    dense TP at this input size: what the model of time replays to predict any link.
+    ``source`` says where the compute gaps came from (measured in the run, or rebuilt)."""
+
+    source: str
+    disco: list[dict[str, Any]]
+    dense_tp: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class BreakEven(Record):
+    """The bandwidth at which DISCO's predicted latency equals one dense device's measured
+    one (:func:`disco_zoo.harness.break_even.break_even_bandwidth`); left out (None) when
+    DISCO is slower than one dense device even over an unlimited link."""
+
+    dense_single_ms: float
+    disco_unlimited_predicted_ms: float  # the model of time with an unlimited link
+    bandwidth_bps: float | None = None
+
+
+@dataclass(frozen=True)
 class LatencyResult(Record):
     """Batch-1 latency at one input size: localhost, every link, memory and message cost."""
 
@@ -274,6 +301,8 @@ class LatencyResult(Record):
     per_round: LocalRounds
     links: list[LinkLatency] = field(default_factory=list)
     dense_rss_load_growth_bytes: int | None = None  # the dense model loaded in the harness's own process
+    programs: CostModelPrograms | None = None  # schema 2
+    break_even: BreakEven | None = None  # schema 2
 
 
 @dataclass(frozen=True)
@@ -314,9 +343,10 @@ class EvalReport(Record):
         where = where or cls.__name__
         if not isinstance(data, dict):
             raise ReportError(f"{where} must be a JSON object, got {type(data).__name__}")
-        version = data.get("schema_version", SCHEMA_VERSION)  # recorded before versioning: version 1
-        if version != SCHEMA_VERSION:
-            raise ReportError(f"{where} has schema_version {version!r}; this disco-zoo reads {SCHEMA_VERSION}. "
+        version = data.get("schema_version", 1)  # recorded before versioning: version 1
+        if version not in READABLE_VERSIONS:
+            raise ReportError(f"{where} has schema_version {version!r}; this disco-zoo reads "
+                              f"{', '.join(map(str, READABLE_VERSIONS))}. "
                               "Re-record it with `disco-zoo eval MODEL --json ...`.")
         return super().from_dict({k: v for k, v in data.items() if k != "schema_version"}, where)
 

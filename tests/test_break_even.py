@@ -1,0 +1,84 @@
+"""The break-even bandwidth against one dense device: hand-worked programs, the schema-2
+records that carry it, and the recorded results checked against their measured links."""
+import copy
+import dataclasses
+import json
+
+import pytest
+
+from disco_zoo.card_facts import break_even_check
+from disco_zoo.errors import DiscoZooError
+from disco_zoo.harness.break_even import (
+    LOWEST_BPS, break_even_bandwidth, break_even_of, predicted_ms, recorded_message_cost,
+)
+from disco_zoo.harness.report import EvalReport
+from disco_zoo.model_cards import RESULTS_DIR
+from disco_zoo.timing import ComputeProfile, Event, Link, MessageCost, RankProgram, predict_latency
+
+RECORDED = sorted(RESULTS_DIR.glob("*.json"))
+
+
+def _one_message(rank1_gap_s: float = 0.0) -> ComputeProfile:
+    """Rank 0 computes 1 ms, sends 1000 bytes; rank 1 computes ``rank1_gap_s``, waits, computes 1 ms."""
+    return ComputeProfile([
+        RankProgram(0, [Event("send", 1, 0, 0.001, 1000)]),
+        RankProgram(1, [Event("recv", 0, 0, rank1_gap_s)], tail_s=0.001),
+    ])
+
+
+def test_hand_worked_single_message():
+    # T(B) = 1 ms + 8000 bit / B + 1 ms; T = 3 ms at B = 8000 / 0.001 = 8 Mbit/s
+    bps = break_even_bandwidth(_one_message(), 0.003)
+    assert bps == pytest.approx(8e6, rel=1e-3)
+    assert predict_latency(_one_message(), Link(bps)) == pytest.approx(0.003, rel=1e-3)
+    # 0.5 ms of message cost on the arrival: 2.5 ms + 8000 / B = 3 ms at 16 Mbit/s
+    assert break_even_bandwidth(_one_message(), 0.003, MessageCost(fixed_s=0.0005)) == pytest.approx(16e6, rel=1e-3)
+
+
+def test_hand_worked_overlap_of_compute_and_wire():
+    # rank 1 computes 1.5 ms before it waits: T = max(1.5 ms, 1 ms + 8000 / B) + 1 ms
+    profile = _one_message(rank1_gap_s=0.0015)
+    assert break_even_bandwidth(profile, 0.0026) == pytest.approx(8000 / 0.0006, rel=1e-3)
+    assert break_even_bandwidth(profile, 0.0024) is None  # 2.5 ms even over an unlimited link
+    assert break_even_bandwidth(profile, 10.0) == LOWEST_BPS  # 8 s of wire at 1 kbit/s: already within 10 s
+    with pytest.raises(DiscoZooError, match="positive target"):
+        break_even_bandwidth(profile, 0.0)
+
+
+@pytest.mark.parametrize("path", RECORDED, ids=lambda p: p.stem)
+def test_recorded_break_even_is_the_cost_models_and_agrees_with_the_measured_links(path):
+    report = EvalReport.read(path)
+    for lat in (report.latency, report.latency_paper_size):
+        if lat is None:
+            continue
+        assert lat.break_even == break_even_of(lat)  # recomputed from the recorded programs
+        be = lat.break_even
+        if be.bandwidth_bps is not None:
+            assert predicted_ms(lat, "disco", be.bandwidth_bps) == pytest.approx(lat.dense_single_ms, rel=1e-3)
+        else:
+            assert predicted_ms(lat, "disco", None) > lat.dense_single_ms
+        # the measured point on each side of the break-even is on the side the model says
+        assert break_even_check(lat).consistent, break_even_check(lat).text()
+        # the programs reproduce the predictions recorded in the run at every timed link
+        for link in lat.links:
+            assert predicted_ms(lat, "disco", link.bandwidth_bps) == pytest.approx(link.disco_predicted_ms, rel=0.15)
+            assert predicted_ms(lat, "dense_tp", link.bandwidth_bps) == pytest.approx(link.dense_tp_predicted_ms,
+                                                                                     rel=0.15)
+        assert recorded_message_cost(lat).fixed_s == pytest.approx(lat.message_overhead_ms / 1000)
+
+
+def test_schema_1_documents_still_load_and_say_what_they_lack():
+    doc = json.loads((RESULTS_DIR / "resnet50_disco_2node.digits.json").read_text())
+    old = copy.deepcopy(doc)
+    old.pop("schema_version")
+    for key in ("latency", "latency_paper_size"):
+        old[key].pop("programs")
+        old[key].pop("break_even")
+    report = EvalReport.from_dict(old, "old")
+    assert report.latency.programs is None and report.latency.break_even is None
+    assert break_even_check(report.latency) is None
+    with pytest.raises(DiscoZooError, match="records no programs"):
+        predicted_ms(report.latency, "disco", 1e7)
+    new = EvalReport.from_dict(doc, "new")
+    assert dataclasses.replace(new.latency, programs=None, break_even=None) == report.latency
+    assert EvalReport.from_dict(json.loads(new.to_json())) == new
