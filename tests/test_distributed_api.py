@@ -108,17 +108,30 @@ def test_a_killed_rank_is_the_runtimes_one_line_error_in_the_caller(tmp_path):
     model.close()
 
 
-def test_no_rank_outlives_the_interpreter(tmp_path):
+@pytest.mark.parametrize("ending", ["exit", pytest.param("sigkill", marks=pytest.mark.slow)])
+def test_no_rank_outlives_the_interpreter(tmp_path, ending):
+    """Never closed: the interpreter's exit must stop it (atexit), and a SIGKILLed
+    application takes its ranks along (pdeathsig, the reaper)."""
     folder, _, _ = sparse_disco_folder(tmp_path, 2)
     script = textwrap.dedent(f"""
-        import torch, disco_zoo
+        import sys, time, torch, disco_zoo
         model = disco_zoo.distributed({str(folder)!r}, backend="gloo", timeout_s=30)
         model(torch.randn(1, 3, 32, 32))
         print("PIDS", *model.rank_pids.values(), model._run.out_dir.parent, flush=True)
-    """)  # never closed: the interpreter's exit must stop it
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    *pids, run_dir = next(l for l in proc.stdout.splitlines() if l.startswith("PIDS")).split()[1:]
+        if sys.argv[1] == "sigkill":
+            time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script, ending], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=REPO)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("PIDS"), proc.stderr.read()[-3000:] if proc.poll() is not None else line
+        *pids, run_dir = line.split()[1:]
+        if ending == "sigkill":
+            proc.kill()
+        assert proc.wait(timeout=120) == (0 if ending == "exit" else -signal.SIGKILL)
+    finally:
+        proc.kill()
     _assert_gone([int(p) for p in pids], Path(run_dir))
 
 
@@ -132,6 +145,20 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         disco_zoo.distributed(folder, launch=False)
     with pytest.raises(DiscoZooError, match="is a dense model"):
         disco_zoo.distributed("resnet18.digits")
+
+
+@pytest.mark.slow
+def test_published_four_node_model_over_mpi():
+    """A published model, 4 ranks, the launched MPI form: outputs equal create_model's."""
+    name = "resnet18_disco_4node.digits"
+    reference = disco_zoo.create_model(name, pretrained=True).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with disco_zoo.distributed(name, timeout_s=60) as model:
+        assert len(model.rank_pids) == 4
+        out = model(x)
+    with torch.no_grad():
+        assert (out - reference(x)).abs().max().item() <= 1e-4
+    assert set(model.traffic["tags"]) >= {"input", "fc"} and model.request_bytes == 32 * 3 * 2
 
 
 def _readme_section(title: str) -> str:
