@@ -145,6 +145,22 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         disco_zoo.distributed(folder, launch=False)
     with pytest.raises(DiscoZooError, match="is a dense model"):
         disco_zoo.distributed("resnet18.digits")
+    proc = _node(folder, "--rank", "2", "--master-port", "1")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "error: --rank 2: resnet18. has nodes 0..1"
+
+
+def _node(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "disco_zoo.cli", "node", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.mark.slow
+def test_a_node_without_its_root_says_so_in_one_line(tmp_path):
+    folder, _, _ = sparse_disco_folder(tmp_path, 2)
+    proc = _node(folder, "--rank", "1", "--master-port", free_port(), "--timeout", "2")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 2, proc.stderr[-3000:]  # "waiting for the root", then the error
+    assert lines[1].startswith("error: rank 1: gloo rendezvous failed") and "launch=False, master_port=" in lines[1]
 
 
 @pytest.mark.slow

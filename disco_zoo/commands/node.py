@@ -28,9 +28,13 @@ def node_command(
     threads: int = typer.Option(1, "--threads", min=1, help="torch threads."),
 ) -> None:
     """Serve one rank of MODEL for an application on the root device (gloo, across hosts)."""
+    # a node started before its root: c10d would log every retry of the rendezvous with a
+    # C++ stack; the outcome is ours to say, in one line (set the variable to see them)
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     from disco_zoo.commands.options import check_nodes, check_timeout
     from disco_zoo.errors import DiscoZooError
     from disco_zoo.runtime.disco_executor import node_folder
+    from disco_zoo.runtime.errors import RendezvousError
     from disco_zoo.runtime.service import SERVE_ENTRY
     from disco_zoo.runtime.transport import WIRE_DTYPES
     from disco_zoo.runtime.worker import run
@@ -52,7 +56,11 @@ def node_command(
             "threads_per_rank": threads, "iface": iface or os.environ.get("DISCO_ZOO_IFACE"),
             "args": {"folder": model, "idle_timeout_s": idle_timeout}}
     typer.echo(f"node {rank} of {config.name}: waiting for the root at {master_addr}:{master_port}", err=True)
-    _, result, transport = run(spec)
+    try:
+        _, result, transport = run(spec)
+    except RendezvousError as err:
+        raise DiscoZooError(f"{str(err).rstrip('.')}; is the application on {master_addr} running disco_zoo.distributed(..., "
+                            f"launch=False, master_port={master_port}), started within --timeout {timeout:g} s?") from None
     transport.close()
     typer.echo(f"node {rank} of {config.name}: served {result['calls']} calls; the root closed the model", err=True)
 
