@@ -28,6 +28,7 @@ dies or fails makes the current (or next) call raise the runtime's one-line
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import queue
 import secrets
@@ -97,6 +98,20 @@ def _resolve(model: str) -> tuple[Any, str]:
     return load_folder_config(resolve_folder(model, node=0)), folder_name(model)
 
 
+def _check_options(timeout_s: Any, start_timeout_s: Any, idle_timeout_s: Any, wire_dtype: Any, threads: Any) -> None:
+    """Bad options fail here, at once, not in a rank after its start-up."""
+    from disco_zoo.runtime.transport import WIRE_DTYPES
+
+    for name, value in (("timeout_s", timeout_s), ("start_timeout_s", start_timeout_s),
+                        ("idle_timeout_s", idle_timeout_s)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise DiscoZooError(f"{name} must be a positive number of seconds, got {value!r}")
+    if wire_dtype not in WIRE_DTYPES:
+        raise DiscoZooError(f"wire_dtype must be one of {', '.join(map(repr, WIRE_DTYPES))}, got {wire_dtype!r}")
+    if not isinstance(threads, int) or threads < 1:
+        raise DiscoZooError(f"threads must be a whole number >= 1, got {threads!r}")
+
+
 class DistributedModel:
     """A running DISCO session: call it with a batch, get the output tensor.
 
@@ -125,6 +140,7 @@ class DistributedModel:
         if backend not in ("mpi", "gloo"):
             raise DiscoZooError(f"unknown backend {backend!r}: use 'mpi' or 'gloo'")
         link = Link.parse(bandwidth, latency)
+        _check_options(timeout_s, start_timeout_s, idle_timeout_s, wire_dtype, threads)
         if not launch:
             if backend != "gloo":
                 raise DiscoZooError("launch=False needs backend='gloo': MPI cannot attach ranks started separately "

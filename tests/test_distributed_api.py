@@ -146,6 +146,10 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         disco_zoo.distributed(folder, launch=False)
     with pytest.raises(DiscoZooError, match="is a dense model"):
         disco_zoo.distributed("resnet18.digits")
+    with pytest.raises(DiscoZooError, match="timeout_s must be a positive number of seconds, got nan"):
+        disco_zoo.distributed(folder, timeout_s=float("nan"))
+    with pytest.raises(DiscoZooError, match="wire_dtype must be one of 'fp32', 'fp16', got 'int8'"):
+        disco_zoo.distributed(folder, wire_dtype="int8")
     proc = _node(folder, "--rank", "2", "--master-port", "1")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "error: --rank 2: resnet18. has nodes 0..1"
 
