@@ -109,7 +109,8 @@ def test_a_killed_rank_is_the_runtimes_one_line_error_in_the_caller(tmp_path):
     model.close()
 
 
-@pytest.mark.parametrize("ending", ["exit", pytest.param("sigkill", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("ending", ["exit", "sigkill"])
 def test_no_rank_outlives_the_interpreter(tmp_path, ending):
     """Never closed: the interpreter's exit must stop it (atexit), and a SIGKILLed
     application takes its ranks along (pdeathsig, the reaper)."""
