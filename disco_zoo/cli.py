@@ -24,6 +24,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES = ("listing", "info", "train", "sparsify", "run", "eval", "plan", "profile", "hubcmd")
+COMMAND_MODULES += ("node",)  # one rank of a distributed model, serving an application
 
 for _module in COMMAND_MODULES:
     importlib.import_module(f"disco_zoo.commands.{_module}").register(app)

@@ -41,7 +41,8 @@ from disco_zoo.runtime.lifetime import (
 from disco_zoo.runtime.run_log import write_log
 from disco_zoo.timing.links import Link
 
-__all__ = ["launch", "free_port", "mpiexec_path", "local_mpiexec_path", "pid_alive", "PeerError", "LOCAL_NET_ENV"]
+__all__ = ["launch", "free_port", "mpiexec_path", "local_mpiexec_path", "pid_alive", "PeerError", "LOCAL_NET_ENV",
+           "Run", "write_spec", "start_ranks", "poll_run", "run_failure", "stop_run"]
 
 POLL_S = 0.05
 LOCAL_NET_ENV = {"UCX_NET_DEVICES": "lo", "FI_TCP_IFACE": "lo"}  # MPI ranks' sockets: loopback only
@@ -170,17 +171,43 @@ def _popen(cmd: list[str], env: dict[str, str], run: _Run, output: Path) -> None
     reaper().watch(groups=[proc.pid])
 
 
-def _start(backend: str, spec_path: Path, run: _Run, threads: int) -> None:
+def _start(backend: str, spec_path: Path, run: _Run, threads: int,
+           master: tuple[str, int, int] | None = None) -> None:
+    """Start every rank of ``run`` on this machine; or, with ``master`` (address, port,
+    world size), only gloo rank 0, whose peers join that rendezvous from elsewhere."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
     if backend == "mpi":
         cmd = [local_mpiexec_path(), "-n", str(run.world_size), *_worker_cmd(spec_path)]
         _popen(cmd, dict(env, **LOCAL_NET_ENV), run, run.out_dir / "mpiexec.out")
         return
-    env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(run.world_size),
-               GLOO_SOCKET_IFNAME="lo")  # gloo's pairs on loopback, whatever the caller's environment says
+    if master is not None:
+        address, port, world = master
+        env.update(MASTER_ADDR=address, MASTER_PORT=str(port), WORLD_SIZE=str(world))
+    else:
+        env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(run.world_size),
+                   GLOO_SOCKET_IFNAME="lo")  # gloo's pairs on loopback, whatever the caller's environment says
     for rank in range(run.world_size):
         rank_env = dict(env, RANK=str(rank), LOCAL_RANK=str(rank))
         _popen(_worker_cmd(spec_path), rank_env, run, run.out_dir / f"rank{rank}.out")
+
+
+def poll_run(run: _Run) -> tuple[list[Any] | None, str, dict] | None:
+    """One look at the ranks: None while they run and none has failed; (results, "", {})
+    once every rank has returned; (None, reason, details) once one has failed or died."""
+    run.read_pids()
+    alive = {r: run.alive(r) for r in range(run.world_size)}
+    results = {r: run.result(r) for r in range(run.world_size)}
+    if all(res is not None and res["ok"] for res in results.values()):
+        return [results[r]["result"] for r in range(run.world_size)], "", {}
+    dead = [r for r in range(run.world_size) if results[r] is None and not alive[r]]
+    errors = {r: res for r, res in results.items() if res is not None and not res["ok"]}
+    running = [r for r in range(run.world_size) if results[r] is None and alive[r]]
+    if any(res.get("type") == "RendezvousError" for res in errors.values()):
+        return None, "rendezvous", {"errors": errors}
+    if dead or errors:  # which running ranks are stopped is read now, before they are killed
+        stopped = {r for r in running if run.stopped(r)}
+        return None, "failed", {"dead": dead, "errors": errors, "running": running, "stopped": stopped}
+    return None
 
 
 def _monitor(run: _Run, wall_timeout_s: float | None) -> tuple[list[Any] | None, str, dict]:
@@ -188,25 +215,16 @@ def _monitor(run: _Run, wall_timeout_s: float | None) -> tuple[list[Any] | None,
     died (or the wall-clock limit passed), (None, reason, details)."""
     started = time.monotonic()
     while True:
-        run.read_pids()
-        alive = {r: run.alive(r) for r in range(run.world_size)}
-        results = {r: run.result(r) for r in range(run.world_size)}
-        if all(res is not None and res["ok"] for res in results.values()):
-            return [results[r]["result"] for r in range(run.world_size)], "", {}
-        dead = [r for r in range(run.world_size) if results[r] is None and not alive[r]]
-        errors = {r: res for r, res in results.items() if res is not None and not res["ok"]}
-        running = [r for r in range(run.world_size) if results[r] is None and alive[r]]
-        if any(res.get("type") == "RendezvousError" for res in errors.values()):
-            return None, "rendezvous", {"errors": errors}
-        if dead or errors:  # which running ranks are stopped is read now, before they are killed
-            stopped = {r for r in running if run.stopped(r)}
-            return None, "failed", {"dead": dead, "errors": errors, "running": running, "stopped": stopped}
+        state = poll_run(run)
+        if state is not None:
+            return state
         if wall_timeout_s is not None and time.monotonic() > started + wall_timeout_s:
+            running = [r for r in range(run.world_size) if run.result(r) is None and run.alive(r)]
             return None, "wall", {"dead": [], "errors": {}, "running": running, "stopped": set()}
         time.sleep(POLL_S)
 
 
-def _failure(run: _Run, reason: str, details: dict, timeout_s: float, wall_timeout_s: float | None) -> PeerError:
+def run_failure(run: _Run, reason: str, details: dict, timeout_s: float, wall_timeout_s: float | None = None) -> PeerError:
     """The run's PeerError: one summary line that ends naming the log with the details."""
     state = RunState(
         out_dir=run.out_dir, world_size=run.world_size, reason=reason, dead=details["dead"],
@@ -276,21 +294,13 @@ def _attempts(entry: str, world_size: int, backend: str, args: dict[str, Any], t
     for attempt in range(retries):
         out_dir = tmp / f"attempt{attempt}"
         out_dir.mkdir()
-        spec = {
-            "entry": entry, "args": args, "backend": backend, "timeout_s": timeout_s,
-            "wire_dtype": wire_dtype, "link": _link_spec(link),
-            "threads_per_rank": threads, "out_dir": str(out_dir), "supervised": True,
-        }
-        spec_path = out_dir / "spec.json"
-        spec_path.write_text(json.dumps(spec))
+        spec_path = write_spec(out_dir, entry, args, backend, timeout_s, threads, link, wire_dtype)
         run = _Run(out_dir, world_size)
         try:
             _start(backend, spec_path, run, threads)
             results, reason, details = _monitor(run, wall_timeout_s)
         finally:
-            with signals_deferred():
-                run.kill()
-                reaper().forget(groups=run.pgids)
+            stop_run(run)
         if results is not None:
             return results
         if reason == "rendezvous" and attempt + 1 < retries:
@@ -299,5 +309,44 @@ def _attempts(entry: str, world_size: int, backend: str, args: dict[str, Any], t
             first = next(iter(details["errors"].values()))
             raise _with_log(f"could not set up the {backend} process group: {first['error']}",
                             first.get("traceback", ""))
-        raise _failure(run, reason, details, timeout_s, wall_timeout_s)
+        raise run_failure(run, reason, details, timeout_s, wall_timeout_s)
     raise AssertionError("unreachable")
+
+
+# -- a run that outlives one call: started, polled and stopped by its owner ---------------
+
+Run = _Run
+
+
+def write_spec(out_dir: Path, entry: str, args: dict[str, Any], backend: str, timeout_s: float, threads: int,
+               link: Link | dict[tuple[int, int], Link] | None, wire_dtype: str, iface: str | None = None) -> Path:
+    """The spec every rank of a run reads (``worker --spec``); returns its path."""
+    spec = {
+        "entry": entry, "args": args, "backend": backend, "timeout_s": timeout_s,
+        "wire_dtype": wire_dtype, "link": _link_spec(link),
+        "threads_per_rank": threads, "out_dir": str(out_dir), "supervised": True, "iface": iface,
+    }
+    spec_path = out_dir / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    return spec_path
+
+
+def start_ranks(spec_path: Path, world_size: int, backend: str, threads: int,
+                master: tuple[str, int, int] | None = None) -> _Run:
+    """Start the ranks of ``spec_path``'s run (with ``master``, only gloo rank 0 of a
+    rendezvous at (address, port, world size)); the caller polls (:func:`poll_run`) and
+    must end it with :func:`stop_run`. Until then the reaper kills them if we die."""
+    run = _Run(spec_path.parent, 1 if master is not None else world_size)
+    try:
+        _start(backend, spec_path, run, threads, master)
+    except BaseException:
+        stop_run(run)
+        raise
+    return run
+
+
+def stop_run(run: _Run) -> None:
+    """SIGKILL every process of ``run`` (signals held meanwhile) and release them."""
+    with signals_deferred():
+        run.kill()
+        reaper().forget(groups=run.pgids)
