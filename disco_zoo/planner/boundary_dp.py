@@ -103,27 +103,42 @@ def _device_costs(graph: LayerGraph, layer: Layer, placement: Placement, state: 
     ready = np.empty((n, h + 1, h + 1))
     ready[:] = np.asarray(state.free, dtype=float)[:, None, None]
     received = np.zeros((n, h + 1, h + 1))
+    # inputs read through the same rows from the same sender range (a concat's many inputs)
+    # share one overlap; of their arrival lines t + per_byte * rb * overlap only the upper
+    # envelope matters, and the bytes add up
+    groups: dict[tuple, tuple[np.ndarray, np.ndarray, list[tuple[float, float]]]] = {}
     for k, pred in enumerate(layer.predecessors):
         lo, hi = _needed(layer, k, h)
         rb = row_bytes(graph[pred])
         for j, (c, d) in enumerate(placement[pred]):
-            if d <= c:
-                continue
-            ov = np.minimum(hi, d)[None, :] - np.maximum(lo, c)[:, None]
-            has = ov > 0
-            if not has.any():
-                continue
-            nbytes = np.where(has, ov * rb, 0.0)
-            remote = np.arange(n) != j
+            if d > c:
+                key = (lo.tobytes(), hi.tobytes(), j, c, d)
+                groups.setdefault(key, (lo, hi, []))[2].append((state.finish[pred][j], rb))
+    for (_, _, j, c, d), (lo, hi, lines) in groups.items():
+        ov = np.minimum(hi, d)[None, :] - np.maximum(lo, c)[:, None]
+        has = ov > 0
+        if not has.any():
+            continue
+        own = max(t for t, _ in lines)
+        delay = np.full((n, h + 1, h + 1), -math.inf)
+        for t, rb in _envelope(lines):
             if rb > 0:
-                delay = state.finish[pred][j] + lat[j][:, None, None] + per_byte[j][:, None, None] * nbytes
-                delay[j] = state.finish[pred][j]
-                received[remote] += nbytes
+                np.maximum(delay, t + lat[j][:, None, None] + per_byte[j][:, None, None] * (ov * rb)[None], out=delay)
             else:
-                delay = np.full((n, h + 1, h + 1), state.finish[pred][j])
-            np.maximum(ready, np.where(has, delay, -math.inf), out=ready)
+                np.maximum(delay, t, out=delay)
+        delay[j] = own  # rows a device holds itself arrive when it finished them
+        total = sum(rb for _, rb in lines)
+        if total > 0:
+            received[np.arange(n) != j] += np.where(has, ov * total, 0.0)
+        np.maximum(ready, np.where(has, delay, -math.inf), out=ready)
     per_row = np.array([layer.flops / h / dev.rate(layer.op) for dev in profile.devices])
     return ready + _rows(h)[None] * per_row[:, None, None], received
+
+
+def _envelope(lines: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (start, bytes per row) lines not dominated by one both later and heavier."""
+    return [(t, rb) for t, rb in lines
+            if not any((t2 >= t and rb2 >= rb) and (t2, rb2) != (t, rb) for t2, rb2 in lines)] or lines[:1]
 
 
 def _rows(h: int) -> np.ndarray:

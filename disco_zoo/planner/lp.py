@@ -39,6 +39,7 @@ class PlanStats:
     dp_solves: int = 0
     passes: int = 0  # look-ahead improvement passes
     subsets_pruned: int = 0
+    restaged: int = 0  # stage re-splits of a baseline tried
     origin: str = ""  # which candidate won, e.g. "greedy on a+b" or "baseline proportional-split"
     is_baseline: bool = False  # the plan is a baseline's, unchanged
 

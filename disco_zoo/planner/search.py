@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.graph import LayerGraph
 from disco_zoo.planner.baselines import BASELINES
-from disco_zoo.planner.lp import PlanStats, device_subsets, fits_memory, plan_layers
+from disco_zoo.planner.lp import PlanStats, device_subsets, fits_memory, plan_layers, ranges_from_counts, round_counts
 from disco_zoo.planner.profiles import Profile
 from disco_zoo.planner.simulate import predicted_latency
-from disco_zoo.planner.units import Placement
+from disco_zoo.planner.units import Placement, extent, splittable
 
 __all__ = ["MIN_GAIN", "MAX_PASSES", "plan_edgeflow", "compute_bound"]
 
@@ -72,6 +72,29 @@ def _improve(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanS
         if gain < MIN_GAIN:
             break
         current = placement
+    return best
+
+
+def _restage(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanStats) -> _Candidate:
+    """Hybrid of layer-wise and row splits: each stage (the layers of one height) in turn
+    split in proportion to the rates of the k fastest devices, k = 1..n, or kept; the best
+    by the replay is kept before the next stage."""
+    by_rate = sorted(range(len(profile)), key=lambda i: -profile.devices[i].rate("conv"))
+    best = seed
+    for rows in sorted({extent(l) for l in graph if splittable(l) and l.op not in ("input", "output")}, reverse=True):
+        for k in range(1, len(profile) + 1):
+            weights = [profile.devices[i].rate("conv") if i in by_rate[:k] else 0.0 for i in range(len(profile))]
+            split = ranges_from_counts(round_counts(weights, rows))
+            placement = dict(best.placement)
+            for layer in graph:
+                if splittable(layer) and extent(layer) == rows and layer.op not in ("input", "output"):
+                    placement[layer.name] = split
+            if placement == best.placement or not fits_memory(graph, placement, profile):
+                continue
+            stats.restaged += 1
+            latency = predicted_latency(graph, placement, profile)
+            if latency < best.latency_s:
+                best = _Candidate(placement, latency, f"{seed.origin}, re-split by stage", _used(placement, graph))
     return best
 
 
@@ -124,6 +147,8 @@ def _plan(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanStats]:
         raise full_error or DiscoZooError("no device subset can hold the model; give devices more memory_bytes")
     seed = min(greedy + baselines, key=lambda c: c.latency_s)
     winner = _improve(graph, profile, seed, stats)
+    if winner is seed and seed in baselines:  # a baseline stands: re-split it stage by stage
+        winner = _restage(graph, profile, seed, stats)
     stats.origin = winner.origin
     stats.is_baseline = winner is seed and seed in baselines
     stats.plan_seconds = time.perf_counter() - t0
