@@ -92,17 +92,17 @@ def link_arrays(profile: Profile) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _device_costs(graph: LayerGraph, layer: Layer, placement: Placement, state: State, profile: Profile,
-                  h: int, links: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(finish, bytes received) of every device i for every range [a, b): arrays [i, a, b].
+                  h: int, links: tuple[np.ndarray, np.ndarray], act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(finish, bytes received) of each device ``act[i]`` for every range [a, b): arrays [i, a, b].
 
     The overlap of [lo(a), hi(b)) with a sender's rows does not depend on the receiver,
     so it is computed once per (predecessor, sender) and broadcast over the receivers.
     """
-    n = len(profile)
-    lat, per_byte = links
-    ready = np.empty((n, h + 1, h + 1))
-    ready[:] = np.asarray(state.free, dtype=float)[:, None, None]
-    received = np.zeros((n, h + 1, h + 1))
+    m = len(act)
+    lat, per_byte = links[0][:, act], links[1][:, act]
+    ready = np.empty((m, h + 1, h + 1))
+    ready[:] = np.asarray(state.free, dtype=float)[act][:, None, None]
+    received = np.zeros((m, h + 1, h + 1))
     # inputs read through the same rows from the same sender range (a concat's many inputs)
     # share one overlap; of their arrival lines t + per_byte * rb * overlap only the upper
     # envelope matters, and the bytes add up
@@ -120,18 +120,18 @@ def _device_costs(graph: LayerGraph, layer: Layer, placement: Placement, state: 
         if not has.any():
             continue
         own = max(t for t, _ in lines)
-        delay = np.full((n, h + 1, h + 1), -math.inf)
+        delay = np.full((m, h + 1, h + 1), -math.inf)
         for t, rb in _envelope(lines):
             if rb > 0:
                 np.maximum(delay, t + lat[j][:, None, None] + per_byte[j][:, None, None] * (ov * rb)[None], out=delay)
             else:
                 np.maximum(delay, t, out=delay)
-        delay[j] = own  # rows a device holds itself arrive when it finished them
+        delay[act == j] = own  # rows a device holds itself arrive when it finished them
         total = sum(rb for _, rb in lines)
         if total > 0:
-            received[np.arange(n) != j] += np.where(has, ov * total, 0.0)
+            received[act != j] += np.where(has, ov * total, 0.0)
         np.maximum(ready, np.where(has, delay, -math.inf), out=ready)
-    per_row = np.array([layer.flops / h / dev.rate(layer.op) for dev in profile.devices])
+    per_row = np.array([layer.flops / h / profile.devices[i].rate(layer.op) for i in act])
     return ready + _rows(h)[None] * per_row[:, None, None], received
 
 
@@ -147,17 +147,16 @@ def _rows(h: int) -> np.ndarray:
 
 
 def _lookahead(graph: LayerGraph, layer: Layer, ahead: Placement, profile: Profile, h: int,
-               links: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Per device i: how much later than its finish the readers' units it feeds can finish, [i, a, b].
+               links: tuple[np.ndarray, np.ndarray], act: np.ndarray) -> np.ndarray:
+    """Per device ``act[i]``: how much later than its finish the readers' units it feeds can finish, [i, a, b].
 
     With the readers' splits fixed (``ahead``, the previous sweep's plan), device i's rows
     [a, b) reach reader device r at T_i + link_{i,r}(overlap bytes), and that unit ends
     its compute after that; the latest of these terms depends on (a, b) alone, so the
     recursion stays a chain. Their other inputs and queueing are left out.
     """
-    n = len(profile)
-    lat, per_byte = links
-    extra = np.zeros((n, h + 1, h + 1))
+    lat, per_byte = links[0][act], links[1][act]
+    extra = np.zeros((len(act), h + 1, h + 1))
     rb = row_bytes(layer)
     pos = np.arange(h + 1)
     for reader, k in readers(graph, layer):
@@ -187,16 +186,22 @@ def dp_split(graph: LayerGraph, layer: Layer, placement: Placement, state: State
     n, h = len(profile), extent(layer)
     rows = _rows(h)
     links = link_arrays(profile) if links is None else links
-    costs, received = _device_costs(graph, layer, placement, state, profile, h, links)
+    act = np.array([i for i in range(n) if caps[i] > 0], dtype=int)  # devices with room
+    if not len(act):
+        return None
+    costs, bytes_in = _device_costs(graph, layer, placement, state, profile, h, links, act)
     if ahead is not None:
-        costs += _lookahead(graph, layer, ahead, profile, h, links)
-    allowed = (rows[None] > 0) & (rows[None] <= np.asarray(caps)[:, None, None])
-    finish = [np.where(allowed[i], costs[i], math.inf) if caps[i] > 0 else None for i in range(n)]
+        costs += _lookahead(graph, layer, ahead, profile, h, links, act)
+    allowed = (rows[None] > 0) & (rows[None] <= np.asarray(caps)[act][:, None, None])
+    finish: list[np.ndarray | None] = [None] * n
+    received: list[np.ndarray | None] = [None] * n
+    for idx, i in enumerate(act):
+        finish[i], received[i] = np.where(allowed[idx], costs[idx], math.inf), bytes_in[idx]
     best = _chain_min_max(finish, h)
     if not math.isfinite(best):
         return None
     limit = best * (1 + TIE) if best > 0 else best
-    counts = _chain_min_bytes(finish, list(received), h, limit)
+    counts = _chain_min_bytes(finish, received, h, limit)
     return counts, best
 
 

@@ -1,14 +1,18 @@
-"""EdgeFlow partitioning: per layer, an LP (HiGHS) over each device's share of the rows.
+"""EdgeFlow's greedy sweep: layers placed one at a time in topological order, and the old per-layer LP.
 
-Layers are placed one at a time in topological order. For a splittable layer the
-devices take contiguous row ranges in profile order; the LP chooses the row counts
-x_i, linearising the halo overlaps around a point (successive LP with a trust
-region), the relaxed solution is rounded by largest remainder and repaired by local
-moves of the range boundaries, and every candidate is scored with the per-layer cost
-(:func:`disco_zoo.planner.layer_cost.layer_timing`, links not contending). Whole plans
-(one per device subset) are compared by the model of time's replay
-(:func:`disco_zoo.planner.simulate.simulate`), which is also what a plan reports.
-docs/edgeflow.md writes the formulation out; docs/time-model.md the model of time.
+:func:`plan_layers` places each layer given the ones before it: copying layers take their
+input's split, whole layers the device that finishes them first, and a splittable layer
+the split that minimises its finish, found exactly by :mod:`disco_zoo.planner.boundary_dp`
+(``solver="dp"``, the default) or, on the old path kept for the benchmark and the
+brute-force test (``solver="lp"``), by successive HiGHS LPs: devices take contiguous row
+ranges in profile order; the LP chooses the row counts x_i, linearising the halo overlaps
+around a point (trust region), the relaxed solution is rounded by largest remainder and
+repaired by local moves of the range boundaries, and every candidate is scored with the
+per-layer cost (:func:`disco_zoo.planner.layer_cost.layer_timing`, links not contending).
+The whole-model search around the sweep is :mod:`disco_zoo.planner.search`;
+:func:`plan_edgeflow_lp` is the old one (the LP sweep per device subset, the lowest
+replayed latency wins). docs/edgeflow.md writes the formulations out; docs/time-model.md
+the model of time.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ class PlanStats:
     passes: int = 0  # look-ahead improvement passes
     subsets_pruned: int = 0
     restaged: int = 0  # stage re-splits of a baseline tried
+    replays_skipped: int = 0  # candidates a lower bound ruled out without a replay
     origin: str = ""  # which candidate won, e.g. "greedy on a+b" or "baseline proportional-split"
     is_baseline: bool = False  # the plan is a baseline's, unchanged
 
