@@ -178,19 +178,19 @@ def build_units(graph: LayerGraph, placement: Placement) -> list[Unit]:
     """Units of every layer with their input requirements and forwarding tables."""
     units: dict[tuple[str, int], Unit] = {}
     for layer in graph:
+        held = [(pred, [(src, have) for src, have in enumerate(placement[pred]) if have[1] > have[0]],
+                 row_bytes(graph[pred])) for pred in layer.predecessors]
         for dev, rows in enumerate(placement[layer.name]):
             if rows[0] >= rows[1]:
                 continue
             unit = Unit(layer.name, dev, rows)
-            for k, pred in enumerate(layer.predecessors):
+            for k, (pred, haves, rb) in enumerate(held):
                 need = input_rows(layer, k, rows)
                 req = InputRequirement(pred, need)
-                rb = row_bytes(graph[pred])
-                for src, have in enumerate(placement[pred]):
-                    ov = overlap(need, have)
-                    if ov:
-                        got = (max(need[0], have[0]), min(need[1], have[1]))
-                        nbytes = int(round(ov * rb)) if src != dev else 0
+                for src, have in haves:
+                    got = (max(need[0], have[0]), min(need[1], have[1]))
+                    if got[1] > got[0]:
+                        nbytes = int(round((got[1] - got[0]) * rb)) if src != dev else 0
                         req.sources.append(Source(src, got, nbytes))
                         units[(pred, src)].forward.append(Forward(layer.name, dev, got, nbytes))
                 unit.inputs.append(req)
