@@ -30,6 +30,7 @@ from disco_zoo.planner.units import Placement, _window, compute_seconds, extent,
 __all__ = ["TIE", "dp_split", "copies_split", "link_arrays", "readers"]
 
 COPY_OPS = {"bn", "act", "identity", "bias", "scale"}
+TIE = 1e-3  # finish times this close (relative) count as equal; then fewer bytes wins
 
 
 def copies_split(graph: LayerGraph, layer: Layer) -> bool:
@@ -40,9 +41,13 @@ def copies_split(graph: LayerGraph, layer: Layer) -> bool:
 
 def readers(graph: LayerGraph, layer: Layer) -> list[tuple[Layer, int]]:
     """(layer, input index) of the layers that read ``layer``'s rows, looking through copying layers."""
-    out, todo = [], list(layer.successors)
+    out, todo, seen = [], list(layer.successors), set()
     while todo:
-        succ = graph[todo.pop()]
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        succ = graph[name]
         if copies_split(graph, succ):
             todo.extend(succ.successors)
             continue
@@ -58,8 +63,6 @@ def _reaches(graph: LayerGraph, name: str, target: str) -> bool:
             return False
         name = lay.predecessors[0]
     return True
-
-TIE = 1e-3  # finish times this close (relative) count as equal; then fewer bytes wins
 
 
 def _needed(layer: Layer, k: int, h: int) -> tuple[np.ndarray, np.ndarray]:
