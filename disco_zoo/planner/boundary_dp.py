@@ -25,7 +25,7 @@ import numpy as np
 from disco_zoo.graph import Layer, LayerGraph
 from disco_zoo.planner.layer_cost import State
 from disco_zoo.planner.profiles import Profile
-from disco_zoo.planner.units import Placement, _window, compute_seconds, extent, input_rows, row_bytes
+from disco_zoo.planner.units import Placement, _per_layer, _window, compute_seconds, extent, input_rows, row_bytes
 
 __all__ = ["TIE", "dp_split", "copies_split", "link_arrays", "readers"]
 
@@ -81,6 +81,16 @@ def _needed(layer: Layer, k: int, h: int) -> tuple[np.ndarray, np.ndarray]:
     return pos, pos
 
 
+@_per_layer
+def _needed_by_input(layer: Layer) -> list[tuple[np.ndarray, np.ndarray, bytes]]:
+    """:func:`_needed` of every input of ``layer``, with a key naming the pair (made once per layer)."""
+    out = []
+    for k in range(len(layer.predecessors)):
+        lo, hi = _needed(layer, k, extent(layer))
+        out.append((lo, hi, lo.tobytes() + b"|" + hi.tobytes()))
+    return out
+
+
 def link_arrays(profile: Profile) -> tuple[np.ndarray, np.ndarray]:
     """(latency, seconds per byte) of every ordered pair [sender, receiver]; 0 on the diagonal."""
     n = len(profile)
@@ -98,42 +108,44 @@ def _device_costs(graph: LayerGraph, layer: Layer, placement: Placement, state: 
                   h: int, links: tuple[np.ndarray, np.ndarray], act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(finish, bytes received) of each device ``act[i]`` for every range [a, b): arrays [i, a, b].
 
-    The overlap of [lo(a), hi(b)) with a sender's rows does not depend on the receiver,
-    so it is computed once per (predecessor, sender) and broadcast over the receivers.
+    One *group* per (input rows needed, sender, sender's range): inputs read through the
+    same rows from the same sender range (a concat's many inputs) share one overlap array
+    [g, a, b]; the bytes add up, and of their arrival lines t + per_byte * rb * overlap
+    only the upper envelope matters. All groups and receivers are evaluated in one
+    broadcast (the link arrays are 0 on the diagonal: a device's own rows arrive when it
+    finished them).
     """
-    m = len(act)
     lat, per_byte = links[0][:, act], links[1][:, act]
-    ready = np.empty((m, h + 1, h + 1))
+    ready = np.empty((len(act), h + 1, h + 1))
     ready[:] = np.asarray(state.free, dtype=float)[act][:, None, None]
-    received = np.zeros((m, h + 1, h + 1))
-    # inputs read through the same rows from the same sender range (a concat's many inputs)
-    # share one overlap; of their arrival lines t + per_byte * rb * overlap only the upper
-    # envelope matters, and the bytes add up
+    received = np.zeros((len(act), h + 1, h + 1))
     groups: dict[tuple, tuple[np.ndarray, np.ndarray, list[tuple[float, float]]]] = {}
-    for k, pred in enumerate(layer.predecessors):
-        lo, hi = _needed(layer, k, h)
+    for pred, (lo, hi, need) in zip(layer.predecessors, _needed_by_input(layer)):
         rb = row_bytes(graph[pred])
         for j, (c, d) in enumerate(placement[pred]):
             if d > c:
-                key = (lo.tobytes(), hi.tobytes(), j, c, d)
-                groups.setdefault(key, (lo, hi, []))[2].append((state.finish[pred][j], rb))
-    for (_, _, j, c, d), (lo, hi, lines) in groups.items():
-        ov = np.minimum(hi, d)[None, :] - np.maximum(lo, c)[:, None]
+                groups.setdefault((need, j, c, d), (lo, hi, []))[2].append((state.finish[pred][j], rb))
+    if groups:
+        keys, values = list(groups), list(groups.values())
+        sender = np.array([key[1] for key in keys])
+        start = np.array([key[2] for key in keys])[:, None, None]
+        end = np.array([key[3] for key in keys])[:, None, None]
+        ov = np.minimum(np.stack([v[1] for v in values])[:, None, :], end) - \
+            np.maximum(np.stack([v[0] for v in values])[:, :, None], start)  # [g, a, b]
+        ov = np.maximum(ov, 0)
         has = ov > 0
-        if not has.any():
-            continue
-        own = max(t for t, _ in lines)
-        delay = np.full((m, h + 1, h + 1), -math.inf)
-        for t, rb in _envelope(lines):
-            if rb > 0:
-                np.maximum(delay, t + lat[j][:, None, None] + per_byte[j][:, None, None] * (ov * rb)[None], out=delay)
-            else:
-                np.maximum(delay, t, out=delay)
-        delay[act == j] = own  # rows a device holds itself arrive when it finished them
-        total = sum(rb for _, rb in lines)
-        if total > 0:
-            received[act != j] += np.where(has, ov * total, 0.0)
-        np.maximum(ready, np.where(has, delay, -math.inf), out=ready)
+        total = np.array([sum(rb for _, rb in v[2]) for v in values])
+        remote = (sender[:, None] != act[None, :]).astype(float)  # [g, i]
+        received = np.einsum("gab,gi->iab", ov * total[:, None, None], remote)
+        lines = [(g, t, rb) for g, v in enumerate(values) for t, rb in _envelope(v[2])]
+        g_of = np.array([g for g, _, _ in lines])
+        t = np.array([t for _, t, _ in lines])[:, None, None, None]
+        rb = np.array([rb for _, _, rb in lines])
+        line_lat = np.where(rb[:, None] > 0, lat[sender[g_of]], 0.0)  # no bytes: no message, no latency
+        arrival = t + line_lat[:, :, None, None] + per_byte[sender[g_of]][:, :, None, None] * \
+            (ov[g_of] * rb[:, None, None])[:, None]  # [line, i, a, b]
+        arrival = np.where(has[g_of][:, None], arrival, -math.inf).max(axis=0)
+        np.maximum(ready, arrival, out=ready)
     per_row = np.array([layer.flops / h / profile.devices[i].rate(layer.op) for i in act])
     return ready + _rows(h)[None] * per_row[:, None, None], received
 
