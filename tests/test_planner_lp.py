@@ -1,17 +1,25 @@
-"""The rounded LP split is within 5% of the brute-force integer optimum of the same cost model."""
+"""Per-layer splits against brute force (the old LP within 5%, the exact DP equal), and the search
+never worse than its greedy sweep or a baseline."""
 from __future__ import annotations
 
 import random
 
 import pytest
 import torch
+import typer
 
 from disco_zoo.graph import trace_model
-from disco_zoo.planner.lp import brute_force_counts, ranges_from_counts, round_counts, split_layer
+from disco_zoo.planner.baselines import BASELINES, equal_split, single_device
+from disco_zoo.planner.boundary_dp import TIE, copies_split, dp_split, readers
+from disco_zoo.planner.lp import (
+    brute_force_counts, device_subsets, plan_layers, ranges_from_counts, round_counts, split_layer,
+)
 from disco_zoo.planner.layer_cost import State, commit, layer_timing
+from disco_zoo.planner.search import busy_bound, compute_bound, plan_edgeflow
+from disco_zoo.planner.simulate import simulate
 from disco_zoo.planner.units import extent, splittable
 
-from helpers import Branchy, random_profile
+from helpers import Branchy, random_profile, three_devices
 
 
 def test_round_counts_sums_and_largest_remainder() -> None:
@@ -51,3 +59,106 @@ def test_lp_matches_brute_force_on_random_graphs(seed: int) -> None:
         placement[layer.name] = ranges_from_counts(counts)
         commit(state, layer, layer_timing(graph, layer, placement[layer.name], placement, state, profile))
     assert checked >= 5
+
+
+def _random_suite(seed: int):
+    """The random suite above: a Branchy graph, a 2-3 device profile, random predecessor splits."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    net = Branchy(k1=rng.choice([1, 3, 5]), s1=rng.choice([1, 2]), k2=rng.choice([3, 5]),
+                  d2=rng.choice([1, 2]), pool=rng.choice([2, 3]))
+    graph = trace_model(net, (1, 3, rng.choice([16, 24, 32]), rng.choice([16, 24, 32])))
+    n = rng.choice([2, 3])
+    return rng, graph, n, random_profile(rng, n)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_exact_split_is_the_brute_force_optimum(seed: int) -> None:
+    rng, graph, n, profile = _random_suite(seed)
+    placement: dict = {}
+    state = State(free=[0.0] * n)
+    checked = 0
+    for layer in graph:
+        h = extent(layer)
+        if splittable(layer) and (layer.flops > 0 or len(layer.predecessors) > 1):
+            caps = [rng.choice([h, h, max(1, h // 3)]) for _ in range(n)]
+            if sum(caps) >= h:
+                counts, best = dp_split(graph, layer, placement, state, profile, caps)
+                finish = layer_timing(graph, layer, ranges_from_counts(counts), placement, state, profile).done
+                _, bf_cost = brute_force_counts(graph, layer, placement, state, profile, caps)
+                assert sum(counts) == h and all(c <= cap for c, cap in zip(counts, caps))
+                assert best == pytest.approx(bf_cost, rel=1e-9), (layer.name, counts, caps)
+                assert finish <= bf_cost * (1 + TIE) + 1e-12  # the fewest-bytes split within the tie band
+                lp_counts, lp_cost = split_layer(graph, layer, placement, state, profile, caps)
+                assert finish <= lp_cost * (1 + TIE) + 1e-12  # never worse than the LP's split
+                checked += 1
+        counts = _random_counts(rng, h, n) if splittable(layer) else [h] + [0] * (n - 1)
+        placement[layer.name] = ranges_from_counts(counts)
+        commit(state, layer, layer_timing(graph, layer, placement[layer.name], placement, state, profile))
+    assert checked >= 3
+
+
+def test_exact_split_refuses_when_nothing_fits() -> None:
+    graph = trace_model(Branchy(), (1, 3, 16, 16))
+    profile = random_profile(random.Random(0), 2)
+    layer = graph["stem"]
+    placement = {"x": ranges_from_counts([16, 0])}
+    state = State(free=[0.0, 0.0], finish={"x": [0.0, float("-inf")]})
+    assert dp_split(graph, layer, placement, state, profile, [5, 5]) is None
+    assert sum(dp_split(graph, layer, placement, state, profile, [8, 8])[0]) == 16
+
+
+def test_readers_look_through_copying_layers() -> None:
+    graph = trace_model(Branchy(), (1, 3, 32, 32))
+    assert copies_split(graph, graph["bn"]) and not copies_split(graph, graph["add"])
+    assert sorted((r.name, k) for r, k in readers(graph, graph["stem"])) == [("a", 0), ("add", 0)]
+    assert [(r.name, k) for r, k in readers(graph, graph["a"])] == [("add", 1)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_search_is_never_worse_than_the_greedy_sweep_or_a_baseline(seed: int) -> None:
+    _, graph, n, profile = _random_suite(seed)
+    placement, stats = plan_edgeflow(graph, profile)
+    latency = simulate(graph, placement, profile).latency_s
+    for allowed in device_subsets(profile):  # every subset, none pruned: the bound must not lose one
+        greedy = plan_layers(graph, profile, allowed)
+        assert latency <= simulate(graph, greedy, profile).latency_s * (1 + 1e-12), allowed
+    for name, make in BASELINES.items():
+        assert latency <= simulate(graph, make(graph, profile), profile).latency_s * (1 + 1e-12), name
+    assert stats.origin and stats.dp_solves > 0 and stats.passes >= 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bounds_are_below_every_plan(seed: int) -> None:
+    _, graph, n, profile = _random_suite(seed)
+    every = set(range(n))
+    for make in BASELINES.values():
+        placement = make(graph, profile)
+        latency = simulate(graph, placement, profile).latency_s
+        assert compute_bound(graph, profile, every) <= busy_bound(graph, placement, profile) <= latency
+    one = single_device(graph, profile, 0)
+    assert compute_bound(graph, profile, {0}) == pytest.approx(simulate(graph, one, profile).latency_s, rel=1e-9)
+
+
+def test_a_baseline_that_wins_is_said_plainly(monkeypatch) -> None:
+    """When no EdgeFlow candidate beats a baseline, the plan is that baseline's and the output says so."""
+    from typer.testing import CliRunner
+
+    import disco_zoo.planner.search as search
+    from disco_zoo.commands import plan as plan_cmd
+
+    def hopeless(graph, profile, allowed=None, stats=None, solver="dp", ahead=None):  # noqa: ANN001, ANN202
+        return equal_split(graph, profile)  # stands in for a greedy sweep that loses to the baselines
+
+    monkeypatch.setattr(search, "plan_layers", hopeless)
+    graph = trace_model(Branchy(), (1, 3, 32, 32))
+    profile = three_devices()
+    placement, stats = search.plan_edgeflow(graph, profile)
+    best = min(BASELINES, key=lambda b: simulate(graph, BASELINES[b](graph, profile), profile).latency_s)
+    assert stats.is_baseline and stats.origin == f"baseline {best}"
+    assert placement == BASELINES[best](graph, profile)
+    app = typer.Typer()
+    plan_cmd.register(app)
+    res = CliRunner().invoke(app, ["plan", "mobilenet_v2", "--devices", "four-mixed-ethernet", "--input-size", "32"])
+    assert res.exit_code == 0, res.output
+    assert "EdgeFlow found no plan faster than the" in " ".join(res.output.split())

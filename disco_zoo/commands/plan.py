@@ -39,8 +39,14 @@ def plan_command(
         table.add_row(name, f"{b['latency_s'] * 1e3:.2f}", f"{b['bytes'] / 1e6:.2f}", f"{b['latency_s'] / ef:.2f}x")
     console = Console()
     console.print(table)
-    console.print(f"LP: {report['lp']['solves']} HiGHS solves, {report['lp']['lp_seconds']:.2f} s "
-                  f"(planning {report['lp']['plan_seconds']:.2f} s)")
+    if report["is_baseline"]:
+        console.print(f"EdgeFlow found no plan faster than the {report['origin'].removeprefix('baseline ')} "
+                      "baseline: the plan written is that baseline's plan, unchanged.")
+    else:
+        console.print(f"plan: {report['origin']}")
+    console.print(f"planning {report['lp']['plan_seconds'] * 1e3:.0f} ms: {report['lp']['dp_solves']} exact layer "
+                  f"splits, {report['lp']['passes']} look-ahead passes, {report['lp']['subsets_pruned']} device "
+                  "subsets pruned by a bound")
     if out:
         console.print(f"plan written to {out}")
     if gantt:

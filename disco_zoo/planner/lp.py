@@ -1,14 +1,18 @@
-"""EdgeFlow partitioning: per layer, an LP (HiGHS) over each device's share of the rows.
+"""EdgeFlow's greedy sweep: layers placed one at a time in topological order, and the old per-layer LP.
 
-Layers are placed one at a time in topological order. For a splittable layer the
-devices take contiguous row ranges in profile order; the LP chooses the row counts
-x_i, linearising the halo overlaps around a point (successive LP with a trust
-region), the relaxed solution is rounded by largest remainder and repaired by local
-moves of the range boundaries, and every candidate is scored with the per-layer cost
-(:func:`disco_zoo.planner.layer_cost.layer_timing`, links not contending). Whole plans
-(one per device subset) are compared by the model of time's replay
-(:func:`disco_zoo.planner.simulate.simulate`), which is also what a plan reports.
-docs/edgeflow.md writes the formulation out; docs/time-model.md the model of time.
+:func:`plan_layers` places each layer given the ones before it: copying layers take their
+input's split, whole layers the device that finishes them first, and a splittable layer
+the split that minimises its finish, found exactly by :mod:`disco_zoo.planner.boundary_dp`
+(``solver="dp"``, the default) or, on the old path kept for the benchmark and the
+brute-force test (``solver="lp"``), by successive HiGHS LPs: devices take contiguous row
+ranges in profile order; the LP chooses the row counts x_i, linearising the halo overlaps
+around a point (trust region), the relaxed solution is rounded by largest remainder and
+repaired by local moves of the range boundaries, and every candidate is scored with the
+per-layer cost (:func:`disco_zoo.planner.layer_cost.layer_timing`, links not contending).
+The whole-model search around the sweep is :mod:`disco_zoo.planner.search`;
+:func:`plan_edgeflow_lp` is the old one (the LP sweep per device subset, the lowest
+replayed latency wins). docs/edgeflow.md writes the formulations out; docs/time-model.md
+the model of time.
 """
 from __future__ import annotations
 
@@ -22,12 +26,11 @@ from scipy.optimize import linprog
 
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.graph import Layer, LayerGraph
+from disco_zoo.planner.boundary_dp import TIE, copies_split, dp_split, link_arrays
 from disco_zoo.planner.profiles import Profile
 from disco_zoo.planner.layer_cost import State, commit, layer_timing
 from disco_zoo.planner.simulate import simulate
 from disco_zoo.planner.units import Placement, Range, _window, compute_seconds, extent, row_bytes, splittable
-
-_FREE_OPS = {"bn", "act", "identity", "bias", "scale"}
 
 
 @dataclass
@@ -35,7 +38,15 @@ class PlanStats:
     lp_solves: int = 0
     lp_seconds: float = 0.0
     plan_seconds: float = 0.0
-    layers_lp: int = 0
+    plan_cpu_seconds: float = 0.0
+    layers_lp: int = 0  # layers that needed a split solved (LP or DP)
+    dp_solves: int = 0
+    passes: int = 0  # look-ahead improvement passes
+    subsets_pruned: int = 0
+    restaged: int = 0  # stage re-splits of a baseline tried
+    replays_skipped: int = 0  # candidates a lower bound ruled out without a replay
+    origin: str = ""  # which candidate won, e.g. "greedy on a+b" or "baseline proportional-split"
+    is_baseline: bool = False  # the plan is a baseline's, unchanged
 
 
 @dataclass
@@ -46,6 +57,7 @@ class _Ctx:
     state: State
     held: list[float]
     stats: PlanStats = field(default_factory=PlanStats)
+    links: tuple[np.ndarray, np.ndarray] | None = None  # the DP's link arrays, made once per plan
 
 
 def ranges_from_counts(counts: list[int]) -> list[Range]:
@@ -90,7 +102,18 @@ def memory_caps(graph: LayerGraph, layer: Layer, held: list[float], profile: Pro
     return caps
 
 
-TIE = 1e-3  # finish times this close (relative) count as equal; then fewer bytes wins
+def fits_memory(graph: LayerGraph, placement: Placement, profile: Profile) -> bool:
+    """Does every device have room for its rows of every layer, by :func:`memory_caps`' accounting?"""
+    held = [0.0] * len(profile)
+    for layer in graph:
+        caps = memory_caps(graph, layer, held, profile)
+        counts = [b - a for a, b in placement[layer.name]]
+        if not _feasible(counts, caps) and layer.op not in ("input", "output"):
+            return False
+        for i, c in enumerate(counts):
+            if c > 0:
+                held[i] += layer.params * graph.dtype_bytes
+    return True
 
 
 def _score(ctx: _Ctx, layer: Layer, ranges: list[Range]) -> tuple[float, float, float]:
@@ -286,6 +309,18 @@ def _split_layer(ctx: _Ctx, layer: Layer, caps: list[int]) -> list[int]:
     return best
 
 
+def _dp_layer(ctx: _Ctx, layer: Layer, caps: list[int], ahead: Placement | None) -> list[int]:
+    t0 = time.perf_counter()
+    if ctx.links is None:
+        ctx.links = link_arrays(ctx.profile)
+    found = dp_split(ctx.graph, layer, ctx.placement, ctx.state, ctx.profile, caps, ahead, ctx.links)
+    ctx.stats.lp_seconds += time.perf_counter() - t0
+    ctx.stats.dp_solves += 1
+    if found is None:
+        raise DiscoZooError(_memory_message(ctx, layer, caps))
+    return found[0]
+
+
 def _clip_to_caps(counts: list[int], caps: list[int]) -> list[int] | None:
     """Move rows that exceed a device's memory cap to devices with room."""
     counts = list(counts)
@@ -317,10 +352,15 @@ def _whole_device(ctx: _Ctx, layer: Layer, caps: list[int], pinned: int | None) 
 
 
 def plan_layers(graph: LayerGraph, profile: Profile, allowed: set[int] | None = None,
-                stats: PlanStats | None = None) -> Placement:
-    """Greedy per-layer LP placement over the ``allowed`` devices (all by default).
+                stats: PlanStats | None = None, solver: str = "dp", ahead: Placement | None = None) -> Placement:
+    """Greedy per-layer placement over the ``allowed`` devices (all by default).
 
-    The input starts and the output ends on device 0 whatever ``allowed`` says.
+    ``solver`` splits a layer: "dp", the exact integer optimum of the per-layer cost
+    (:mod:`disco_zoo.planner.boundary_dp`), or "lp", the successive HiGHS LPs with
+    rounding and repair (the old path, kept for the benchmark and the brute-force test).
+    ``ahead`` (dp only): a plan whose splits of the later layers each layer looks ahead to
+    (the improvement pass, :mod:`disco_zoo.planner.search`). The input starts and the
+    output ends on device 0 whatever ``allowed`` says.
     """
     n = len(profile)
     ctx = _Ctx(graph, profile, {}, State(free=[0.0] * n), [0.0] * n, stats or PlanStats())
@@ -336,14 +376,15 @@ def plan_layers(graph: LayerGraph, profile: Profile, allowed: set[int] | None = 
         elif not splittable(layer):
             dev = _whole_device(ctx, layer, caps, pinned=None)
             counts = [h if k == dev else 0 for k in range(n)]
-        elif (layer.op in _FREE_OPS and layer.flops == 0 and len(layer.predecessors) == 1
-              and extent(graph[layer.predecessors[0]]) == h):
+        elif copies_split(graph, layer):
             counts = [e - s for s, e in ctx.placement[layer.predecessors[0]]]
             if not _feasible(counts, caps):
                 counts = None
+        if counts is None and sum(c > 0 for c in caps) == 1 and max(caps) >= h:
+            counts = [h if c > 0 else 0 for c in caps]  # one device can take it: nothing to solve
         if counts is None:
             ctx.stats.layers_lp += 1
-            counts = _split_layer(ctx, layer, caps)
+            counts = _split_layer(ctx, layer, caps) if solver == "lp" else _dp_layer(ctx, layer, caps, ahead)
         ranges = ranges_from_counts(counts)
         ctx.placement[layer.name] = ranges
         commit(ctx.state, layer, layer_timing(graph, layer, ranges, ctx.placement, ctx.state, profile))
@@ -362,8 +403,9 @@ def device_subsets(profile: Profile) -> list[set[int]]:
     return [set(by_rate[:k]) for k in range(1, n + 1)]
 
 
-def plan_edgeflow(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanStats]:
-    """EdgeFlow placement: the per-layer LP over each device subset, the lowest simulated latency wins.
+def plan_edgeflow_lp(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanStats]:
+    """The old EdgeFlow path (kept for the benchmark): the per-layer LP over each device subset,
+    the lowest simulated latency wins; :func:`disco_zoo.planner.search.plan_edgeflow` replaced it.
 
     The per-layer objective is myopic (a split that finishes this layer sooner can cost
     traffic later), so leaving devices out entirely is searched as a whole-model choice.
@@ -373,7 +415,7 @@ def plan_edgeflow(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanS
     best, best_latency, full_error = None, math.inf, None
     for allowed in device_subsets(profile):
         try:
-            placement = plan_layers(graph, profile, allowed, stats)
+            placement = plan_layers(graph, profile, allowed, stats, solver="lp")
         except DiscoZooError as err:
             if len(allowed) == len(profile):
                 full_error = err  # names every device's room, the clearest message

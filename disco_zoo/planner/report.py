@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from disco_zoo.planner.baselines import BASELINES
-from disco_zoo.planner.lp import plan_edgeflow
+from disco_zoo.planner.search import plan_edgeflow
 from disco_zoo.planner.plan_io import Plan, save_plan
 from disco_zoo.planner.profiles import Profile
 from disco_zoo.planner.simulate import simulate
@@ -29,7 +29,8 @@ def plan_and_compare(model_name: str, graph: Any, profile: Profile, out: str | P
     for name, make in BASELINES.items():
         b = simulate(graph, make(graph, profile), profile)
         baselines[name] = {"latency_s": b.latency_s, "bytes": b.bytes_total}
-    predicted = {"latency_s": sim.latency_s, "bytes": sim.bytes_total, "busy_s": sim.busy_s}
+    predicted = {"latency_s": sim.latency_s, "bytes": sim.bytes_total, "busy_s": sim.busy_s,
+                 "origin": stats.origin, "is_baseline": stats.is_baseline}
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     plan = Plan(model_name, tuple(graph.input_shape), profile, placement, predicted, kwargs)
     if out:
@@ -45,8 +46,11 @@ def plan_and_compare(model_name: str, graph: Any, profile: Profile, out: str | P
         "devices": [d.name for d in profile.devices],
         "edgeflow": predicted,
         "baselines": baselines,
-        "lp": {"solves": stats.lp_solves, "lp_seconds": stats.lp_seconds, "plan_seconds": stats.plan_seconds,
-               "layers_by_lp": stats.layers_lp},
+        "lp": {"solves": stats.lp_solves, "dp_solves": stats.dp_solves, "lp_seconds": stats.lp_seconds,
+               "plan_seconds": stats.plan_seconds, "plan_cpu_seconds": stats.plan_cpu_seconds, "layers_by_lp": stats.layers_lp, "passes": stats.passes,
+               "subsets_pruned": stats.subsets_pruned},
+        "origin": stats.origin,
+        "is_baseline": stats.is_baseline,
         "rows_per_device": {d.name: sum(1 for l in graph if placement[l.name][i][1] > placement[l.name][i][0])
                             for i, d in enumerate(profile.devices)},
         "plan": str(out) if out else None,

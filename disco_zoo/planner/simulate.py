@@ -17,7 +17,7 @@ from disco_zoo.planner.programs import plan_programs
 from disco_zoo.planner.units import Placement, Range, Unit, build_units
 from disco_zoo.timing.replay import MessageCost, replay
 
-__all__ = ["UnitSpan", "Simulation", "simulate", "simulate_units"]
+__all__ = ["UnitSpan", "Simulation", "simulate", "simulate_units", "predicted_latency"]
 
 
 @dataclass
@@ -59,3 +59,9 @@ def simulate(graph: LayerGraph, placement: Placement, profile: Profile,
              message_cost: float | MessageCost = 0.0) -> Simulation:
     """Predicted latency, bytes on the wire and per-device timeline of a placement."""
     return simulate_units(graph, build_units(graph, placement), profile, message_cost)
+
+
+def predicted_latency(graph: LayerGraph, placement: Placement, profile: Profile) -> float:
+    """:func:`simulate`'s latency alone (no timeline): what the planner's search compares candidates by."""
+    programs = plan_programs(graph, build_units(graph, placement), profile)
+    return replay(programs, profile.links()).latency_s

@@ -14,8 +14,9 @@ requirements follow from the layer's kind alone, never from the model:
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from disco_zoo.graph import Layer, LayerGraph
 
@@ -23,8 +24,33 @@ Range = tuple[int, int]
 Placement = dict[str, list[Range]]  # layer -> per-device output row range (a == b: none)
 
 _ROWWISE = {"bn", "act", "identity", "bias", "scale", "add", "mul", "concat"}
+_T = TypeVar("_T")
 
 
+def _per_layer(fn: Callable[[Any], _T]) -> Callable[[Any], _T]:
+    """Memoise a pure function of a (never mutated) traced layer, by identity.
+
+    The planner asks the same layer's window and splittability tens of thousands of
+    times per plan; layers are unhashable dataclasses, so the cache keys on ``id`` and
+    holds a weak reference to tell a reused id from the same layer.
+    """
+    cache: dict[int, tuple[weakref.ref, _T]] = {}
+
+    def cached(layer: Any) -> _T:
+        hit = cache.get(id(layer))
+        if hit is not None and hit[0]() is layer:
+            return hit[1]
+        value = fn(layer)
+        if len(cache) > 100_000:
+            cache.clear()
+        cache[id(layer)] = (weakref.ref(layer), value)
+        return value
+
+    cached.__doc__ = fn.__doc__
+    return cached
+
+
+@_per_layer
 def extent(layer: Layer) -> int:
     """Number of rows of a layer's output (height for 4-D, else 1)."""
     return int(layer.output_shape[2]) if len(layer.output_shape) == 4 else 1
@@ -39,6 +65,7 @@ def compute_seconds(layer: Layer, rows: int, rate: float) -> float:
     return rows * (layer.flops / extent(layer)) / rate if rows > 0 else 0.0
 
 
+@_per_layer
 def _window(layer: Layer) -> tuple[int, int, int, int] | None:
     """(kernel, stride, padding, dilation) along the height, or None if not a row window."""
     a = layer.attrs
@@ -48,6 +75,7 @@ def _window(layer: Layer) -> tuple[int, int, int, int] | None:
     return first(a["kernel_size"]), first(a["stride"]), first(a.get("padding", 0)), first(a.get("dilation", 1))
 
 
+@_per_layer
 def splittable(layer: Layer) -> bool:
     """Can devices compute disjoint row ranges of this layer independently?"""
     if len(layer.output_shape) != 4 or not layer.predecessors:
@@ -150,19 +178,19 @@ def build_units(graph: LayerGraph, placement: Placement) -> list[Unit]:
     """Units of every layer with their input requirements and forwarding tables."""
     units: dict[tuple[str, int], Unit] = {}
     for layer in graph:
+        held = [(pred, [(src, have) for src, have in enumerate(placement[pred]) if have[1] > have[0]],
+                 row_bytes(graph[pred])) for pred in layer.predecessors]
         for dev, rows in enumerate(placement[layer.name]):
             if rows[0] >= rows[1]:
                 continue
             unit = Unit(layer.name, dev, rows)
-            for k, pred in enumerate(layer.predecessors):
+            for k, (pred, haves, rb) in enumerate(held):
                 need = input_rows(layer, k, rows)
                 req = InputRequirement(pred, need)
-                rb = row_bytes(graph[pred])
-                for src, have in enumerate(placement[pred]):
-                    ov = overlap(need, have)
-                    if ov:
-                        got = (max(need[0], have[0]), min(need[1], have[1]))
-                        nbytes = int(round(ov * rb)) if src != dev else 0
+                for src, have in haves:
+                    got = (max(need[0], have[0]), min(need[1], have[1]))
+                    if got[1] > got[0]:
+                        nbytes = int(round((got[1] - got[0]) * rb)) if src != dev else 0
                         req.sources.append(Source(src, got, nbytes))
                         units[(pred, src)].forward.append(Forward(layer.name, dev, got, nbytes))
                 unit.inputs.append(req)

@@ -1,0 +1,260 @@
+"""The exact integer optimum of one layer's split, by dynamic programming over range boundaries.
+
+Why not only the LP: devices take contiguous row ranges in profile order, so device i's
+finish T_i depends on its own two boundaries (b_{i-1}, b_i) alone (its input rows, the
+senders they overlap, its rows to compute). The layer's finish max_i T_i over a chain of
+boundaries decomposes:
+
+    D_0(b) = T_0(0, b),   D_i(b) = min( D_{i-1}(b),  min_{a < b} max(D_{i-1}(a), T_i(a, b)) )
+
+and D_{n-1}(H) is the optimum over *every* integer split, the same number the brute force
+of :func:`disco_zoo.planner.lp.brute_force_counts` finds, in O(n H^2) instead of O(H^(n-1)).
+T_i(a, b) is evaluated for all (a, b) at once with numpy from the same per-layer model as
+:func:`disco_zoo.planner.layer_cost.layer_timing` (links not contending). Among splits
+finishing within ``TIE`` (relative) of the optimum, a second pass of the same recursion
+(a sum instead of a max) takes the one receiving the fewest bytes, as the LP's tie-break
+does: bytes that arrive before the bottleneck finishes are free for this layer but mean
+misaligned splits that cost the layers after it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from disco_zoo.graph import Layer, LayerGraph
+from disco_zoo.planner.layer_cost import State
+from disco_zoo.planner.profiles import Profile
+from disco_zoo.planner.units import Placement, _per_layer, _window, compute_seconds, extent, input_rows, row_bytes
+
+__all__ = ["TIE", "dp_split", "copies_split", "link_arrays", "readers"]
+
+COPY_OPS = {"bn", "act", "identity", "bias", "scale"}
+TIE = 1e-3  # finish times this close (relative) count as equal; then fewer bytes wins
+
+
+def copies_split(graph: LayerGraph, layer: Layer) -> bool:
+    """A zero-FLOP row-wise layer of one same-height input: it takes its input's split (no traffic, no compute)."""
+    return (layer.op in COPY_OPS and layer.flops == 0 and len(layer.predecessors) == 1
+            and extent(graph[layer.predecessors[0]]) == extent(layer) and len(layer.output_shape) == 4)
+
+
+def readers(graph: LayerGraph, layer: Layer) -> list[tuple[Layer, int]]:
+    """(layer, input index) of the layers that read ``layer``'s rows, looking through copying layers."""
+    out, todo, seen = [], list(layer.successors), set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        succ = graph[name]
+        if copies_split(graph, succ):
+            todo.extend(succ.successors)
+            continue
+        out.extend((succ, k) for k, pred in enumerate(succ.predecessors) if _reaches(graph, pred, layer.name))
+    return out
+
+
+def _reaches(graph: LayerGraph, name: str, target: str) -> bool:
+    """Is ``name`` ``target`` itself or a chain of copying layers on top of it?"""
+    while name != target:
+        lay = graph[name]
+        if not copies_split(graph, lay):
+            return False
+        name = lay.predecessors[0]
+    return True
+
+
+def _needed(layer: Layer, k: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """Needed rows [lo(a), hi(b)) of predecessor k for output rows [a, b), as vectors over a and b."""
+    shape = layer.input_shapes[k]
+    h_in = int(shape[2]) if len(shape) == 4 else 1
+    pos = np.arange(h + 1)
+    win = _window(layer) if layer.op in ("conv", "pool") else None
+    if win is not None:
+        kernel, stride, pad, dil = win
+        lo = np.clip(pos * stride - pad, 0, h_in)
+        hi = np.clip((pos - 1) * stride - pad + dil * (kernel - 1) + 1, 0, h_in)
+        return lo, hi
+    if h_in != h:  # broadcast along the height: needed whole
+        return np.zeros(h + 1, dtype=int), np.full(h + 1, h_in)
+    return pos, pos
+
+
+@_per_layer
+def _needed_by_input(layer: Layer) -> list[tuple[np.ndarray, np.ndarray, bytes]]:
+    """:func:`_needed` of every input of ``layer``, with a key naming the pair (made once per layer)."""
+    out = []
+    for k in range(len(layer.predecessors)):
+        lo, hi = _needed(layer, k, extent(layer))
+        out.append((lo, hi, lo.tobytes() + b"|" + hi.tobytes()))
+    return out
+
+
+def link_arrays(profile: Profile) -> tuple[np.ndarray, np.ndarray]:
+    """(latency, seconds per byte) of every ordered pair [sender, receiver]; 0 on the diagonal."""
+    n = len(profile)
+    lat, per_byte = np.zeros((n, n)), np.zeros((n, n))
+    for j in range(n):
+        for i in range(n):
+            if i != j:
+                link = profile.link(j, i)
+                lat[j, i] = link.latency_s
+                per_byte[j, i] = 8.0 / link.bandwidth_bps if link.bandwidth_bps else 0.0
+    return lat, per_byte
+
+
+def _device_costs(graph: LayerGraph, layer: Layer, placement: Placement, state: State, profile: Profile,
+                  h: int, links: tuple[np.ndarray, np.ndarray], act: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(finish, bytes received) of each device ``act[i]`` for every range [a, b): arrays [i, a, b].
+
+    One *group* per (input rows needed, sender, sender's range): inputs read through the
+    same rows from the same sender range (a concat's many inputs) share one overlap array
+    [g, a, b]; the bytes add up, and of their arrival lines t + per_byte * rb * overlap
+    only the upper envelope matters. All groups and receivers are evaluated in one
+    broadcast (the link arrays are 0 on the diagonal: a device's own rows arrive when it
+    finished them).
+    """
+    lat, per_byte = links[0][:, act], links[1][:, act]
+    ready = np.empty((len(act), h + 1, h + 1))
+    ready[:] = np.asarray(state.free, dtype=float)[act][:, None, None]
+    received = np.zeros((len(act), h + 1, h + 1))
+    groups: dict[tuple, tuple[np.ndarray, np.ndarray, list[tuple[float, float]]]] = {}
+    for pred, (lo, hi, need) in zip(layer.predecessors, _needed_by_input(layer)):
+        rb = row_bytes(graph[pred])
+        for j, (c, d) in enumerate(placement[pred]):
+            if d > c:
+                groups.setdefault((need, j, c, d), (lo, hi, []))[2].append((state.finish[pred][j], rb))
+    if groups:
+        keys, values = list(groups), list(groups.values())
+        sender = np.array([key[1] for key in keys])
+        start = np.array([key[2] for key in keys])[:, None, None]
+        end = np.array([key[3] for key in keys])[:, None, None]
+        ov = np.minimum(np.stack([v[1] for v in values])[:, None, :], end) - \
+            np.maximum(np.stack([v[0] for v in values])[:, :, None], start)  # [g, a, b]
+        ov = np.maximum(ov, 0)
+        has = ov > 0
+        total = np.array([sum(rb for _, rb in v[2]) for v in values])
+        remote = (sender[:, None] != act[None, :]).astype(float)  # [g, i]
+        received = np.einsum("gab,gi->iab", ov * total[:, None, None], remote)
+        lines = [(g, t, rb) for g, v in enumerate(values) for t, rb in _envelope(v[2])]
+        g_of = np.array([g for g, _, _ in lines])
+        t = np.array([t for _, t, _ in lines])[:, None, None, None]
+        rb = np.array([rb for _, _, rb in lines])
+        line_lat = np.where(rb[:, None] > 0, lat[sender[g_of]], 0.0)  # no bytes: no message, no latency
+        arrival = t + line_lat[:, :, None, None] + per_byte[sender[g_of]][:, :, None, None] * \
+            (ov[g_of] * rb[:, None, None])[:, None]  # [line, i, a, b]
+        arrival = np.where(has[g_of][:, None], arrival, -math.inf).max(axis=0)
+        np.maximum(ready, arrival, out=ready)
+    per_row = np.array([layer.flops / h / profile.devices[i].rate(layer.op) for i in act])
+    return ready + _rows(h)[None] * per_row[:, None, None], received
+
+
+def _envelope(lines: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The (start, bytes per row) lines not dominated by one both later and heavier."""
+    return [(t, rb) for t, rb in lines
+            if not any((t2 >= t and rb2 >= rb) and (t2, rb2) != (t, rb) for t2, rb2 in lines)] or lines[:1]
+
+
+def _rows(h: int) -> np.ndarray:
+    """rows[a, b] = b - a, the rows of range [a, b)."""
+    return np.arange(h + 1)[None, :] - np.arange(h + 1)[:, None]
+
+
+def _lookahead(graph: LayerGraph, layer: Layer, ahead: Placement, profile: Profile, h: int,
+               links: tuple[np.ndarray, np.ndarray], act: np.ndarray) -> np.ndarray:
+    """Per device ``act[i]``: how much later than its finish the readers' units it feeds can finish, [i, a, b].
+
+    With the readers' splits fixed (``ahead``, the previous sweep's plan), device i's rows
+    [a, b) reach reader device r at T_i + link_{i,r}(overlap bytes), and that unit ends
+    its compute after that; the latest of these terms depends on (a, b) alone, so the
+    recursion stays a chain. Their other inputs and queueing are left out.
+    """
+    lat, per_byte = links[0][act], links[1][act]
+    extra = np.zeros((len(act), h + 1, h + 1))
+    rb = row_bytes(layer)
+    pos = np.arange(h + 1)
+    for reader, k in readers(graph, layer):
+        for r, rows in enumerate(ahead.get(reader.name, [])):
+            if rows[0] >= rows[1]:
+                continue
+            lo, hi = input_rows(reader, k, rows)
+            ov = np.minimum(hi, pos)[None, :] - np.maximum(lo, pos)[:, None]
+            has = ov > 0
+            if not has.any():
+                continue
+            comp = compute_seconds(reader, rows[1] - rows[0], profile.devices[r].rate(reader.op))
+            delay = comp + lat[:, r][:, None, None] + per_byte[:, r][:, None, None] * (np.where(has, ov, 0) * rb)
+            np.maximum(extra, np.where(has, delay, 0.0), out=extra)
+    return extra
+
+
+def dp_split(graph: LayerGraph, layer: Layer, placement: Placement, state: State, profile: Profile,
+             caps: list[int], ahead: Placement | None = None,
+             links: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[list[int], float] | None:
+    """Rows per device minimising the layer's finish (ties: fewest bytes), and that finish; None if no split fits.
+
+    With ``ahead`` (a plan of the layers after it), what is minimised is when the
+    layer's readers can finish given their splits in ``ahead`` (see :func:`_lookahead`).
+    ``links``: :func:`link_arrays` of the profile, when the caller solves many layers.
+    """
+    n, h = len(profile), extent(layer)
+    rows = _rows(h)
+    links = link_arrays(profile) if links is None else links
+    act = np.array([i for i in range(n) if caps[i] > 0], dtype=int)  # devices with room
+    if not len(act):
+        return None
+    costs, bytes_in = _device_costs(graph, layer, placement, state, profile, h, links, act)
+    if ahead is not None:
+        costs += _lookahead(graph, layer, ahead, profile, h, links, act)
+    allowed = (rows[None] > 0) & (rows[None] <= np.asarray(caps)[act][:, None, None])
+    finish: list[np.ndarray | None] = [None] * n
+    received: list[np.ndarray | None] = [None] * n
+    for idx, i in enumerate(act):
+        finish[i], received[i] = np.where(allowed[idx], costs[idx], math.inf), bytes_in[idx]
+    best = _chain_min_max(finish, h)
+    if not math.isfinite(best):
+        return None
+    limit = best * (1 + TIE) if best > 0 else best
+    counts = _chain_min_bytes(finish, received, h, limit)
+    return counts, best
+
+
+def _chain_min_max(finish: list[np.ndarray | None], h: int) -> float:
+    """min over boundary chains of the slowest device's finish (the recursion in the module doc)."""
+    d = np.full(h + 1, math.inf)
+    d[0] = -math.inf  # no rows placed yet: nothing finishes
+    for f in finish:
+        if f is None:
+            continue
+        via = np.maximum(d[:, None], f).min(axis=0)
+        d = np.minimum(d, via)
+    return float(d[h])
+
+
+def _chain_min_bytes(finish: list[np.ndarray | None], received: list[np.ndarray | None], h: int,
+                     limit: float) -> list[int]:
+    """Among chains with every device finishing by ``limit``: fewest bytes received; its rows per device."""
+    e = np.full(h + 1, math.inf)
+    e[0] = 0.0
+    back: list[np.ndarray | None] = []
+    for f, r in zip(finish, received):
+        if f is None:
+            back.append(None)
+            continue
+        cost = np.where(f <= limit, e[:, None] + r, math.inf)
+        arg = cost.argmin(axis=0)
+        via = cost[arg, np.arange(h + 1)]
+        take = via < e
+        back.append(np.where(take, arg, np.arange(h + 1)))  # start of device i's range ending at b
+        e = np.where(take, via, e)
+    counts = [0] * len(finish)
+    b = h
+    for i in range(len(finish) - 1, -1, -1):
+        if back[i] is None:
+            continue
+        a = int(back[i][b])
+        counts[i] = b - a
+        b = a
+    assert b == 0 and math.isfinite(e[h]), "the min-bytes chain must exist when the min-max one does"
+    return counts
