@@ -202,6 +202,10 @@ def _run_lines(config: FolderConfig, variants: list[str]) -> list[str]:
         args = json.dumps({"folder": f"hub/{config.name}", "input_shape": [1, c, h, w]})
         hosts = ",".join(f"h{k + 1}" for k in range(config.nodes))
         lines += [f"Distributed, one process per node ({config.nodes}); every rank reads only its own shard:", "",
+                  "```python",
+                  f'with disco_zoo.distributed("{config.name}") as model:  # one process per node, shards loaded once',
+                  "    logits = model(batch)",
+                  "```", "",
                   "```bash",
                   f"disco-zoo run {config.name} --backend mpi --bandwidth 100mbit   # this machine, emulated link",
                   f"disco-zoo eval {config.name}                                   # accuracy, traffic, latency",
