@@ -44,6 +44,17 @@ def resolve_entry(entry: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), func_name)
 
 
+def rank_entry(entry: str | list[str], rank: int) -> str:
+    """This rank's entry: ``entry``, or its ``rank``-th item when ranks run different
+    engines (a list, e.g. rank 0 on torch, rank 1 on onnxruntime)."""
+    return entry[rank] if isinstance(entry, list) else entry
+
+
+def lean_entry(entry: str) -> bool:
+    """Entries in ``disco_zoo.edge`` run without torch (:mod:`disco_zoo.edge.worker`)."""
+    return entry.startswith("disco_zoo.edge.")
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write then rename, so a reader never sees half a file."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -116,7 +127,7 @@ def run(spec: dict[str, Any]) -> tuple[int, Any, Any]:
     torch.set_num_threads(int(spec.get("threads_per_rank", 1)))
     bind_interface(spec)
     transport = make_transport(spec, board)
-    function = resolve_entry(spec["entry"])
+    function = resolve_entry(rank_entry(spec["entry"], transport.rank))
     result = function(transport, **spec.get("args", {}))
     json.dumps(result)  # fail here, clearly, if the entry returned something not JSON-able
     return transport.rank, result, transport
@@ -180,6 +191,10 @@ def _supervise() -> None:
 def main(argv: list[str] | None = None) -> None:
     spec = parse_args(argv)
     rank = _rank_hint()
+    if lean_entry(rank_entry(spec["entry"], rank)):  # before torch is imported
+        from disco_zoo.edge.worker import main_spec
+
+        return main_spec(spec)
     if spec.get("supervised"):
         _supervise()
     try:
