@@ -23,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("listing", "info", "train", "sparsify", "run", "eval", "plan", "profile", "hubcmd")
+COMMAND_MODULES = ("listing", "info", "train", "sparsify", "run", "eval", "plan", "profile", "hubcmd", "export")
 
 for _module in COMMAND_MODULES:
     importlib.import_module(f"disco_zoo.commands.{_module}").register(app)

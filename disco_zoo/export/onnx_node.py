@@ -79,11 +79,12 @@ def _export_segment(module: nn.Module, examples: list[torch.Tensor], inputs: lis
 
 
 def _initializer_sizes(path: Path) -> tuple[int, int]:
-    """(elements, bytes) of a segment's initializers: the weights the runner will hold."""
+    """(elements, bytes) of a segment's float initializers: the weights the runner will hold."""
     import onnx
     from onnx import numpy_helper
 
     arrays = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer]
+    arrays = [a for a in arrays if a.dtype.kind == "f"]  # index lists are not weights
     return sum(a.size for a in arrays), sum(a.nbytes for a in arrays)
 
 
@@ -122,7 +123,11 @@ def export_onnx(folder: Path | str, out: Path | str, input_shape: list[int] | No
     """Export every node of the DISCO folder ``folder`` to ``out/node{k}``; their paths.
 
     ``input_shape`` (default: batch 1 at the config's input size) is fixed in the
-    program: ONNX segments are exported for one shape."""
+    program: ONNX segments are exported for one shape. Every node is exported to a
+    staging folder first, then each is swapped in atomically, so a failed export leaves
+    ``out`` as it was."""
+    import tempfile
+
     folder, out = Path(folder), Path(out)
     config = load_folder_config(folder)
     if config.kind != "disco":
@@ -130,19 +135,29 @@ def export_onnx(folder: Path | str, out: Path | str, input_shape: list[int] | No
                             "(e.g. resnet18-disco-2node)")
     shape = list(input_shape or [1, *config.input_size])
     raw = read_config(folder)
-    written = []
-    for k in range(config.nodes):
-        def write(tmp: Path, k: int = k) -> dict[str, Any]:
-            program = export_node(folder, k, tmp, shape)
-            (tmp / PROGRAM_NAME).write_text(json.dumps(program, indent=1) + "\n")
-            # the store writes config.json last, byte for byte as here (no .safetensors: "files"
-            # is empty), so SHA256SUMS can cover it too
-            node_config = {**{key: v for key, v in raw.items() if key != "files"},
-                           "source_files": raw.get("files", []), "onnx_program": PROGRAM_NAME, "files": []}
-            (tmp / CONFIG_NAME).write_text(json.dumps(node_config, indent=1, sort_keys=True) + "\n")
-            _write_sums(tmp)
-            return node_config
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        for k in range(config.nodes):
+            (staging / f"node{k}").mkdir()
+            program = export_node(folder, k, staging / f"node{k}", shape)
+            (staging / f"node{k}" / PROGRAM_NAME).write_text(json.dumps(program, indent=1) + "\n")
+        written = []
+        for k in range(config.nodes):
+            def write(tmp: Path, k: int = k) -> dict[str, Any]:
+                for path in (staging / f"node{k}").iterdir():
+                    path.rename(tmp / path.name)
+                # the store writes config.json last, byte for byte as here (no .safetensors:
+                # "files" is empty), so SHA256SUMS covers it too
+                node_config = {**{key: v for key, v in raw.items() if key != "files"},
+                               "source_files": raw.get("files", []), "onnx_program": PROGRAM_NAME, "files": []}
+                (tmp / CONFIG_NAME).write_text(json.dumps(node_config, indent=1, sort_keys=True) + "\n")
+                _write_sums(tmp)
+                return node_config
 
-        written.append(write_folder_atomically(out / f"node{k}", write))
+            written.append(write_folder_atomically(out / f"node{k}", write))
+    finally:
+        import shutil
+
+        shutil.rmtree(staging, ignore_errors=True)
     return written
-
