@@ -22,7 +22,7 @@ import numpy as np
 from disco_zoo.edge.program import NodeProgram, load_program
 from disco_zoo.errors import DiscoZooError
 
-__all__ = ["NodeRunner", "run_program", "load_sessions", "current_rss_bytes", "OUTPUT_KEY"]
+__all__ = ["NodeRunner", "run_program", "load_sessions", "make_transport", "current_rss_bytes", "OUTPUT_KEY"]
 
 OUTPUT_KEY = "logits"  # as disco_zoo.runtime.session.OUTPUT_KEY (which imports torch)
 _NP = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "bool": np.bool_}
@@ -108,6 +108,25 @@ class NodeRunner:
             handle.wait()
 
 
+def make_transport(spec: dict[str, Any], board: Any = None) -> Any:
+    """The worker's hook (:func:`disco_zoo.runtime.worker.run`): a rank whose entry lives
+    here talks through the numpy transport over MPI, so torch is never imported."""
+    from disco_zoo.edge.transport import EdgeTransport, MPIArrayBackend
+    from disco_zoo.timing.links import Link
+
+    if spec["backend"] != "mpi":
+        raise DiscoZooError(f"the onnx engine talks MPI only (gloo is torch.distributed's); got backend {spec['backend']!r}")
+    link = spec.get("link")
+    if isinstance(link, list):  # per ordered pair: [[src, dst, profile], ...]
+        links = {(src, dst): Link(**profile) for src, dst, profile in link}
+    else:
+        links = Link(**link) if link else None
+    transport = EdgeTransport(MPIArrayBackend(), wire_dtype=spec.get("wire_dtype", "fp32"), links=links,
+                              timeout_s=spec["timeout_s"], board=board)
+    transport.threads = int(spec.get("threads_per_rank", 1))
+    return transport
+
+
 def _input(program: dict[str, Any], input_path: str | None, seed: int) -> np.ndarray | None:
     """Rank 0's image: the .npy a user gave (exactly the program's shape), else seeded
     standard normal values (numpy's generator: pass the torch engine's input as a .npy
@@ -128,7 +147,7 @@ def _input(program: dict[str, Any], input_path: str | None, seed: int) -> np.nda
 
 
 def run_program(t: Any, program: str, input_shape: list[int] | None = None, input_path: str | None = None,
-                seed: int = 0, warmup: int = 0, repeats: int = 1, threads: int = 1, **_torch_args: Any) -> dict[str, Any]:
+                seed: int = 0, warmup: int = 0, repeats: int = 1, threads: int | None = None, **_torch_args: Any) -> dict[str, Any]:
     """Launch entry of an onnx rank: one (or ``repeats`` timed) inference(s); the same
     per-rank report as :func:`disco_zoo.runtime.disco_executor.run_disco` (the torch
     engine's arguments, e.g. its shard ``folder``, are ignored)."""
@@ -138,7 +157,7 @@ def run_program(t: Any, program: str, input_shape: list[int] | None = None, inpu
     if input_shape is not None and list(input_shape) != node.program["input_shape"]:
         raise DiscoZooError(f"{node.folder} was exported for input {node.program['input_shape']}, not {list(input_shape)}: "
                             "export again with --input-size")
-    runner = NodeRunner(node, t, threads)
+    runner = NodeRunner(node, t, threads or getattr(t, "threads", 1))
     load_s, rss_loaded = time.perf_counter() - t0, current_rss_bytes()
     x = _input(node.program, input_path, seed)
     times, out = [], None

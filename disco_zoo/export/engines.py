@@ -16,7 +16,7 @@ ONNX_ENTRY = "disco_zoo.edge.runner:run_program"
 ENGINES = {"torch": TORCH_ENTRY, "onnx": ONNX_ENTRY}
 
 
-def run_torch_node(t: Any, program: str | None = None, threads: int | None = None, **args: Any) -> dict[str, Any]:
+def run_torch_node(t: Any, program: str | None = None, **args: Any) -> dict[str, Any]:
     """The torch executor's entry, taking (and ignoring) the onnx ranks' arguments."""
     from disco_zoo.runtime.disco_executor import run_disco
 

@@ -50,11 +50,6 @@ def rank_entry(entry: str | list[str], rank: int) -> str:
     return entry[rank] if isinstance(entry, list) else entry
 
 
-def lean_entry(entry: str) -> bool:
-    """Entries in ``disco_zoo.edge`` run without torch (:mod:`disco_zoo.edge.worker`)."""
-    return entry.startswith("disco_zoo.edge.")
-
-
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write then rename, so a reader never sees half a file."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -122,12 +117,15 @@ def run(spec: dict[str, Any]) -> tuple[int, Any, Any]:
 
         (out_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
         board = WaitBoard(out_dir / f"rank{rank}.wait")
-    import torch
+    function = resolve_entry(rank_entry(spec["entry"], rank))
+    # an entry whose module brings its own make_transport runs without torch (the lean onnx runner)
+    own_transport = getattr(sys.modules[function.__module__], "make_transport", None)
+    if own_transport is None:
+        import torch
 
-    torch.set_num_threads(int(spec.get("threads_per_rank", 1)))
+        torch.set_num_threads(int(spec.get("threads_per_rank", 1)))
     bind_interface(spec)
-    transport = make_transport(spec, board)
-    function = resolve_entry(rank_entry(spec["entry"], transport.rank))
+    transport = (own_transport or make_transport)(spec, board)
     result = function(transport, **spec.get("args", {}))
     json.dumps(result)  # fail here, clearly, if the entry returned something not JSON-able
     return transport.rank, result, transport
@@ -191,10 +189,6 @@ def _supervise() -> None:
 def main(argv: list[str] | None = None) -> None:
     spec = parse_args(argv)
     rank = _rank_hint()
-    if lean_entry(rank_entry(spec["entry"], rank)):  # before torch is imported
-        from disco_zoo.edge.worker import main_spec
-
-        return main_spec(spec)
     if spec.get("supervised"):
         _supervise()
     try:
