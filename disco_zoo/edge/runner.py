@@ -38,7 +38,10 @@ def current_rss_bytes() -> int:
 
 def load_sessions(node: NodeProgram, threads: int = 1) -> list[Any]:
     """One onnxruntime session per segment; an op this onnxruntime lacks is a clear error."""
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise DiscoZooError("the onnx engine needs onnxruntime on every onnx rank: pip install 'disco-zoo[edge]'") from None
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads

@@ -129,6 +129,10 @@ def export_onnx(folder: Path | str, out: Path | str, input_shape: list[int] | No
     import tempfile
 
     folder, out = Path(folder), Path(out)
+    try:
+        import onnx  # noqa: F401  (the checker; torch's exporter writes the files)
+    except ImportError:
+        raise DiscoZooError("export --format onnx needs the onnx package: pip install 'disco-zoo[edge]'") from None
     config = load_folder_config(folder)
     if config.kind != "disco":
         raise DiscoZooError(f"{folder} holds a {config.kind} model; export takes a DISCO folder or model "
