@@ -177,16 +177,9 @@ def run_report(
 
 
 def _engines(engine: str, world: int) -> list[str]:
-    """One engine per rank from ``--engine`` ('torch', 'onnx' or a comma-separated list)."""
-    from disco_zoo.errors import DiscoZooError
+    from disco_zoo.export.engines import parse_engines
 
-    engines = [e.strip() for e in engine.split(",")]
-    if len(engines) == 1:
-        engines = engines * world
-    if len(engines) != world or any(e not in ("torch", "onnx") for e in engines):
-        raise DiscoZooError(f"--engine {engine!r}: give torch, onnx, or one of them per rank ({world} ranks), "
-                            "comma-separated, e.g. torch,onnx")
-    return engines
+    return parse_engines(engine, world)
 
 
 def _onnx_args(args: dict[str, Any], engines: list[str], folder: Path, scratch: Path) -> list[str]:

@@ -22,7 +22,7 @@ import numpy as np
 from disco_zoo.edge.program import NodeProgram, load_program
 from disco_zoo.errors import DiscoZooError
 
-__all__ = ["NodeRunner", "run_program", "load_sessions", "make_transport", "current_rss_bytes", "OUTPUT_KEY"]
+__all__ = ["NodeRunner", "run_program", "load_sessions", "make_transport", "current_rss_bytes", "peak_rss_bytes", "OUTPUT_KEY"]
 
 OUTPUT_KEY = "logits"  # as disco_zoo.runtime.session.OUTPUT_KEY (which imports torch)
 _NP = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "bool": np.bool_}
@@ -34,6 +34,18 @@ def current_rss_bytes() -> int:
         return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak RSS (VmHWM). Unlike ``ru_maxrss``, which keeps the high-water
+    mark of the process it was forked from across exec, it counts this program only."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def load_sessions(node: NodeProgram, threads: int = 1) -> list[Any]:
@@ -153,7 +165,12 @@ def run_program(t: Any, program: str, input_shape: list[int] | None = None, inpu
                 seed: int = 0, warmup: int = 0, repeats: int = 1, threads: int | None = None, **_torch_args: Any) -> dict[str, Any]:
     """Launch entry of an onnx rank: one (or ``repeats`` timed) inference(s); the same
     per-rank report as :func:`disco_zoo.runtime.disco_executor.run_disco` (the torch
-    engine's arguments, e.g. its shard ``folder``, are ignored)."""
+    engine's arguments, e.g. its shard ``folder``, are ignored). RSS is sampled with the
+    libraries imported (``rss_start_bytes``) and with every session loaded."""
+    try:
+        import onnxruntime  # noqa: F401  (imported before the first sample: libraries, not weights)
+    except ImportError:
+        pass  # load_sessions says what to install
     rss_before = current_rss_bytes()
     t0 = time.perf_counter()
     node = load_program(program, t.rank, t.world_size)
@@ -175,9 +192,11 @@ def run_program(t: Any, program: str, input_shape: list[int] | None = None, inpu
     segments = node.program["segments"]
     report: dict[str, Any] = {
         "rank": t.rank, "output_rank": node.program["output_rank"], "engine": "onnx", "load_s": load_s,
-        "rss_load_growth_bytes": rss_loaded - rss_before, "params": sum(s["params"] for s in segments),
+        "rss_load_growth_bytes": rss_loaded - rss_before, "rss_start_bytes": rss_before, "rss_loaded_bytes": rss_loaded,
+        "params": sum(s["params"] for s in segments),
         "weight_bytes": sum(s["weight_bytes"] for s in segments), "times_s": times,
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "pid": os.getpid(),
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "peak_rss_bytes": peak_rss_bytes(),
+        "pid": os.getpid(),
         "torch_imported": "torch" in sys.modules,  # the lean engine's promise, checked by the tests
         "bytes": t.counter.to_dict(),
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TORCH_ENTRY", "ONNX_ENTRY", "ENGINES", "run_torch_node", "rank_entries"]
+__all__ = ["TORCH_ENTRY", "ONNX_ENTRY", "ENGINES", "run_torch_node", "rank_entries", "parse_engines"]
 
 TORCH_ENTRY = "disco_zoo.export.engines:run_torch_node"
 ONNX_ENTRY = "disco_zoo.edge.runner:run_program"
@@ -33,3 +33,16 @@ def rank_entries(engines: list[str]) -> list[str]:
     if bad:
         raise DiscoZooError(f"unknown engine {bad[0]!r}: use one of {', '.join(ENGINES)} (one per rank, comma-separated)")
     return [ENGINES[e] for e in engines]
+
+
+def parse_engines(engine: str, world: int, option: str = "--engine") -> list[str]:
+    """One engine per rank from 'torch', 'onnx' or a comma-separated list of them."""
+    from disco_zoo.errors import DiscoZooError
+
+    engines = [e.strip() for e in engine.split(",")]
+    if len(engines) == 1:
+        engines = engines * world
+    if len(engines) != world or any(e not in ENGINES for e in engines):
+        raise DiscoZooError(f"{option} {engine!r}: give torch, onnx, or one of them per rank ({world} ranks), "
+                            "comma-separated, e.g. torch,onnx")
+    return engines
