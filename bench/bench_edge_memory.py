@@ -10,10 +10,12 @@ on localhost, it measures in one run:
   dense torch process and one dense onnxruntime process, with a breakdown: interpreter
   plus libraries (RSS once imported), weights (RSS growth while loading), activations
   (peak less the loaded RSS; load transients included);
-* localhost latency of the onnx engine against the torch engine (median of ``--repeats``);
-* each onnx rank's compute alone (its program with the exchanges taken out: receives
-  are zeros, sends dropped) against its FLOP share of the dense onnxruntime time;
-* the onnx engine's speed-up against dense onnxruntime on one device.
+* in interleaved rounds (:mod:`disco_zoo.edge.rounds`, :mod:`disco_zoo.runtime.rounds`;
+  ratios are medians of per-round ratios): the onnx engine's speed-up against dense
+  onnxruntime on one device, the torch engine's against dense torch, each onnx rank's
+  compute alone (exchanges taken out) against its FLOP share of the dense onnxruntime
+  time, and the onnx engine's latency against the torch engine's (two launches: a ratio
+  of medians), one thread per process.
 
 Prints the ratios the issue targets (<= 0.5 of a dense process on the same engine,
 <= 300 MiB for a ResNet-50 rank, compute alone <= 1.2x its FLOP share, speed-up >= 2.5x);
@@ -38,6 +40,7 @@ from disco_zoo.export.engines import ONNX_ENTRY
 from disco_zoo.export.onnx_node import OPSET, export_onnx
 from disco_zoo.hub import load, resolve_folder
 from disco_zoo.runtime.launch import launch
+from disco_zoo.runtime.rounds import ROUNDS_ENTRY
 from disco_zoo.runtime.session import seeded_input
 from disco_zoo.store import load_folder_config
 
@@ -73,9 +76,9 @@ def hwm():
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"): return int(line.split()[1]) * 1024
 import numpy as np, onnxruntime as ort
+from disco_zoo.edge.runner import session_options  # the onnx ranks' own settings
 libs = rss()
-opts = ort.SessionOptions(); opts.intra_op_num_threads = 1; opts.inter_op_num_threads = 1
-session = ort.InferenceSession(sys.argv[1], opts, providers=["CPUExecutionProvider"])
+session = ort.InferenceSession(sys.argv[1], session_options(ort, 1), providers=["CPUExecutionProvider"])
 loaded = rss()
 x = np.load(sys.argv[2]); name = session.get_inputs()[0].name
 times = []
@@ -84,28 +87,6 @@ for i in range(2 + int(sys.argv[3])):
 print(json.dumps({"libs": libs, "loaded": loaded, "peak": hwm(),
                   "times": times[2:], "torch_imported": "torch" in sys.modules}))
 """
-
-SOLO_ORT = r"""
-import json, sys, time
-import numpy as np
-from disco_zoo.edge.program import load_program
-from disco_zoo.edge.runner import NodeRunner
-class _NoWire:
-    '''Exchanges taken out: a receive is zeros of its shape, a send goes nowhere.'''
-    def __init__(self, rank, world): self.rank, self.world_size = rank, world
-    def irecv(self, shape, dtype, src, tag):
-        zeros = np.zeros(shape, dtype)
-        return type("R", (), {"wait": lambda self: zeros})()
-    def isend(self, array, dst, tag): return type("S", (), {"wait": lambda self: None})()
-rank, world = int(sys.argv[2]), int(sys.argv[3])
-runner = NodeRunner(load_program(sys.argv[1], rank, world), _NoWire(rank, world), threads=1)
-x = np.load(sys.argv[4]) if runner.program["image"] else None
-times = []
-for i in range(2 + int(sys.argv[5])):
-    t0 = time.perf_counter(); runner(x); times.append(time.perf_counter() - t0)
-print(json.dumps({"times": times[2:], "torch_imported": "torch" in sys.modules}))
-"""
-
 
 def _python(code: str, *args: str) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -117,6 +98,24 @@ def _python(code: str, *args: str) -> dict:
 
 def _median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1e3
+
+
+def _round_ratios(onnx_rounds: list[dict], torch_rounds: list[dict], share: list[float]) -> dict:
+    """Medians of per-round ratios (a round's real time is its slowest rank's)."""
+    med = statistics.median
+    onnx_real = [max(r["real_s"][i] for r in onnx_rounds) for i in range(len(onnx_rounds[0]["real_s"]))]
+    torch_real = [max(r["real_s"][i] for r in torch_rounds) for i in range(len(torch_rounds[0]["real_s"]))]
+    onnx_dense, torch_dense = onnx_rounds[0]["dense_s"], torch_rounds[0]["dense_s"]
+    return {
+        "onnx_speedup": med(d / r for d, r in zip(onnx_dense, onnx_real)),
+        "torch_speedup": med(d / r for d, r in zip(torch_dense, torch_real)),
+        "solo_vs_share": [med(s / (f * d) for s, d in zip(r["solo_s"], onnx_dense)) for r, f in zip(onnx_rounds, share)],
+        # the two engines' rounds run in two launches, one after the other: a ratio of medians
+        "onnx_vs_torch_real": med(onnx_real) / med(torch_real),
+        "medians_ms": {"onnx_real": med(onnx_real) * 1e3, "onnx_dense": med(onnx_dense) * 1e3,
+                       "onnx_solo": [med(r["solo_s"]) * 1e3 for r in onnx_rounds],
+                       "torch_real": med(torch_real) * 1e3, "torch_dense": med(torch_dense) * 1e3},
+    }
 
 
 def main() -> None:
@@ -148,11 +147,15 @@ def main() -> None:
                              args={**common, "folder": str(folder)})
         dense_torch = _python(DENSE_TORCH, config.dense, str(x_path), str(ns.repeats))
         dense_ort = _python(DENSE_ORT, str(tmp / "dense.onnx"), str(x_path), str(ns.repeats))
-        solo = [_python(SOLO_ORT, str(tmp / "onnx"), str(k), str(config.nodes), str(x_path), str(ns.repeats))
-                for k in range(config.nodes)]
+        onnx_rounds = launch("disco_zoo.edge.rounds:time_rounds", config.nodes, "mpi", timeout_s=300,
+                             args={"program": str(tmp / "onnx"), "input_path": str(x_path), "rounds": ns.repeats,
+                                   "dense_onnx": str(tmp / "dense.onnx")})
+        torch_rounds = launch(ROUNDS_ENTRY, config.nodes, "mpi", timeout_s=300,
+                              args={"folder": str(folder), "input_shape": shape, "rounds": ns.repeats,
+                                    "dense": config.dense, "solo": False})
 
-    dense_ort_ms = _median_ms(dense_ort["times"])
     share = [f / acc.flops_dense for f in acc.flops_per_node]
+    per_round = _round_ratios(onnx_rounds, torch_rounds, share)
     onnx_ms = max(_median_ms(r["times_s"]) for r in onnx_ranks)
     torch_ms = max(_median_ms(r["times_s"]) for r in torch_ranks)
     result = {
@@ -172,9 +175,9 @@ def main() -> None:
                                   "weights": (dense_ort["loaded"] - dense_ort["libs"]) / MIB,
                                   "activations": (dense_ort["peak"] - dense_ort["loaded"]) / MIB},
         },
-        "latency_ms": {"onnx_engine": onnx_ms, "torch_engine": torch_ms, "dense_onnxruntime": dense_ort_ms,
-                       "dense_torch": _median_ms(dense_torch["times"]),
-                       "onnx_rank_compute_alone": [_median_ms(s["times"]) for s in solo]},
+        "latency_ms": {"onnx_engine": onnx_ms, "torch_engine": torch_ms,
+                       "dense_onnxruntime": _median_ms(dense_ort["times"]), "dense_torch": _median_ms(dense_torch["times"]),
+                       "rounds": per_round["medians_ms"]},
         "flop_share": share,
     }
     peak_onnx = max(r["peak"] for r in result["memory_mib"]["onnx_rank"])
@@ -184,10 +187,10 @@ def main() -> None:
         "onnx_rank_vs_dense_torch_rss": peak_onnx / result["memory_mib"]["dense_torch"]["peak"],
         "onnx_rank_vs_dense_onnxruntime_rss": peak_onnx / result["memory_mib"]["dense_onnxruntime"]["peak"],
         "torch_rank_vs_dense_torch_rss": peak_torch / result["memory_mib"]["dense_torch"]["peak"],
-        "onnx_engine_vs_torch_engine_latency": onnx_ms / torch_ms,
-        "onnx_compute_alone_vs_flop_share": [c / (s * dense_ort_ms) for c, s in
-                                             zip(result["latency_ms"]["onnx_rank_compute_alone"], share)],
-        "onnx_speedup_vs_dense_onnxruntime": dense_ort_ms / onnx_ms,
+        "onnx_engine_vs_torch_engine_latency": per_round["onnx_vs_torch_real"],
+        "onnx_compute_alone_vs_flop_share": per_round["solo_vs_share"],
+        "onnx_speedup_vs_dense_onnxruntime": per_round["onnx_speedup"],
+        "torch_speedup_vs_dense_torch": per_round["torch_speedup"],
     }
     if ns.out:
         ns.out.write_text(json.dumps(result, indent=1) + "\n")
