@@ -92,19 +92,21 @@ def test_program_schedule_is_the_torch_executors(tiny):
         assert posted == logs[k]
 
 
-@pytest.mark.parametrize("engines, wire", [(("onnx", "onnx"), "fp32"), (("torch", "onnx"), "fp32"),
-                                           (("onnx", "onnx"), "fp16")])
-def test_onnx_engine_equals_torch_and_accounting(tiny, engines, wire):
+@pytest.mark.parametrize("engines, wire, emulated", [(("onnx", "onnx"), "fp32", False), (("torch", "onnx"), "fp32", True),
+                                                     (("onnx", "onnx"), "fp16", False)])
+def test_onnx_engine_equals_torch_and_accounting(tiny, engines, wire, emulated):
     """Outputs equal the masked model's (1e-4 in fp32), bytes per tag and pair equal the
-    accounting's, and the onnx ranks never imported torch; torch and onnx ranks mix."""
+    accounting's, and the onnx ranks never imported torch; torch and onnx ranks mix (over
+    an emulated link too: the onnx rank sends and expects the torch transport's stamps)."""
     from disco_zoo.runtime.session import run_entry, seeded_input
+    from disco_zoo.timing.links import Link
 
     folder, model, part, out, x_path = tiny
     with torch.no_grad():
         ref = model(seeded_input(DISCO_SHAPE, 0))
     entries = [ONNX_ENTRY if e == "onnx" else TORCH_NODE_ENTRY for e in engines]
     run = run_entry(entries, 2, "mpi", timeout_s=30, wire_dtype=wire,
-                    args={"folder": str(folder), "program": str(out), "input_shape": DISCO_SHAPE,
+                    link=Link(bandwidth_bps=1e9, latency_s=1e-4) if emulated else None, args={"folder": str(folder), "program": str(out), "input_shape": DISCO_SHAPE,
                           "input_path": str(x_path)})
     tolerance = 1e-4 if wire == "fp32" else 5e-2 * ref.abs().max().item()
     assert (torch.tensor(run.output) - ref).abs().max().item() <= tolerance
@@ -161,3 +163,20 @@ def test_published_models_onnx_equals_torch(name):
     for a, b in zip(onnx_run["top5"], torch_run["top5"]):
         assert a["class"] == b["class"] and abs(a["logit"] - b["logit"]) <= 1e-4
     assert all(not r["engine"] == "torch" for r in onnx_run["ranks"])
+
+
+@pytest.mark.slow
+def test_eval_engine_onnx_reproduces_the_recorded_accuracy():
+    """`eval --engine onnx`: the distributed accuracy run on onnxruntime ranks scores what
+    the folder's config records (every published DISCO model was checked so by hand)."""
+    from typer.testing import CliRunner
+
+    from disco_zoo.cli import app
+    from disco_zoo.hub import resolve_folder
+    from disco_zoo.store import load_folder_config
+
+    name = "resnet18_disco_2node.digits"
+    res = CliRunner().invoke(app, ["eval", name, "--engine", "onnx", "--no-latency", "--paper-size", "0", "--json"])
+    assert res.exit_code == 0, res.output
+    recorded = load_folder_config(resolve_folder(name)).metrics["test_top1"]
+    assert json.loads(res.stdout)["accuracy"]["disco_top1"] == pytest.approx(recorded, abs=1e-9)
