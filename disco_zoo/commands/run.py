@@ -153,6 +153,8 @@ def run_report(
         entry: str | list[str] = "disco_zoo.runtime.disco_executor:run_disco"
         engines = _engines(engine, world)
         if "onnx" in engines:
+            if backend != "mpi":
+                raise DiscoZooError(f"--engine {engine}: onnx ranks talk MPI only; drop --backend {backend}")
             entry = _onnx_args(args, engines, folder, scratch)
         results = launch(
             entry, world, backend, args=args, timeout_s=timeout_s,

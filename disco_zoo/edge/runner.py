@@ -93,6 +93,7 @@ class NodeRunner:
         self.program = node.program
         self.sessions = load_sessions(node, threads)
         self._last_use = self._last_uses()
+        self._feeds = [[arg.name for arg in session.get_inputs()] for session in self.sessions]
 
     def _last_uses(self) -> dict[str, int]:
         last: dict[str, int] = {}
@@ -112,7 +113,7 @@ class NodeRunner:
         for i, step in enumerate(self.program["steps"]):
             if step["op"] == "segment":
                 session = self.sessions[step["index"]]
-                feeds = {arg.name: values[arg.name] for arg in session.get_inputs()}
+                feeds = {name: values[name] for name in self._feeds[step["index"]]}
                 for name, array in zip(step["outputs"], session.run(step["outputs"], feeds)):
                     values[name] = array
                 names = step["inputs"]
