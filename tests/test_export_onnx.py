@@ -180,3 +180,18 @@ def test_eval_engine_onnx_reproduces_the_recorded_accuracy():
     assert res.exit_code == 0, res.output
     recorded = load_folder_config(resolve_folder(name)).metrics["test_top1"]
     assert json.loads(res.stdout)["accuracy"]["disco_top1"] == pytest.approx(recorded, abs=1e-9)
+
+
+def test_cli_export_refuses_bad_arguments(tmp_path):
+    from typer.testing import CliRunner
+
+    from disco_zoo.cli import app
+
+    cli = CliRunner()
+    (tmp_path / "file").write_text("x")
+    res = cli.invoke(app, ["export", "resnet18-disco-2node", "--out", str(tmp_path / "file")])
+    assert res.exit_code != 0 and "is a file; give a folder path" in str(res.exception)
+    res = cli.invoke(app, ["export", "resnet18-disco-2node", "--format", "tflite", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "tflite" in res.output
+    res = cli.invoke(app, ["run", "resnet18-disco-2node", "--engine", "onnx,tpu"])
+    assert res.exit_code != 0 and "give torch, onnx, or one of them per rank" in str(res.exception)
