@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from disco_zoo.edge.program import load_program
-from disco_zoo.edge.runner import NodeRunner, _input, make_transport, session_options
+from disco_zoo.edge.runner import NodeRunner, load_image, make_transport, session_options
 
 __all__ = ["time_rounds", "make_transport"]  # make_transport: this entry runs without torch too
 
@@ -55,7 +55,7 @@ def time_rounds(t: Any, program: str, input_path: str | None = None, rounds: int
 
     node = load_program(program, t.rank, t.world_size)
     real, solo = NodeRunner(node, t, threads), NodeRunner(node, _NoWire(t.rank, t.world_size), threads)
-    x = _input(node.program, input_path, seed)
+    x = load_image(node.program, input_path, seed)
     dense = None
     if dense_onnx and t.rank == 0:
         dense = ort.InferenceSession(dense_onnx, session_options(ort, threads), providers=["CPUExecutionProvider"])

@@ -22,7 +22,8 @@ import numpy as np
 from disco_zoo.edge.program import NodeProgram, load_program
 from disco_zoo.errors import DiscoZooError
 
-__all__ = ["NodeRunner", "run_program", "load_sessions", "session_options", "make_transport", "current_rss_bytes", "peak_rss_bytes", "OUTPUT_KEY"]
+__all__ = ["NodeRunner", "run_program", "load_image", "load_sessions", "session_options", "make_transport",
+           "current_rss_bytes", "peak_rss_bytes", "OUTPUT_KEY"]
 
 OUTPUT_KEY = "logits"  # as disco_zoo.runtime.session.OUTPUT_KEY (which imports torch)
 _NP = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "bool": np.bool_}
@@ -156,7 +157,7 @@ def make_transport(spec: dict[str, Any], board: Any = None) -> Any:
     return transport
 
 
-def _input(program: dict[str, Any], input_path: str | None, seed: int) -> np.ndarray | None:
+def load_image(program: dict[str, Any], input_path: str | None, seed: int) -> np.ndarray | None:
     """Rank 0's image: the .npy a user gave (exactly the program's shape), else seeded
     standard normal values (numpy's generator: pass the torch engine's input as a .npy
     to compare the engines)."""
@@ -193,7 +194,7 @@ def run_program(t: Any, program: str, input_shape: list[int] | None = None, inpu
                             "export again with --input-size")
     runner = NodeRunner(node, t, threads or getattr(t, "threads", 1))
     load_s, rss_loaded = time.perf_counter() - t0, current_rss_bytes()
-    x = _input(node.program, input_path, seed)
+    x = load_image(node.program, input_path, seed)
     times, out = [], None
     for i in range(warmup + repeats):
         t.barrier()
