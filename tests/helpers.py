@@ -495,3 +495,42 @@ def copy_to_hf_cache(folder, cache, repo_id: str):
     (repo_dir / "refs").mkdir()
     (repo_dir / "refs" / "main").write_text(commit)
     return snapshot
+
+
+# -- onnx engine: an exported tiny DISCO model and the bytes the accounting predicts ----
+
+ONNX_ENTRY = "disco_zoo.edge.runner:run_program"
+TORCH_NODE_ENTRY = "disco_zoo.export.engines:run_torch_node"
+
+
+def exported_tiny_disco(root, shape=None):
+    """A sparse, compute-pruned 2-node resnet18 (``sparse_disco_folder``) exported to
+    ``root/onnx``, with the seeded input saved as ``root/x.npy``; returns (shard folder,
+    masked model, partition, export root, input path)."""
+    import numpy as np
+
+    from disco_zoo.export.onnx_node import export_onnx
+    from disco_zoo.runtime.session import seeded_input
+
+    shape = shape or DISCO_SHAPE
+    folder, model, part = sparse_disco_folder(root, 2)
+    export_onnx(folder, root / "onnx", shape)
+    np.save(root / "x.npy", seeded_input(shape, 0).numpy())
+    return folder, model, part, root / "onnx", root / "x.npy"
+
+
+def expected_disco_bytes(model, part, shape, dtype_bytes=4):
+    """(bytes per tag, bytes per (src, dst) pair) of one DISCO inference, image scatter
+    included, as the accounting predicts them."""
+    from disco_zoo.disco.accounting import disco_traffic, input_pair_bytes, layer_shapes
+    from disco_zoo.runtime.disco_executor import INPUT_TAG, disco_tags
+
+    per_layer, per_pair = disco_traffic(part, layer_shapes(model, tuple(shape)), dtype_bytes)
+    image = input_pair_bytes(part, tuple(shape), dtype_bytes)
+    tags = disco_tags(part)
+    by_tag = {tags[name]: n for name, n in per_layer.items() if n}
+    by_tag[INPUT_TAG] = sum(image.values())
+    pairs = dict(per_pair)
+    for pair, n in image.items():
+        pairs[pair] = pairs.get(pair, 0) + n
+    return by_tag, {p: n for p, n in pairs.items() if n}

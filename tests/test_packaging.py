@@ -63,7 +63,7 @@ def test_every_data_file_in_the_package_is_package_data():
 
 def test_ranges_are_declared_and_constraints_pin_each_within_its_range():
     pins = _pins()
-    for req in _requirements() + _requirements("test"):
+    for req in _requirements() + _requirements("test") + _requirements("edge"):
         assert req.specifier and not any(s.operator == "==" for s in req.specifier), f"{req}: a range, not a pin"
         assert _normal(req.name) in pins, f"{req.name} is not pinned in constraints.txt"
         assert req.specifier.contains(pins[_normal(req.name)]), f"constraints.txt pins {req.name} outside {req}"
@@ -81,7 +81,8 @@ def test_constraints_are_what_this_environment_runs():
 def test_every_declared_dependency_is_imported():
     code = "\n".join(p.read_text() for p in [*(REPO / "disco_zoo").rglob("*.py"), REPO / "hubconf.py"])
     tests = "\n".join(p.read_text() for p in (REPO / "tests").rglob("*.py"))
-    for req, source in [*((r, code) for r in _requirements()), *((r, tests) for r in _requirements("test"))]:
+    for req, source in [*((r, code) for r in [*_requirements(), *_requirements("edge")]),
+                        *((r, tests) for r in _requirements("test"))]:
         name = _normal(req.name)
         if name in NOT_IMPORTED:
             continue

@@ -2,7 +2,7 @@
 
 Why: pyproject.toml declares compatible ranges (a library must install beside others),
 while CI and ``make setup`` must install exactly what was tested. Run it in the tested
-venv; it walks pyproject's dependencies (test extra included) and their transitive
+venv; it walks pyproject's dependencies (every extra included) and their transitive
 requirements (with the extras they ask for) as this platform evaluates them, and pins
 each to the installed version.
 """
@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 HEADER = """\
 # The exact versions CI and `make setup` install: the tested set (pyproject.toml keeps
 # compatible ranges). Generated from the tested venv's installed distributions, limited to
-# disco-zoo's dependencies (test extra included) and their transitive dependencies:
+# disco-zoo's dependencies (every extra included) and their transitive dependencies:
 #   make constraints   (python tools/freeze_constraints.py > constraints.txt)
 """
 
@@ -31,7 +31,8 @@ def normalise(name: str) -> str:
 def pins(pyproject: Path) -> list[str]:
     """``name==version`` for every distribution the project needs here, sorted."""
     project = tomllib.loads(pyproject.read_text())["project"]
-    stack = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]]
+    extras = [r for group in project["optional-dependencies"].values() for r in group]  # test, edge, ...
+    stack = [Requirement(r) for r in project["dependencies"] + extras]
     versions: dict[str, str] = {}
     done: set[tuple[str, str]] = set()  # (distribution, extra) pairs already walked; "" is the base
     while stack:

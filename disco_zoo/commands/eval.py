@@ -105,6 +105,8 @@ def eval_command(
     as_json: bool = typer.Option(False, "--json", help="Print the whole result (with environment) as JSON on stdout instead of the table."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the whole result (with environment) to this file."),
     timeout: float = typer.Option(120.0, "--timeout", help="Seconds any rank may wait on a peer before the run fails."),
+    engine: str = typer.Option("torch", "--engine", help="Accuracy and traffic runs on torch, onnx (exported, on "
+                               "onnxruntime) or one per rank, e.g. torch,onnx; latency rounds run on torch."),
 ) -> None:
     """Distributed inference over the eval split + traffic, FLOPs, memory and latency table.
 
@@ -119,6 +121,10 @@ def eval_command(
         raise DiscoZooError(f"--backend {backend!r}: use mpi or gloo")
     if out is not None:
         check_output_path(out, "--out")
+    from disco_zoo.export.engines import ENGINES
+
+    if any(e.strip() not in ENGINES for e in engine.split(",")):
+        raise DiscoZooError(f"--engine {engine!r}: use torch, onnx, or one of them per rank, comma-separated")
     opts = EvalOptions(
         data=data,
         bandwidths=tuple(text for text, _ in links),
@@ -127,6 +133,7 @@ def eval_command(
         paper_size=paper_size,
         latency=not no_latency,
         timeout_s=check_timeout(timeout),
+        engine=engine,
     )
     from disco_zoo.progress import status
 

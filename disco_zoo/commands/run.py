@@ -121,9 +121,12 @@ def run_report(
     model: str, nodes: int | None = None, backend: str = "mpi", bandwidth: str | None = None,
     latency: str | None = None, image: Path | None = None, input_size: int | None = None,
     wire_dtype: str = "fp32", timeout_s: float = 60.0, warmup: int = 0, repeats: int = 1, threads: int = 1,
-    untrained: bool = False,
+    untrained: bool = False, engine: str = "torch",
 ) -> dict[str, Any]:
-    """Run MODEL distributed and return the JSON-able report ``run`` prints."""
+    """Run MODEL distributed and return the JSON-able report ``run`` prints.
+
+    ``engine`` is 'torch', 'onnx' (every node exported, run by the lean onnxruntime
+    runner) or one engine per rank, comma-separated (``torch,onnx``)."""
     from disco_zoo.errors import DiscoZooError
     from disco_zoo.runtime.launch import launch
     from disco_zoo.runtime.transport import ByteCounter
@@ -150,25 +153,56 @@ def run_report(
                                 "warmup": warmup, "repeats": repeats}
         if image is not None:
             args["input_path"] = str(image_tensor(image, config, size, scratch))
+        entry: str | list[str] = "disco_zoo.runtime.disco_executor:run_disco"
+        engines = _engines(engine, world)
+        if "onnx" in engines:
+            if backend != "mpi":
+                raise DiscoZooError(f"--engine {engine}: onnx ranks talk MPI only; drop --backend {backend}")
+            entry = _onnx_args(args, engines, folder, scratch)
         results = launch(
-            "disco_zoo.runtime.disco_executor:run_disco", world, backend, args=args, timeout_s=timeout_s,
+            entry, world, backend, args=args, timeout_s=timeout_s,
             threads_per_rank=threads, link=link, wire_dtype=wire_dtype,
         )
     merged = ByteCounter.merge([r["bytes"] for r in results])
     logits = next(r["logits"] for r in results if "logits" in r)[0]
     top = sorted(range(len(logits)), key=lambda i: -logits[i])[:5]
     return {
-        "model": model, "weights": weights, "nodes": world, "backend": backend, "wire_dtype": wire_dtype,
+        "model": model, "weights": weights, "nodes": world, "engines": engines, "backend": backend,
+        "wire_dtype": wire_dtype,
         "link": link.to_dict(), "input": str(image) if image else "random", "input_size": size,
         "top5": [{"class": i, "logit": logits[i]} for i in top],
         "ranks": [
-            {"rank": r["rank"], "load_s": r["load_s"], "time_s": min(r["times_s"]), "times_s": r["times_s"],
+            {"rank": r["rank"], "engine": r.get("engine", "torch"), "load_s": r["load_s"], "time_s": min(r["times_s"]), "times_s": r["times_s"],
              "bytes_sent": sum(r["bytes"]["pairs"].values()), "params": r["params"], "weight_mib": r["weight_bytes"] / 2**20, "peak_rss_mib": r["maxrss_kb"] / 1024}
             for r in results
         ],
         "bytes_total": sum(merged["pairs"].values()),
         "bytes_per_pair": {f"{s}->{d}": n for (s, d), n in sorted(merged["pairs"].items())},
     }
+
+
+def _engines(engine: str, world: int) -> list[str]:
+    from disco_zoo.export.engines import parse_engines
+
+    return parse_engines(engine, world)
+
+
+def _onnx_args(args: dict[str, Any], engines: list[str], folder: Path, scratch: Path) -> list[str]:
+    """Export the model for the run's input shape, give every rank the input as a .npy
+    (the torch engine's seeded input, so the engines see the same image) and return
+    each rank's launch entry."""
+    import numpy as np
+
+    from disco_zoo.export.engines import rank_entries
+    from disco_zoo.export.onnx_node import export_onnx
+    from disco_zoo.runtime.session import seeded_input
+
+    export_onnx(folder, scratch / "onnx", args["input_shape"])
+    args["program"] = str(scratch / "onnx")
+    if "input_path" not in args:
+        np.save(scratch / "input.npy", seeded_input(args["input_shape"], 0).numpy())
+        args["input_path"] = str(scratch / "input.npy")
+    return rank_entries(engines)
 
 
 def _print(report: dict[str, Any]) -> None:
@@ -180,7 +214,7 @@ def _print(report: dict[str, Any]) -> None:
     shaped = "no link emulation" if not (link["bandwidth_bps"] or link["latency_s"]) else (
         f"link {link['bandwidth_bps'] / 1e6 if link['bandwidth_bps'] else float('inf'):g} Mbit/s, {link['latency_s'] * 1e3:g} ms")
     console.print(
-        f"{report['model']} ({report['weights']}) on {report['nodes']} nodes over {report['backend']}, "
+        f"{report['model']} ({report['weights']}) on {report['nodes']} nodes ({','.join(report['engines'])}) over {report['backend']}, "
         f"{report['wire_dtype']} on the wire, {shaped}; input {report['input']} {report['input_size']}px"
     )
     console.print("top-5: " + ", ".join(f"{t['class']} ({t['logit']:.3f})" for t in report["top5"]))
@@ -211,6 +245,8 @@ def run_command(
     warmup: int = typer.Option(0, "--warmup", min=0, help="Untimed inferences first."),
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for a peer before failing."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON document on stdout instead of the table."),
+    engine: str = typer.Option("torch", "--engine", help="torch, onnx (exported, run on onnxruntime without torch), "
+                               "or one per rank, e.g. torch,onnx."),
 ) -> None:
     """Run MODEL split across processes (one per node) and report time, bytes and memory per rank."""
     from disco_zoo.commands.options import check_timeout
@@ -223,7 +259,7 @@ def run_command(
         raise DiscoZooError(f"--input {image}: no such file")
     report = run_report(
         model, nodes, backend.value, bandwidth, latency, image, input_size, wire_dtype.value, timeout, warmup, repeats,
-        untrained=untrained,
+        untrained=untrained, engine=engine,
     )
     if as_json:
         typer.echo(json.dumps(report, indent=1))

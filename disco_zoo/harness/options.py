@@ -22,3 +22,4 @@ class EvalOptions:
     paper_size: int = 224  # also account and time at this size, where the model's size is not fixed (0: skip)
     latency: bool = True
     timeout_s: float = 120.0
+    engine: str = "torch"  # accuracy and traffic runs: torch, onnx, or one per rank (latency rounds: torch)

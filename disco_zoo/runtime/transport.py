@@ -12,13 +12,9 @@ with the same (source, tag).
 from __future__ import annotations
 
 import math
-import os
-import threading
-from contextlib import contextmanager
 import time
-import zlib
-from collections import defaultdict
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Protocol, Sequence
 
 import torch
 
@@ -26,19 +22,12 @@ from disco_zoo.errors import DiscoZooError
 from disco_zoo.runtime.errors import LinkTooSlowError, PeerError
 from disco_zoo.runtime.link import LinkEmulator
 from disco_zoo.runtime.rank_status import WaitBoard
+from disco_zoo.runtime.wire import MAX_TAG, ByteCounter, poll_until, tag_id, wait_until  # the torch-free core
 from disco_zoo.timing.links import Link
 
-__all__ = ["Transport", "ByteCounter", "Backend", "WIRE_DTYPES", "tag_id", "poll_until", "wait_until"]
+__all__ = ["Transport", "ByteCounter", "Backend", "WIRE_DTYPES", "MAX_TAG", "tag_id", "poll_until", "wait_until"]
 
 WIRE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-MAX_TAG = 32767  # the smallest MPI_TAG_UB the standard allows
-YIELD_PHASE_S = 0.02  # how long poll_until yields between polls before sleeping
-SLEEP_MARGIN_S = 5e-4  # wait_until stops sleeping this long before its time
-
-
-def tag_id(tag: str) -> int:
-    """A stable integer for a string tag (same on every rank and every run)."""
-    return zlib.crc32(tag.encode()) % MAX_TAG
 
 
 class Backend(Protocol):
@@ -53,88 +42,6 @@ class Backend(Protocol):
     def wait(self, request: Any, deadline: float) -> bool: ...  # False: still pending at deadline; raises if it failed
     def post_barrier(self) -> Any: ...
     def close(self) -> None: ...
-
-
-class ByteCounter:
-    """Bytes this rank put on the wire, per (src, dst) pair and per tag.
-
-    Only sends are counted, so summing the counters of all ranks (``merge``) counts every
-    message exactly once.
-    """
-
-    def __init__(self) -> None:
-        self._pairs: dict[tuple[int, int], int] = defaultdict(int)
-        self._tags: dict[str, int] = defaultdict(int)
-        self._lock = threading.Lock()
-
-    def reset(self) -> None:
-        with self._lock:
-            self._pairs.clear()
-            self._tags.clear()
-
-    def add(self, src: int, dst: int, tag: str, nbytes: int) -> None:
-        with self._lock:
-            self._pairs[(src, dst)] += nbytes
-            self._tags[tag] += nbytes
-
-    def bytes_per_pair(self) -> dict[tuple[int, int], int]:
-        return dict(self._pairs)
-
-    def bytes_per_tag(self) -> dict[str, int]:
-        return dict(self._tags)
-
-    @property
-    def total(self) -> int:
-        return sum(self._pairs.values())
-
-    def to_dict(self) -> dict[str, dict[str, int]]:
-        """JSON form: pairs keyed ``"src->dst"``."""
-        return {"pairs": {f"{s}->{d}": n for (s, d), n in self._pairs.items()}, "tags": dict(self._tags)}
-
-    @staticmethod
-    def merge(dicts: Sequence[dict[str, dict[str, int]]]) -> dict[str, dict]:
-        """Sum the ``to_dict()`` of every rank into one (pairs keyed by (src, dst) tuples)."""
-        pairs: dict[tuple[int, int], int] = defaultdict(int)
-        tags: dict[str, int] = defaultdict(int)
-        for d in dicts:
-            for key, n in d["pairs"].items():
-                src, dst = key.split("->")
-                pairs[(int(src), int(dst))] += n
-            for tag, n in d["tags"].items():
-                tags[tag] += n
-        return {"pairs": dict(pairs), "tags": dict(tags)}
-
-
-def poll_until(test: Callable[[], bool], deadline: float) -> bool:
-    """Poll ``test`` until it returns True (-> True) or ``deadline`` passes (-> False).
-
-    For the first ``YIELD_PHASE_S`` of a wait it polls between ``sched_yield`` calls: a
-    layer's message usually lands within microseconds to milliseconds, and a sleep of even
-    1 ms per exchange would add ~50 ms to a ResNet-50 inference; yielding (rather than
-    spinning) still lets a peer sharing this core run. Longer waits (slow links) sleep
-    between polls, at most 2% of the time waited so far (capped at 1 ms): a waiting rank
-    does not eat a core, and it picks a message up at most ~2% late.
-    """
-    start = time.monotonic()
-    while not test():
-        now = time.monotonic()
-        if now >= deadline:
-            return test()
-        if now - start < YIELD_PHASE_S:
-            os.sched_yield()
-        else:
-            time.sleep(min(1e-3, 0.02 * (now - start)))
-    return True
-
-
-def wait_until(when: float) -> None:
-    """Return at monotonic time ``when``: sleep while it is far, then yield until it
-    comes (a sleep in a VM wakes tens to hundreds of microseconds late)."""
-    while (left := when - time.monotonic()) > 0:
-        if left > SLEEP_MARGIN_S:
-            time.sleep(left - SLEEP_MARGIN_S)
-        else:
-            os.sched_yield()
 
 
 class SendHandle:

@@ -44,6 +44,12 @@ def resolve_entry(entry: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), func_name)
 
 
+def rank_entry(entry: str | list[str], rank: int) -> str:
+    """This rank's entry: ``entry``, or its ``rank``-th item when ranks run different
+    engines (a list, e.g. rank 0 on torch, rank 1 on onnxruntime)."""
+    return entry[rank] if isinstance(entry, list) else entry
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write then rename, so a reader never sees half a file."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -111,12 +117,15 @@ def run(spec: dict[str, Any]) -> tuple[int, Any, Any]:
 
         (out_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
         board = WaitBoard(out_dir / f"rank{rank}.wait")
-    import torch
+    function = resolve_entry(rank_entry(spec["entry"], rank))
+    # an entry whose module brings its own make_transport runs without torch (the lean onnx runner)
+    own_transport = getattr(sys.modules[function.__module__], "make_transport", None)
+    if own_transport is None:
+        import torch
 
-    torch.set_num_threads(int(spec.get("threads_per_rank", 1)))
+        torch.set_num_threads(int(spec.get("threads_per_rank", 1)))
     bind_interface(spec)
-    transport = make_transport(spec, board)
-    function = resolve_entry(spec["entry"])
+    transport = (own_transport or make_transport)(spec, board)
     result = function(transport, **spec.get("args", {}))
     json.dumps(result)  # fail here, clearly, if the entry returned something not JSON-able
     return transport.rank, result, transport
