@@ -39,6 +39,7 @@ from disco_zoo.runtime.lifetime import (
     interrupt_on_signals, preexec_die_with_parent, reaper, signals_deferred, temporary_directory,
 )
 from disco_zoo.runtime.run_log import write_log
+from disco_zoo.runtime.shared_memory import mapped_mpi_segments, unlink_segments
 from disco_zoo.timing.links import Link
 
 __all__ = ["launch", "free_port", "mpiexec_path", "local_mpiexec_path", "pid_alive", "PeerError", "LOCAL_NET_ENV",
@@ -114,8 +115,10 @@ class _Run:
             return None
 
     def kill(self) -> None:
-        """SIGKILL the process groups and every recorded rank, then reap."""
+        """SIGKILL the process groups and every recorded rank, reap, and remove the MPI
+        shared-memory segments they mapped (killed ranks never finalise)."""
         self.read_pids()
+        segments = mapped_mpi_segments([*self.pids.values(), *(proc.pid for proc in self.procs)])
         for pgid in self.pgids:
             try:
                 os.killpg(pgid, signal.SIGKILL)
@@ -134,6 +137,7 @@ class _Run:
         deadline = time.monotonic() + 5
         while any(pid_alive(p) for p in self.pids.values()) and time.monotonic() < deadline:
             time.sleep(POLL_S)
+        unlink_segments(segments)
 
 
 def _proc_state(pid: int) -> str:
