@@ -46,8 +46,11 @@ run_point() {  # short budget
 collect() {  # short
   local spec arch dense published opts
   spec=$(recipe "$1"); read -r arch dense published opts <<<"$spec"
+  local folders=("$published") folder
   shopt -s nullglob
-  local folders=("$published" "$FRONTIER_DIR/${arch}".digits_t*)
+  for folder in "$FRONTIER_DIR/${arch}".digits_t*; do  # a point published to hub/ is read there
+    if [[ -d "hub/${folder##*/}" ]]; then folders+=("hub/${folder##*/}"); else folders+=("$folder"); fi
+  done
   shopt -u nullglob
   $PYTHON tools/frontier_table.py --dense "$dense" --out "eval/frontier/$arch.json" "${folders[@]}"
 }

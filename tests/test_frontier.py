@@ -89,3 +89,39 @@ def test_bad_folders_are_refused_in_one_line(folders, tmp_path):
     _update_config(other, dense="resnet18.digits")
     with pytest.raises(DiscoZooError, match="sparsified from 'resnet18.digits'"):
         frontier_table(dense_folder, [other])
+
+
+REPO = Path(__file__).resolve().parents[1]
+TABLES = sorted((REPO / "eval" / "frontier").glob("*.json"))
+FIELDS = ["budget", "traffic_ratio", "top1", "flops_ratio", "max_node_params_ratio", "folder"]
+
+
+@pytest.mark.parametrize("path", TABLES, ids=[p.stem for p in TABLES])
+def test_recorded_frontiers_agree_with_the_hub_folders_they_name(path):
+    """A stale table (a hub folder re-sparsified, a dense model retrained) fails here."""
+    table = json.loads(path.read_text())
+    assert list(table) == ["arch", "dense_model", "dense_top1", "n_test", "points"] and path.stem == table["arch"]
+    dense = json.loads((REPO / "hub" / table["dense_model"] / "config.json").read_text())
+    assert table["dense_top1"] == pytest.approx(dense["metrics"]["test_top1"], abs=1e-6)
+    budgets = [p["budget"] for p in table["points"]]
+    assert budgets == sorted(budgets, reverse=True) and len(set(budgets)) == len(budgets)
+    published = [p for p in table["points"] if p["folder"].startswith("hub/")]
+    assert published, "the published budget's point at least"
+    for point in published:
+        assert list(point) == FIELDS
+        config = json.loads((REPO / point["folder"] / "config.json").read_text())
+        assert config["arch"] == table["arch"] and config["dense"] == table["dense_model"]
+        assert point["budget"] == config["sparsify"]["traffic"]
+        assert point["traffic_ratio"] == pytest.approx(config["accounting"]["traffic_ratio"])
+        assert point["top1"] == pytest.approx(config["metrics"]["test_top1"], abs=1e-6)
+
+
+def test_published_frontier_variants_meet_the_target():
+    """Each hub folder tagged ``<data>_t<percent>`` is a recorded frontier point with >= 10x
+    less traffic than dense within-layer parallelism within 1 point of dense top-1 (issue 18)."""
+    points = {p["folder"]: (json.loads(t.read_text()), p) for t in TABLES for p in json.loads(t.read_text())["points"]}
+    variants = [f"hub/{p.name}" for p in (REPO / "hub").iterdir() if "_t" in p.name.partition(".")[2]]
+    for folder in variants:
+        assert folder in points, f"{folder} is published but in no eval/frontier table: run eval/frontier.sh --collect"
+        table, point = points[folder]
+        assert point["traffic_ratio"] <= 0.1 and point["top1"] >= table["dense_top1"] - 0.01, folder
