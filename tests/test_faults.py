@@ -123,7 +123,10 @@ def test_a_stopped_rank_is_reported_within_the_timeout(tmp_path, backend):
     line = _one_error_line(err)
     assert code == 2 and seconds < TIMEOUT + SLACK_S, (seconds, line)
     assert "rank 1 is stopped" in line
-    assert f"rank 0 timed out after {TIMEOUT:g} s waiting to receive from rank 1 (tag/layer 'step')" in line
+    # rank 0 may be caught in either half of its round: its answer to rank 1 can wait in a
+    # full socket buffer (gloo) as well as its receive
+    assert re.search(rf"rank 0 timed out after {TIMEOUT:g} s waiting to (receive from|send to) rank 1 "
+                     r"\(tag/layer 'step'\)", line), line
     assert run.orphans() == ([], [])
 
 
