@@ -32,7 +32,7 @@ def export_command(
 ) -> None:
     """Export MODEL as one ONNX program per node (runs on onnxruntime, without torch)."""
     from disco_zoo.commands.options import check_output_path
-    from disco_zoo.commands.run import prepare_folder
+    from disco_zoo.commands.run import input_side, prepare_folder
     from disco_zoo.errors import DiscoZooError
     from disco_zoo.export.onnx_node import export_onnx
     from disco_zoo.runtime.lifetime import temporary_directory
@@ -44,10 +44,7 @@ def export_command(
     with temporary_directory(prefix="disco-zoo-export-") as scratch:
         folder, weights = prepare_folder(model, nodes, scratch, untrained)
         config = load_folder_config(folder)
-        size = input_size or config.input_size[-1]
-        if config.fixed_input_size and size != config.input_size[-1]:
-            raise DiscoZooError(f"{config.name} takes only {config.input_size[-1]}x{config.input_size[-1]} inputs "
-                                f"(fixed input size); drop --input-size {size}")
+        size = input_side(config, input_size)
         shape = [batch, config.input_size[0], size, size]
         written = export_onnx(folder, out, shape)
     report = {"model": model, "weights": weights, "format": format.value, "input_shape": shape,

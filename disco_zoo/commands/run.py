@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from disco_zoo.store import FolderConfig
 
 
 class Backend(str, Enum):
@@ -31,6 +34,18 @@ def _check_nodes(label: str, have: int, nodes: int | None) -> None:
     from disco_zoo.commands.options import check_nodes
 
     check_nodes(label, have, nodes)
+
+
+def input_side(config: FolderConfig, input_size: int | None) -> int:
+    """The image side a run uses: ``--input-size`` if given (refused for a model with a
+    fixed input size that differs), else the folder config's."""
+    from disco_zoo.errors import DiscoZooError
+
+    side = input_size or config.input_size[-1]
+    if config.fixed_input_size and side != config.input_size[-1]:
+        raise DiscoZooError(f"{config.name} takes only {config.input_size[-1]}x{config.input_size[-1]} inputs "
+                            f"(fixed input size); drop --input-size {side}")
+    return side
 
 
 def prepare_folder(model: str, nodes: int | None, scratch: Path, untrained: bool = False) -> tuple[Path, str]:
@@ -139,10 +154,7 @@ def run_report(
     with temporary_directory(prefix="disco-zoo-run-") as scratch:
         folder, weights = prepare_folder(model, nodes, scratch, untrained)
         config = load_folder_config(folder)
-        size = input_size or config.input_size[-1]
-        if config.fixed_input_size and size != config.input_size[-1]:
-            raise DiscoZooError(f"{config.name} takes only {config.input_size[-1]}x{config.input_size[-1]} inputs "
-                                f"(fixed input size); drop --input-size {size}")
+        size = input_side(config, input_size)
         world = config.nodes
         source = str(folder)
         from disco_zoo.hub import folder_name, is_model_path

@@ -19,10 +19,12 @@ from typing import Any, Iterator, Protocol, Sequence
 import torch
 
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.runtime.errors import LinkTooSlowError, PeerError
+from disco_zoo.runtime.errors import PeerError
 from disco_zoo.runtime.link import LinkEmulator
 from disco_zoo.runtime.rank_status import WaitBoard
-from disco_zoo.runtime.wire import MAX_TAG, ByteCounter, poll_until, tag_id, wait_until  # the torch-free core
+from disco_zoo.runtime.wire import (  # the torch-free core
+    MAX_TAG, ByteCounter, hold_until, peer_failure, poll_until, tag_id, wait_requests, wait_until,
+)
 from disco_zoo.timing.links import Link
 
 __all__ = ["Transport", "ByteCounter", "Backend", "WIRE_DTYPES", "MAX_TAG", "tag_id", "poll_until", "wait_until"]
@@ -192,45 +194,10 @@ class Transport:
         """Wait for a message's requests (its payload, and its stamp on an emulated link)
         until ``deadline``; a failure or a timeout is a PeerError naming the peer. On
         failure the board keeps the wait: it is what the launcher reports."""
-        if self.board is not None:
-            self.board.waiting(what, peer, tag)
-        for request in requests:
-            try:
-                done = self.backend.wait(request, deadline)
-            except Exception as err:
-                raise self._wrap(err, what, peer, tag) from err
-            if not done:
-                raise self._peer_error(what, peer, tag)
-        if self.board is not None:
-            self.board.done()
+        wait_requests(self.backend, requests, deadline, self.board, self.rank, self.timeout_s, what, peer, tag)
 
     def _hold_until(self, when: float, deadline: float, pair: tuple[int, int], tag: str, nbytes: int) -> None:
-        """Hold a message until its emulated delivery time, which must come by the wait's
-        deadline: a stamp past it fails now (waiting would only end in a timeout, or, for
-        a link slow enough, never)."""
-        if when > deadline:
-            link = self.links[pair]
-            speed = f"{link.bandwidth_bps:g} bit/s" if link.bandwidth_bps else "unlimited bandwidth"
-            raise LinkTooSlowError(
-                f"rank {self.rank}: the emulated link {pair[0]}->{pair[1]} ({speed}, {link.latency_s:g} s latency) "
-                f"delivers {tag!r} ({nbytes:,} bytes) {when - time.monotonic():.3g} s from now, past the timeout "
-                f"of {self.timeout_s:g} s: the link is too slow for the timeout; raise the timeout or give the "
-                "link more bandwidth or less latency",
-                rank=pair[1] if pair[0] == self.rank else pair[0], tag=tag,
-            )
-        wait_until(when)
-
-    # -- errors -------------------------------------------------------------------------
-    def _peer_error(self, what: str, peer: int, tag: str) -> PeerError:
-        return PeerError(
-            f"rank {self.rank}: timed out after {self.timeout_s:g} s waiting to {what} rank {peer} "
-            f"(tag/layer {tag!r}); rank {peer} is dead or hung",
-            rank=peer,
-            tag=tag,
-        )
+        hold_until(self.rank, self.links, self.timeout_s, when, deadline, pair, tag, nbytes)
 
     def _wrap(self, err: BaseException, what: str, peer: int, tag: str) -> PeerError:
-        return PeerError(
-            f"rank {self.rank}: failed to {what} rank {peer} (tag/layer {tag!r}): {str(err).splitlines()[0]}",
-            rank=peer, tag=tag,
-        )
+        return peer_failure(self.rank, err, what, peer, tag)

@@ -1,4 +1,5 @@
-"""The torch-free core of the transport: tag ids, byte counters, bounded waits.
+"""The torch-free core of the transport: tag ids, byte counters, bounded waits and the
+errors a wait ends in.
 
 Why separate: the lean node runner (:mod:`disco_zoo.edge`) speaks the same wire as the
 torch transport (same tag ids, same counting, same waits) without importing torch, so
@@ -11,9 +12,13 @@ import threading
 import time
 import zlib
 from collections import defaultdict
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["MAX_TAG", "tag_id", "ByteCounter", "poll_until", "wait_until"]
+from disco_zoo.runtime.errors import LinkTooSlowError, PeerError
+from disco_zoo.timing.links import Link
+
+__all__ = ["MAX_TAG", "tag_id", "ByteCounter", "poll_until", "wait_until", "wait_requests", "hold_until",
+           "peer_timeout", "peer_failure"]
 
 MAX_TAG = 32767  # the smallest MPI_TAG_UB the standard allows
 YIELD_PHASE_S = 0.02  # how long poll_until yields between polls before sleeping
@@ -107,3 +112,50 @@ def wait_until(when: float) -> None:
             os.sched_yield()
 
 
+
+
+def peer_timeout(rank: int, timeout_s: float, what: str, peer: int, tag: str) -> PeerError:
+    """The error of a wait on ``peer`` that reached the timeout."""
+    return PeerError(f"rank {rank}: timed out after {timeout_s:g} s waiting to {what} rank {peer} "
+                     f"(tag/layer {tag!r}); rank {peer} is dead or hung", rank=peer, tag=tag)
+
+
+def peer_failure(rank: int, err: BaseException, what: str, peer: int, tag: str) -> PeerError:
+    """The error of a backend call on ``peer`` that failed (its first line kept)."""
+    return PeerError(f"rank {rank}: failed to {what} rank {peer} (tag/layer {tag!r}): {str(err).splitlines()[0]}",
+                     rank=peer, tag=tag)
+
+
+def wait_requests(backend: Any, requests: Sequence[Any], deadline: float, board: Any, rank: int, timeout_s: float,
+                  what: str, peer: int, tag: str) -> None:
+    """Wait for every backend request of one message until ``deadline``, telling the wait
+    board (if any) what this rank waits on; a failure or a timeout names the peer."""
+    if board is not None:
+        board.waiting(what, peer, tag)
+    for request in requests:
+        try:
+            done = backend.wait(request, deadline)
+        except Exception as err:
+            raise peer_failure(rank, err, what, peer, tag) from err
+        if not done:
+            raise peer_timeout(rank, timeout_s, what, peer, tag)
+    if board is not None:
+        board.done()
+
+
+def hold_until(rank: int, links: Mapping[tuple[int, int], Link], timeout_s: float, when: float, deadline: float, pair: tuple[int, int],
+               tag: str, nbytes: int) -> None:
+    """Hold a message until its emulated delivery time, which must come by the wait's
+    deadline: a stamp past it fails now (waiting would only end in a timeout, or, for a
+    link slow enough, never)."""
+    if when > deadline:
+        link = links[pair]
+        speed = f"{link.bandwidth_bps:g} bit/s" if link.bandwidth_bps else "unlimited bandwidth"
+        raise LinkTooSlowError(
+            f"rank {rank}: the emulated link {pair[0]}->{pair[1]} ({speed}, {link.latency_s:g} s latency) "
+            f"delivers {tag!r} ({nbytes:,} bytes) {when - time.monotonic():.3g} s from now, past the timeout "
+            f"of {timeout_s:g} s: the link is too slow for the timeout; raise the timeout or give the "
+            "link more bandwidth or less latency",
+            rank=pair[1] if pair[0] == rank else pair[0], tag=tag,
+        )
+    wait_until(when)
