@@ -143,6 +143,7 @@ class BreakEvenCheck:
     below: list[LinkLatency]  # measured links below the break-even
     above: list[LinkLatency]
     disagreeing: list[LinkLatency]  # measured faster where predicted slower, or the reverse
+    close: list[LinkLatency]  # predicted within CALL_MARGIN of the device: not counted either way
 
     @property
     def consistent(self) -> bool:
@@ -155,6 +156,9 @@ class BreakEvenCheck:
         measured = ", ".join(point(link) for link in [*self.below, *self.above])
         verdict = ("consistent" if self.consistent else
                    "disagrees at " + ", ".join(link.bandwidth for link in self.disagreeing))
+        if self.close:
+            verdict += (f"; too close to call at {', '.join(link.bandwidth for link in self.close)} "
+                        f"(predicted within {CALL_MARGIN:.0%} of the device)")
         if self.bandwidth_bps is None:
             return (f"DISCO does not beat one dense device at any bandwidth: even over an unlimited link the cost "
                     f"model predicts {self.disco_unlimited_predicted_ms:.1f} ms against the device's measured "
@@ -162,6 +166,15 @@ class BreakEvenCheck:
         return (f"DISCO beats one dense device above **{bandwidth_text(self.bandwidth_bps)}** (cost model: DISCO's "
                 f"predicted latency equals the device's measured {self.dense_single_ms:.1f} ms there; "
                 f"measured vs one device: {measured}; {verdict})")
+
+
+CALL_MARGIN = 0.15  # the cost model's accuracy: programs reproduce a run's predictions within it
+
+
+def _too_close_to_call(link: LinkLatency, dense_single_ms: float) -> bool:
+    """A link whose predicted DISCO latency is within the model's accuracy of one dense
+    device's time cannot confirm or refute the break-even's side (noise decides it)."""
+    return abs(link.disco_predicted_ms / dense_single_ms - 1) < CALL_MARGIN
 
 
 def break_even_check(latency: LatencyResult) -> BreakEvenCheck | None:
@@ -173,7 +186,8 @@ def break_even_check(latency: LatencyResult) -> BreakEvenCheck | None:
     threshold = be.bandwidth_bps if be.bandwidth_bps is not None else float("inf")
     below = [link for link in links if link.bandwidth_bps < threshold]
     above = [link for link in links if link.bandwidth_bps >= threshold]
-    disagreeing = ([link for link in below if link.disco_ms < latency.dense_single_ms]
-                   + [link for link in above if link.disco_ms >= latency.dense_single_ms])
+    close = [link for link in links if _too_close_to_call(link, latency.dense_single_ms)]
+    disagreeing = ([link for link in below if link.disco_ms < latency.dense_single_ms and link not in close]
+                   + [link for link in above if link.disco_ms >= latency.dense_single_ms and link not in close])
     return BreakEvenCheck(be.bandwidth_bps, be.dense_single_ms, be.disco_unlimited_predicted_ms, below, above,
-                          disagreeing)
+                          disagreeing, close)

@@ -59,11 +59,13 @@ def test_recorded_break_even_is_the_cost_models_and_agrees_with_the_measured_lin
             assert predicted_ms(lat, "disco", None) > lat.dense_single_ms
         # the measured point on each side of the break-even is on the side the model says
         assert break_even_check(lat).consistent, break_even_check(lat).text()
-        # the programs reproduce the predictions recorded in the run at every timed link
+        # the programs reproduce the predictions recorded in the run at every timed link (20%, or
+        # 3 ms: a 32x32 inference takes ~10 ms, where this VM's scheduling jitter is milliseconds)
         for link in lat.links:
-            assert predicted_ms(lat, "disco", link.bandwidth_bps) == pytest.approx(link.disco_predicted_ms, rel=0.15)
+            assert predicted_ms(lat, "disco", link.bandwidth_bps) == pytest.approx(link.disco_predicted_ms,
+                                                                                  rel=0.2, abs=3.0)
             assert predicted_ms(lat, "dense_tp", link.bandwidth_bps) == pytest.approx(link.dense_tp_predicted_ms,
-                                                                                     rel=0.15)
+                                                                                     rel=0.2, abs=3.0)
         assert recorded_message_cost(lat).fixed_s == pytest.approx(lat.message_overhead_ms / 1000)
 
 
@@ -82,3 +84,17 @@ def test_schema_1_documents_still_load_and_say_what_they_lack():
     new = EvalReport.from_dict(doc, "new")
     assert dataclasses.replace(new.latency, programs=None, break_even=None) == report.latency
     assert EvalReport.from_dict(json.loads(new.to_json())) == new
+
+
+def test_a_measured_point_counts_against_the_break_even_only_where_the_model_is_sure():
+    lat = EvalReport.read(RESULTS_DIR / "resnet50_disco_2node.digits.json").latency_paper_size
+    slowest = min(lat.links, key=lambda link: link.bandwidth_bps)  # predicted far slower than one device
+    assert break_even_check(lat).consistent
+    # measured faster than the device where the model is sure DISCO is slower: a disagreement
+    wrong = dataclasses.replace(slowest, disco_ms=lat.dense_single_ms * 0.5)
+    check = break_even_check(dataclasses.replace(lat, links=[wrong if l is slowest else l for l in lat.links]))
+    assert not check.consistent and check.disagreeing == [wrong]
+    # the same measurement where the model predicts within its accuracy of the device: too close to call
+    near = dataclasses.replace(wrong, disco_predicted_ms=lat.dense_single_ms * 1.05)
+    check = break_even_check(dataclasses.replace(lat, links=[near if l is slowest else l for l in lat.links]))
+    assert check.consistent and check.close == [near] and "too close to call" in check.text()
