@@ -18,7 +18,7 @@ import numpy as np
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.runtime.errors import PeerError
 from disco_zoo.runtime.link import LinkEmulator
-from disco_zoo.runtime.wire import ByteCounter, hold_until, peer_failure, poll_until, tag_id, wait_requests
+from disco_zoo.runtime.wire import BoundedWaits, ByteCounter, poll_until, tag_id
 from disco_zoo.timing.links import Link
 
 __all__ = ["EdgeTransport", "MPIArrayBackend", "WIRE_DTYPES"]
@@ -89,7 +89,7 @@ class _Recv:
         return self._buf if self._buf.dtype == self._dtype else self._buf.astype(self._dtype)
 
 
-class EdgeTransport:
+class EdgeTransport(BoundedWaits):
     """Point-to-point messages between ranks on numpy arrays (see the module docstring)."""
 
     def __init__(self, backend: Any, wire_dtype: str = "fp32", links: Link | dict[tuple[int, int], Link] | None = None,
@@ -142,16 +142,3 @@ class EdgeTransport:
 
     def close(self) -> None:
         self.backend.close()
-
-    def _wait_all(self, requests: list[Any], what: str, peer: int, tag: str, deadline: float) -> None:
-        """Wait for a message's requests (its payload, and its stamp on an emulated link)
-        until ``deadline``; a failure or a timeout is a PeerError naming the peer. On
-        failure the board keeps the wait: it is what the launcher reports."""
-        wait_requests(self.backend, requests, deadline, self.board, self.rank, self.timeout_s, what, peer, tag)
-
-    def _hold_until(self, when: float, deadline: float, pair: tuple[int, int], tag: str, nbytes: int) -> None:
-        hold_until(self.rank, self.links, self.timeout_s, when, deadline, pair, tag, nbytes)
-
-    def _wrap(self, err: BaseException, what: str, peer: int, tag: str) -> PeerError:
-        return peer_failure(self.rank, err, what, peer, tag)
-

@@ -23,7 +23,7 @@ from disco_zoo.runtime.errors import PeerError
 from disco_zoo.runtime.link import LinkEmulator
 from disco_zoo.runtime.rank_status import WaitBoard
 from disco_zoo.runtime.wire import (  # the torch-free core
-    MAX_TAG, ByteCounter, hold_until, peer_failure, poll_until, tag_id, wait_requests, wait_until,
+    MAX_TAG, BoundedWaits, ByteCounter, poll_until, tag_id, wait_until,
 )
 from disco_zoo.timing.links import Link
 
@@ -92,7 +92,7 @@ class RecvHandle:
         return self._buf if self._buf.dtype == self._dtype else self._buf.to(self._dtype)
 
 
-class Transport:
+class Transport(BoundedWaits):
     """Point-to-point messages between ranks, counted, optionally cast and link-emulated.
 
     ``links`` maps an ordered pair (src, dst) to its Link, or is one profile for
@@ -189,15 +189,3 @@ class Transport:
             yield self
         finally:
             self.backend, self._emulator = saved
-
-    def _wait_all(self, requests: list[Any], what: str, peer: int, tag: str, deadline: float) -> None:
-        """Wait for a message's requests (its payload, and its stamp on an emulated link)
-        until ``deadline``; a failure or a timeout is a PeerError naming the peer. On
-        failure the board keeps the wait: it is what the launcher reports."""
-        wait_requests(self.backend, requests, deadline, self.board, self.rank, self.timeout_s, what, peer, tag)
-
-    def _hold_until(self, when: float, deadline: float, pair: tuple[int, int], tag: str, nbytes: int) -> None:
-        hold_until(self.rank, self.links, self.timeout_s, when, deadline, pair, tag, nbytes)
-
-    def _wrap(self, err: BaseException, what: str, peer: int, tag: str) -> PeerError:
-        return peer_failure(self.rank, err, what, peer, tag)

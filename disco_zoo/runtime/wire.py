@@ -18,7 +18,7 @@ from disco_zoo.runtime.errors import LinkTooSlowError, PeerError
 from disco_zoo.timing.links import Link
 
 __all__ = ["MAX_TAG", "tag_id", "ByteCounter", "poll_until", "wait_until", "wait_requests", "hold_until",
-           "peer_timeout", "peer_failure"]
+           "peer_timeout", "peer_failure", "BoundedWaits"]
 
 MAX_TAG = 32767  # the smallest MPI_TAG_UB the standard allows
 YIELD_PHASE_S = 0.02  # how long poll_until yields between polls before sleeping
@@ -159,3 +159,26 @@ def hold_until(rank: int, links: Mapping[tuple[int, int], Link], timeout_s: floa
             rank=pair[1] if pair[0] == rank else pair[0], tag=tag,
         )
     wait_until(when)
+
+
+class BoundedWaits:
+    """The waits of a transport (torch's and the lean runner's share them): the class sets
+    ``backend``, ``board``, ``rank``, ``timeout_s`` and ``links``."""
+
+    backend: Any
+    board: Any
+    rank: int
+    timeout_s: float
+    links: Mapping[tuple[int, int], Link]
+
+    def _wait_all(self, requests: Sequence[Any], what: str, peer: int, tag: str, deadline: float) -> None:
+        """Wait for a message's requests (its payload, and its stamp on an emulated link)
+        until ``deadline``; a failure or a timeout is a PeerError naming the peer. On
+        failure the board keeps the wait: it is what the launcher reports."""
+        wait_requests(self.backend, requests, deadline, self.board, self.rank, self.timeout_s, what, peer, tag)
+
+    def _hold_until(self, when: float, deadline: float, pair: tuple[int, int], tag: str, nbytes: int) -> None:
+        hold_until(self.rank, self.links, self.timeout_s, when, deadline, pair, tag, nbytes)
+
+    def _wrap(self, err: BaseException, what: str, peer: int, tag: str) -> PeerError:
+        return peer_failure(self.rank, err, what, peer, tag)
