@@ -76,14 +76,22 @@ class TrainData:
 
 @dataclass(frozen=True)
 class EvalSplit:
-    """A task's evaluation inputs (one batch, as the distributed run takes them) and targets."""
+    """A task's evaluation inputs and targets: one batch (as the distributed run takes
+    them), or a list of batches where the images differ in size (whole held-out
+    photographs for super-resolution), with ``targets`` the matching list."""
 
-    inputs: torch.Tensor
+    inputs: torch.Tensor | list[torch.Tensor]
     targets: Any
     source: str  # what ``--data`` named
 
+    def batches(self) -> list[tuple[torch.Tensor, Any]]:
+        """(inputs, targets) per batch of equal-sized images, in order."""
+        if isinstance(self.inputs, (list, tuple)):
+            return list(zip(self.inputs, self.targets))
+        return [(self.inputs, self.targets)]
+
     def __len__(self) -> int:
-        return len(self.inputs)
+        return sum(len(inputs) for inputs, _ in self.batches())
 
 
 class Task(ABC):
@@ -93,6 +101,7 @@ class Task(ABC):
     metrics: ClassVar[tuple[Metric, ...]]  # the first is the headline (storage decisions, tables)
     embedded_dataset: ClassVar[str]  # what ``--data`` calls the kind's embedded default
     hub_tag: ClassVar[str]  # the Hugging Face pipeline tag of a model card ("image-classification")
+    deployment_size: ClassVar[int]  # input side also accounted and timed by eval (224; 512 segmentation; 256 LR SR)
 
     @property
     def primary_metric(self) -> Metric:

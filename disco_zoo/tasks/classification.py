@@ -36,6 +36,7 @@ class ClassificationTask(Task):
     metrics = (TOP1,)
     embedded_dataset = "digits"
     hub_tag = "image-classification"
+    deployment_size = 224  # the DISCO paper's ImageNet size
 
     # -- data -------------------------------------------------------------------------------
 
