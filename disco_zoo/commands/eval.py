@@ -47,6 +47,8 @@ def _print_report(report: EvalReport) -> None:
         metric = find_metric(name)
         row(f"{metric.label} DISCO (distributed) / dense",
             f"{metric.format(acc.disco[name])} / {metric.format(acc.dense[name])}", "-")
+        if name in acc.floor:
+            row(f"{metric.label} trivial floor (the task's baseline answer)", metric.format(acc.floor[name]), "-")
     row("bytes / inference, DISCO", *both(lambda d: f"{d.disco_bytes:,}"))
     row("bytes / inference, dense TP", *both(lambda d: f"{d.dense_tp_bytes:,}"))
     row("traffic reduction vs dense TP", *both(lambda d: f"{1 / d.traffic_ratio:.1f}x"))
@@ -99,8 +101,10 @@ def eval_command(
     repeats: Optional[int] = typer.Option(
         None, "--repeats", min=1,
         help="Timed rounds per latency figure (dense, compute alone and DISCO interleaved in each; default 11)."),
-    paper_size: int = typer.Option(224, "--paper-size", min=0,
-                                   help="Also account/time at this size where the model's size is not fixed (0: skip)."),
+    paper_size: Optional[int] = typer.Option(
+        None, "--paper-size", min=0,
+        help="Also account/time at this size where the model's size is not fixed (0: skip; default: the task's "
+             "deployment size, 224 for classification, 512 for segmentation, 256 LR for super-resolution)."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Accuracy and bytes only."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole result (with environment) as JSON on stdout instead of the table."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the whole result (with environment) to this file."),

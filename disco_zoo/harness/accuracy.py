@@ -23,14 +23,20 @@ __all__ = ["measure_accuracy"]
 
 def measure_accuracy(task: Task, split: EvalSplit, folder: Path, nodes: int, disco: nn.Module, dense: nn.Module,
                      opts: EvalOptions) -> AccuracyResult:
-    """The task's metrics of DISCO on ``nodes`` processes, of ``dense`` and of ``disco`` in this process."""
+    """The task's metrics of DISCO on ``nodes`` processes, of ``dense`` and of ``disco`` in
+    this process; one distributed run per batch of equal-sized inputs."""
+    predictions, targets = [], []
     with temporary_directory(prefix="disco-zoo-eval-") as tmp:
-        batch_path = Path(tmp) / "batch.npy"
-        np.save(batch_path, split.inputs.numpy())
-        run = run_inference(folder, nodes, list(split.inputs.shape), opts, input_path=str(batch_path))
+        for index, (inputs, batch_targets) in enumerate(split.batches()):
+            batch_path = Path(tmp) / f"batch{index}.npy"
+            np.save(batch_path, inputs.numpy())
+            run = run_inference(folder, nodes, list(inputs.shape), opts, input_path=str(batch_path))
+            predictions.append(task.predictions(run.output))
+            targets.append(batch_targets)
     return AccuracyResult(
-        disco=task.score(task.predictions(run.output), split.targets),
-        dense=task.score(task.predict(dense, split.inputs), split.targets),
-        disco_single_process=task.score(task.predict(disco, split.inputs), split.targets),
+        disco=task.score(task.concat(predictions), task.concat(targets)),
+        dense=task.score_split(dense, split),
+        disco_single_process=task.score_split(disco, split),
         images=len(split),
+        floor=task.floor_scores(split) or {},
     )

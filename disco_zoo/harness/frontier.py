@@ -36,7 +36,7 @@ def _score(model: Any, split: Any) -> float:
 
     config = model.pretrained_cfg
     task = get_task(config.task)
-    scores = task.score(task.predict(model, split.inputs), split.targets)
+    scores = task.score_split(model, split)
     if HEADLINE not in scores:
         raise DiscoZooError(f"{config.name}: its task reports {sorted(scores)}, the frontier table needs {HEADLINE!r}")
     return float(scores[HEADLINE])

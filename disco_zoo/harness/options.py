@@ -19,7 +19,8 @@ class EvalOptions:
     backend: str = "mpi"
     repeats: int = DEFAULT_ROUNDS
     warmup: int = 2
-    paper_size: int = 224  # also account and time at this size, where the model's size is not fixed (0: skip)
+    paper_size: int | None = None  # also account and time at this size where the model's is not fixed (0: skip;
+    # None: the task's deployment size, 224 for classification)
     latency: bool = True
     timeout_s: float = 120.0
     engine: str = "torch"  # accuracy and traffic runs: torch, onnx, or one per rank (latency rounds: torch)

@@ -10,7 +10,8 @@ Every figure comes from running code (the jobs are modules of their own):
   through emulated links.
 What the model is comes from its folder's config alone: its task, its input size, its
 dense counterpart (``dense``), and whether its input size is fixed; a model whose size
-is not fixed is also accounted and timed at ``opts.paper_size`` (the DISCO paper's 224),
+is not fixed is also accounted and timed at ``opts.paper_size`` (by default the task's
+``deployment_size``: the DISCO paper's 224 for classification, 512 for segmentation),
 where a slow link is timed once (dense ResNet-50 parallelism at 10 Mbit/s takes ~17 s
 per inference).
 """
@@ -48,8 +49,9 @@ def evaluate(name: str, opts: EvalOptions = EvalOptions(), progress: Callable[[s
     task = task_of(config)
     nodes = config.nodes
     shape = [1, *config.input_size]
-    paper_shape = [1, config.input_size[0], opts.paper_size, opts.paper_size]
-    resizable = bool(opts.paper_size) and not config.fixed_input_size
+    paper_size = task.deployment_size if opts.paper_size is None else opts.paper_size
+    paper_shape = [1, config.input_size[0], paper_size, paper_size]
+    resizable = bool(paper_size) and not config.fixed_input_size
 
     progress("loading models")
     dense_folder = str(resolve_folder(config.dense, near=folder.parent))
@@ -63,7 +65,7 @@ def evaluate(name: str, opts: EvalOptions = EvalOptions(), progress: Callable[[s
     at_input = count_on_the_wire(folder, nodes, account(model, tuple(shape)), opts)
     at_paper_size = None
     if resizable:
-        progress(f"accounting at {opts.paper_size}x{opts.paper_size}")
+        progress(f"accounting at {paper_size}x{paper_size}")
         at_paper_size = figures(account(model, tuple(paper_shape)))
 
     latency: LatencyResult | None = None

@@ -144,12 +144,13 @@ class AccuracyResult(Record):
     (``disco_top1``, ``dense_top1``, ``disco_single_process_top1``) plus ``images``;
     the same names read as attributes (``result.disco_top1``)."""
 
-    RUNS: ClassVar[tuple[str, ...]] = ("disco_single_process", "disco", "dense")  # longest prefix first
+    RUNS: ClassVar[tuple[str, ...]] = ("disco_single_process", "disco", "dense", "floor")  # longest prefix first
 
     disco: dict[str, float]
     dense: dict[str, float]
     disco_single_process: dict[str, float]
     images: int
+    floor: dict[str, float] = field(default_factory=dict)  # the task's trivial answer (bicubic, all background)
 
     def __getattr__(self, key: str) -> float:
         for run in self.RUNS:
@@ -176,6 +177,8 @@ class AccuracyResult(Record):
             if run is None:
                 raise ReportError(f"{where}: key {key!r} is not <run>_<metric> for a run in {list(cls.RUNS)}")
             runs[run][key[len(run) + 1:]] = float(value)
+        if runs["floor"] and set(runs["floor"]) != set(runs["disco"]):
+            raise ReportError(f"{where}: the floor must report the runs' metrics {sorted(runs['disco'])}, got {sorted(runs['floor'])}")
         if not (set(runs["disco"]) == set(runs["dense"]) == set(runs["disco_single_process"])):
             raise ReportError(f"{where}: every run must report the same metrics, got {({r: sorted(m) for r, m in runs.items()})}")
         return cls(images=int(data["images"]), **runs)

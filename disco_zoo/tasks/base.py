@@ -146,6 +146,16 @@ class Task(ABC):
         with torch.inference_mode():
             return self.predictions(model(inputs))
 
+    def score_split(self, model: nn.Module, split: EvalSplit) -> dict[str, float]:
+        """Every metric of ``model`` over an eval split, batch by batch."""
+        return self.evaluate(model, split.batches())
+
+    def floor_scores(self, split: EvalSplit) -> dict[str, float] | None:
+        """The metrics of the trivial answer a trained model must clearly beat (bicubic
+        upsampling; all background), so tables can show it; None where a kind has none
+        worth showing (classification: chance is known)."""
+        return None
+
     def evaluate(self, model: nn.Module, loader: Iterable[tuple[Any, Any]]) -> dict[str, float]:
         """Every metric of ``model`` over a loader, batch by batch, in eval mode."""
         predictions, targets = [], []
