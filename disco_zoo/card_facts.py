@@ -10,7 +10,6 @@ break-even the model of time gives.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib import metadata
 
 from disco_zoo.harness.intervals import correct_count, wilson_interval
@@ -40,32 +39,14 @@ class DatasetFacts:
         return 100.0 / self.test_images if self.test_images else None
 
 
-@lru_cache(maxsize=None)
-def _digits_split_sizes() -> dict[str, int]:
-    """The embedded digits' split sizes, from the data code itself (8x8: no resampling)."""
-    from disco_zoo.data.digits import SPLITS, digits_dataset
-
-    return {split: len(digits_dataset(split, size=8)) for split in SPLITS}
-
-
 def dataset_facts(config: FolderConfig, result: EvalReport | None = None) -> DatasetFacts:
     """The data behind ``config``'s numbers; the test size from the result, else the data code."""
     task = task_of(config)
     side = config.input_size[-1]
     if config.dataset == task.embedded_dataset:
-        sizes = _digits_split_sizes()
-        total = sum(sizes.values())
-        test = result.accuracy.images if result is not None else sizes["test"]
-        return DatasetFacts(
-            name=config.dataset,
-            title=f"scikit-learn handwritten digits ({total:,} images, test split {test})",
-            description=(f"scikit-learn's handwritten digits: {total:,} real 8x8 grey images of the digits 0-9, "
-                         f"split 70/15/15 (stratified, seed 0) into {sizes['train']:,} train, {sizes['val']} "
-                         f"validation and {test} test images, upscaled to {side}x{side} and repeated to 3 channels"),
-            test_images=test,
-            limits=("real photographs, or any images but handwritten digits: it has seen only 8x8 grey "
-                    "digits, upscaled. Fine-tune it on your own data first (`disco-zoo train` / `disco-zoo sparsify "
-                    "--data PATH`)."))
+        facts = task.embedded_facts(side, result.accuracy.images if result is not None else None)
+        return DatasetFacts(name=config.dataset, title=facts.title, description=facts.description,
+                            test_images=facts.test_images, limits=facts.limits)
     test = result.accuracy.images if result is not None else None
     return DatasetFacts(
         name=config.dataset, title=config.dataset,

@@ -6,6 +6,8 @@ with the mean/std below, so ImageNet-shaped models run on them unchanged.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -63,3 +65,9 @@ def digits_loaders(
         gen = torch.Generator().manual_seed(seed)
         loaders[split] = DataLoader(ds, batch_size=batch_size, shuffle=split == "train", generator=gen)
     return loaders
+
+
+@lru_cache(maxsize=None)
+def digits_split_sizes() -> dict[str, int]:
+    """Images per split, from the split code itself (8x8: no resampling)."""
+    return {split: len(digits_dataset(split, size=8)) for split in SPLITS}

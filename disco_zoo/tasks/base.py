@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # torch is imported where a task computes, so looking a task 
 
     from disco_zoo.store import FolderConfig
 
-__all__ = ["Metric", "DatasetInfo", "TrainData", "EvalSplit", "Task", "TrainingLoss"]
+__all__ = ["Metric", "DatasetInfo", "TrainData", "EvalSplit", "Task", "TrainingLoss", "EmbeddedDataFacts"]
 
 TrainingLoss = Callable[["nn.Module", Any, Any], "torch.Tensor"]  # (model, inputs, targets) -> scalar loss
 
@@ -63,6 +63,17 @@ class DatasetInfo:
         if self.class_names is not None:
             fields["class_names"] = list(self.class_names)
         return fields
+
+
+@dataclass(frozen=True)
+class EmbeddedDataFacts:
+    """What a model card says about a kind's embedded data set: where it comes from, its
+    size, and what a model trained only on it must not be used for."""
+
+    title: str
+    description: str
+    test_images: int
+    limits: str
 
 
 @dataclass
@@ -149,6 +160,11 @@ class Task(ABC):
     def score_split(self, model: nn.Module, split: EvalSplit) -> dict[str, float]:
         """Every metric of ``model`` over an eval split, batch by batch."""
         return self.evaluate(model, split.batches())
+
+    @abstractmethod
+    def embedded_facts(self, side: int, test_images: int | None = None) -> EmbeddedDataFacts:
+        """The card's account of :attr:`embedded_dataset` at ``side`` pixels (the test count
+        from a recorded result where there is one, else from the data code)."""
 
     def floor_scores(self, split: EvalSplit) -> dict[str, float] | None:
         """The metrics of the trivial answer a trained model must clearly beat (bicubic

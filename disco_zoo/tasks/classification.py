@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.tasks.base import DatasetInfo, EvalSplit, Metric, Task, TrainData
+from disco_zoo.tasks.base import DatasetInfo, EmbeddedDataFacts, EvalSplit, Metric, Task, TrainData
 
 if TYPE_CHECKING:  # torch is imported where the task computes (see tasks.base)
     import torch
@@ -98,6 +98,22 @@ class ClassificationTask(Task):
         if not batches:
             raise DiscoZooError(f"{folder} holds no images to evaluate on.")
         return EvalSplit(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]), str(root))
+
+    def embedded_facts(self, side: int, test_images: int | None = None) -> EmbeddedDataFacts:
+        from disco_zoo.data.digits import digits_split_sizes
+
+        sizes = digits_split_sizes()
+        total = sum(sizes.values())
+        test = test_images if test_images is not None else sizes["test"]
+        return EmbeddedDataFacts(
+            title=f"scikit-learn handwritten digits ({total:,} images, test split {test})",
+            description=(f"scikit-learn's handwritten digits: {total:,} real 8x8 grey images of the digits 0-9, "
+                         f"split 70/15/15 (stratified, seed 0) into {sizes['train']:,} train, {sizes['val']} "
+                         f"validation and {test} test images, upscaled to {side}x{side} and repeated to 3 channels"),
+            test_images=test,
+            limits=("real photographs, or any images but handwritten digits: it has seen only 8x8 grey "
+                    "digits, upscaled. Fine-tune it on your own data first (`disco-zoo train` / `disco-zoo sparsify "
+                    "--data PATH`)."))
 
     # -- training, outputs, metrics ---------------------------------------------------------
 
