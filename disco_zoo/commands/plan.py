@@ -2,25 +2,43 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+from disco_zoo.errors import DiscoZooError
+
+if TYPE_CHECKING:
+    from disco_zoo.planner.profiles import Profile
 
 
 def plan_command(
     model: str = typer.Argument(..., help="Registered model name, e.g. resnet50."),
     devices: str = typer.Option(..., "--devices", help="Device profile JSON file, or a preset name."),
-    input_size: int = typer.Option(224, "--input-size", help="Input height and width."),
+    input_size: Optional[int] = typer.Option(
+        None, "--input-size", help="Input height and width (default 224; a DISCO model's own size)."),
+    ratios: Optional[str] = typer.Option(
+        None, "--ratios", help="DISCO: plan the published variant split at these ratios, e.g. '0.6,0.4'."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classifier size (default: the model's)."),
     out: Optional[str] = typer.Option(None, "--out", help="Write the plan (JSON) here."),
     gantt: Optional[str] = typer.Option(None, "--gantt", help="Draw the per-device timeline (PNG) here."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON document on stdout instead of the table."),
 ) -> None:
-    """Plan MODEL over the devices in a profile; print predicted latency vs each baseline."""
+    """Plan MODEL over the devices in a profile: a dense model gets an EdgeFlow plan (vs each
+    baseline), a DISCO model a placement of its nodes and the best split ratio."""
     from disco_zoo.planner.profiles import load_profile
     from disco_zoo.planner.report import build_graph, plan_and_compare
 
     profile = load_profile(devices)
+    if _is_disco(model):
+        if out or gantt or num_classes is not None:
+            raise DiscoZooError("--out, --gantt and --num-classes are for EdgeFlow plans of dense models; a DISCO "
+                                "model's placement is printed (or --json) and run with `disco-zoo run`.")
+        _print_disco_plan(model, profile, input_size, ratios, as_json)
+        return
+    if ratios is not None:
+        raise DiscoZooError("--ratios picks a published DISCO variant; an EdgeFlow plan of a dense model chooses its own splits")
+    input_size = input_size or 224
     report = plan_and_compare(model, build_graph(model, input_size, num_classes), profile, out, gantt, num_classes)
     if as_json:
         typer.echo(json.dumps(report, indent=1))
@@ -51,6 +69,53 @@ def plan_command(
         console.print(f"plan written to {out}")
     if gantt:
         console.print(f"timeline drawn to {gantt}")
+
+
+def _is_disco(model: str) -> bool:
+    """Whether MODEL names a pretrained DISCO model (else it is a dense registry model)."""
+    from disco_zoo.hub import get_pretrained_cfg
+
+    try:
+        return get_pretrained_cfg(model).kind == "disco"
+    except DiscoZooError:
+        return False
+
+
+def _print_disco_plan(model: str, profile: "Profile", input_size: Optional[int], ratios: Optional[str],
+                      as_json: bool) -> None:
+    from disco_zoo.planner.disco_report import plan_disco_model
+
+    split = None
+    if ratios is not None:
+        try:
+            split = [float(r) for r in ratios.split(",")]
+        except ValueError:
+            raise DiscoZooError(f"--ratios {ratios!r}: give numbers separated by commas, e.g. '0.6,0.4'") from None
+    doc = plan_disco_model(model, profile, input_size, split)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    side = doc["input_shape"][-1]
+    table = Table(title=f"{doc['model']} at {side}x{side} on {profile.name} (predicted, DISCO)")
+    for column in ("node -> device", "latency ms", "MB sent", "memory per node MiB"):
+        table.add_column(column, justify="left" if column.startswith("node") else "right")
+    for p in doc["placements"][:5]:
+        table.add_row(", ".join(f"{k}->{d}" for k, d in enumerate(p["devices"])), f"{p['latency_s'] * 1e3:.1f}",
+                      f"{p['bytes'] / 1e6:.2f}", ", ".join(f"{m / 2**20:.1f}" for m in p["memory_per_node"]))
+    console = Console()
+    console.print(table)
+    if doc["unused_devices"]:
+        console.print(f"unused: {', '.join(doc['unused_devices'])} (no faster placement uses it)")
+    if "optimum" in doc:
+        opt, near = doc["optimum"], doc["closest_published"]
+        console.print(f"best split on these devices: {opt['share']:.2f}/{1 - opt['share']:.2f}, "
+                      f"{opt['latency_s'] * 1e3:.1f} ms predicted; closest published variant {near['name']} "
+                      f"({near['share']:.2f}/{1 - near['share']:.2f}): {near['latency_s'] * 1e3:.1f} ms, the optimum "
+                      f"would be {near['optimum_gain']:.2f}x faster (a variant at that split must be trained: "
+                      "`disco-zoo sparsify --ratios`).")
 
 
 def run_plan_command(

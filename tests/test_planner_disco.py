@@ -1,0 +1,114 @@
+"""DISCO on device profiles: programs derived from the partition, placement, split ratio."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from disco_zoo.disco.accounting import disco_accounting, layer_shapes, wire_bytes_per_pair
+from disco_zoo.disco.adapters import to_disco
+from disco_zoo.errors import DiscoZooError
+from disco_zoo.planner import profile_from_dict
+from disco_zoo.planner.disco_plan import disco_facts, place_disco, ratio_sweep
+from disco_zoo.planner.disco_programs import disco_programs
+from disco_zoo.runtime.disco_executor import disco_tags
+from disco_zoo.runtime.profiling import profile_compute
+from disco_zoo.runtime.wire import tag_id
+from helpers import DISCO_SHAPE, sparse_disco_folder
+
+SHAPE = (1, 4, 16, 16)
+
+
+def _tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(4, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(32, 10))
+
+
+def _profile(memory=None, bandwidth=1e12):
+    mem = {} if memory is None else {"memory_bytes": memory}
+    return profile_from_dict({"devices": [{"name": "fast", "flops": 2e9, **mem}, {"name": "slow", "flops": 1e9, **mem},
+                                          {"name": "slowest", "flops": 2.5e8, **mem}],
+                              "links": {"default": {"bandwidth_bps": bandwidth, "latency_s": 0.0}}})
+
+
+def test_derived_programs_follow_the_executors_message_schedule_and_bytes(tmp_path):
+    folder, model, part = sparse_disco_folder(tmp_path, 2)
+    measured = profile_compute(folder, DISCO_SHAPE, repeats=1, warmup=0)
+    acc = disco_accounting(model, tuple(DISCO_SHAPE))
+    shapes = layer_shapes(model, tuple(DISCO_SHAPE))
+    derived = disco_programs(part, shapes, acc.flops_per_entry, [1e9, 1e9], tuple(DISCO_SHAPE))
+    tags = disco_tags(part)
+    for got, want in zip(derived.programs, measured.programs):
+        assert [(e.kind, e.peer, tag_id(tags[e.tag]), e.nbytes) for e in got.events] == \
+               [(e.kind, e.peer, e.tag, e.nbytes) for e in want.events]
+    assert derived.bytes_per_pair == wire_bytes_per_pair(part, shapes, tuple(DISCO_SHAPE), 4)
+    # FLOPs over a rate: each node's compute is its accounted FLOPs at 1 GFLOP/s
+    for k, program in enumerate(derived.programs):
+        assert program.compute_s == pytest.approx(acc.flops_per_node[k] / 1e9, rel=1e-6)
+
+
+def test_placement_uses_the_fastest_devices_and_the_split_follows_their_speeds():
+    model = to_disco(_tiny(), 2).eval()
+    model.disco_partition = model.disco_partition.with_all_closed()  # compute-bound: no layer traffic
+    facts = disco_facts(model, "tiny", SHAPE)
+    placements = place_disco(facts, _profile())
+    best = placements[0]
+    assert sorted(best.devices) == [0, 1]  # the slowest device stays unused
+    # hand-worked: at rates 2:1 the equal split waits for the slow device's half
+    flops = [sum(v) for v in [disco_accounting(model, SHAPE).flops_per_node]][0]
+    assert best.latency_s == pytest.approx(max(flops / 2 / 1e9, flops / 2 / 2e9), rel=0.02)
+    sweep = ratio_sweep(facts, _tiny(), _profile(), best.devices)
+    optimum = min(sweep, key=lambda p: p.latency_s)
+    fast_share = optimum.ratios[best.devices.index(0)]
+    assert 0.55 <= fast_share <= 0.7  # work ~ share^2 per conv: the fast device's share is ~sqrt(2)/(1+sqrt(2))
+    assert optimum.latency_s < 0.85 * best.latency_s
+    # the sweep at the trained split reproduces the placement's own prediction
+    at_half = next(p for p in sweep if p.ratios[0] == 0.5)
+    assert at_half.latency_s == pytest.approx(best.latency_s, rel=1e-9)
+
+
+def test_placement_errors_name_what_is_missing():
+    model = to_disco(_tiny(), 2).eval()
+    facts = disco_facts(model, "tiny", SHAPE)
+    one = profile_from_dict({"devices": [{"name": "solo", "flops": 1e9}],
+                             "links": {"default": {"bandwidth_bps": 1e8, "latency_s": 0.0}}})
+    with pytest.raises(DiscoZooError, match="2 nodes but profile .* has 1 device"):
+        place_disco(facts, one)
+    with pytest.raises(DiscoZooError, match="no device .* has memory for a shard"):
+        place_disco(facts, _profile(memory=1024))
+
+
+def test_a_slow_link_keeps_the_split_even_when_traffic_dominates():
+    model = to_disco(_tiny(), 2).eval()  # masks open: dense within-layer traffic
+    facts = disco_facts(model, "tiny", SHAPE)
+    best = place_disco(facts, _profile(bandwidth=1e6))[0]
+    sweep = ratio_sweep(facts, _tiny(), _profile(bandwidth=1e6), best.devices)
+    assert all(p.bytes_total > 0 for p in sweep)
+    assert min(sweep, key=lambda p: p.latency_s).latency_s <= best.latency_s + 1e-12
+
+
+
+def _plan(*args):
+    from typer.testing import CliRunner
+
+    from disco_zoo.cli import app
+
+    return CliRunner().invoke(app, ["plan", "resnet18-disco-2node", "--devices", "ethernet-pi4-nano-phone", *args])
+
+
+def test_plan_command_places_a_published_disco_model():
+    result = _plan("--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["kind"] == "disco" and len(doc["placement"]["devices"]) == 2
+    assert len(doc["unused_devices"]) == 1
+    assert doc["closest_published"]["optimum_gain"] >= 1.0
+    assert min(p["latency_s"] for p in doc["ratio_sweep"]) == pytest.approx(doc["optimum"]["latency_s"])
+
+
+def test_plan_command_refuses_a_split_no_published_variant_serves():
+    result = _plan("--ratios", "0.7,0.3")
+    assert result.exit_code != 0 and isinstance(result.exception, DiscoZooError)
+    assert "no published variant of resnet18.digits on 2 nodes is split 0.70/0.30" in str(result.exception)
