@@ -112,3 +112,24 @@ def test_plan_command_refuses_a_split_no_published_variant_serves():
     result = _plan("--ratios", "0.7,0.3")
     assert result.exit_code != 0 and isinstance(result.exception, DiscoZooError)
     assert "no published variant of resnet18.digits on 2 nodes is split 0.70/0.30" in str(result.exception)
+
+
+def test_compare_scores_every_strategy_on_each_link_setting(tmp_path):
+    plot = tmp_path / "bars.png"
+    result = _plan("--compare", "--plot", str(plot), "--json")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert set(doc["tables"]) == {"as profiled", "fast LAN", "slow Wi-Fi"}
+    for rows in doc["tables"].values():
+        names = [r["strategy"] for r in rows]
+        assert {"single-fastest", "equal-split", "proportional-split", "layer-wise", "edgeflow", "dense-tp"} <= set(names)
+        assert "disco resnet18_disco_2node.digits" in names
+        disco = next(r for r in rows if r["strategy"] == "disco resnet18_disco_2node.digits")
+        dense_tp = next(r for r in rows if r["strategy"] == "dense-tp")
+        assert disco["bytes"] < dense_tp["bytes"] and disco["latency_s"] < dense_tp["latency_s"]
+        assert len(next(r for r in rows if r["strategy"] == "single-fastest")["devices"]) == 1
+    # the slow link hurts every strategy that talks, never the one that does not
+    fast, slow = doc["tables"]["fast LAN"], doc["tables"]["slow Wi-Fi"]
+    for a, b in zip(fast, slow):
+        assert b["latency_s"] >= a["latency_s"] - 1e-12
+    assert plot.stat().st_size > 1000

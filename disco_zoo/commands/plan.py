@@ -22,6 +22,10 @@ def plan_command(
     num_classes: Optional[int] = typer.Option(None, "--num-classes", help="Classifier size (default: the model's)."),
     out: Optional[str] = typer.Option(None, "--out", help="Write the plan (JSON) here."),
     gantt: Optional[str] = typer.Option(None, "--gantt", help="Draw the per-device timeline (PNG) here."),
+    compare: bool = typer.Option(False, "--compare", help="DISCO model: compare every strategy (dense on the fastest "
+                                 "device, EdgeFlow and its baselines, dense TP, each published DISCO variant) on the "
+                                 "profile and at a fast LAN and slow Wi-Fi."),
+    plot: Optional[str] = typer.Option(None, "--plot", help="With --compare: draw the bars (PNG) here."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON document on stdout instead of the table."),
 ) -> None:
     """Plan MODEL over the devices in a profile: a dense model gets an EdgeFlow plan (vs each
@@ -30,6 +34,13 @@ def plan_command(
     from disco_zoo.planner.report import build_graph, plan_and_compare
 
     profile = load_profile(devices)
+    if plot and not compare:
+        raise DiscoZooError("--plot draws the --compare table; add --compare")
+    if compare:
+        if out or gantt or ratios is not None or num_classes is not None:
+            raise DiscoZooError("--compare takes MODEL, --devices, --input-size, --plot and --json only")
+        _print_comparison(model, profile, input_size, plot, as_json)
+        return
     if _is_disco(model):
         if out or gantt or num_classes is not None:
             raise DiscoZooError("--out, --gantt and --num-classes are for EdgeFlow plans of dense models; a DISCO "
@@ -116,6 +127,39 @@ def _print_disco_plan(model: str, profile: "Profile", input_size: Optional[int],
                       f"({near['share']:.2f}/{1 - near['share']:.2f}): {near['latency_s'] * 1e3:.1f} ms, the optimum "
                       f"would be {near['optimum_gain']:.2f}x faster (a variant at that split must be trained: "
                       "`disco-zoo sparsify --ratios`).")
+
+
+def _print_comparison(model: str, profile: "Profile", input_size: Optional[int], plot: Optional[str],
+                      as_json: bool) -> None:
+    from disco_zoo.planner.disco_report import compare_report
+
+    doc = compare_report(model, profile, input_size)
+    if plot:
+        from disco_zoo.planner.compare_plot import draw_comparison
+
+        draw_comparison(doc["tables"], plot, title=f"{doc['dense_model']} and its DISCO variants at "
+                                                   f"{doc['input_size']}px on {profile.name}")
+        doc["plot"] = plot
+    if as_json:
+        typer.echo(json.dumps(doc, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for setting, rows in doc["tables"].items():
+        fastest = min(r["latency_s"] for r in rows)
+        table = Table(title=f"{doc['dense_model']} at {doc['input_size']}px on {profile.name}, links {setting} (predicted)")
+        for column in ("strategy", "latency ms", "vs best", "MB sent", "largest device MiB", "devices"):
+            table.add_column(column, justify="left" if column in ("strategy", "devices") else "right")
+        for r in rows:
+            table.add_row(r["strategy"], f"{r['latency_s'] * 1e3:.1f}", f"{r['latency_s'] / fastest:.2f}x",
+                          f"{r['bytes'] / 1e6:.2f}", f"{r['max_memory_bytes'] / 2**20:.1f}", ", ".join(r["devices"]))
+        console.print(table)
+    if doc["skipped_variants"]:
+        console.print(f"not compared (more nodes than devices): {', '.join(doc['skipped_variants'])}")
+    if plot:
+        console.print(f"bars drawn to {plot}")
 
 
 def run_plan_command(

@@ -30,6 +30,7 @@ from disco_zoo.timing.replay import predict_latency
 __all__ = ["DiscoFacts", "Placement", "disco_facts", "place_disco", "ratio_sweep", "rescaled_partition",
            "node_memory_bytes", "RATIO_GRID"]
 
+COMPUTE_BYTES = 4  # fp32: what a node holds its weights in while it computes (shards.py)
 RATIO_GRID = tuple(round(0.2 + 0.05 * i, 2) for i in range(13))  # node 0's share, 0.2 .. 0.8
 
 
@@ -37,8 +38,8 @@ RATIO_GRID = tuple(round(0.2 + 0.05 * i, 2) for i in range(13))  # node 0's shar
 class DiscoFacts:
     """What placing a DISCO model needs, read once from the model: its partition, the
     (input, output) shape of every exchanging layer in execution order, the FLOPs of one
-    weight entry per layer, the bytes of one weight entry per layer (kernel x storage
-    dtype), and the measured per-node memory of its real shards."""
+    weight entry per layer, the bytes of one weight entry per layer (kernel x fp32), and
+    each node's memory from its real shard (fp32 parameters plus the activation peak)."""
 
     name: str
     partition: Partition
@@ -58,13 +59,13 @@ def disco_facts(model: Any, name: str, input_shape: tuple[int, ...], dtype_bytes
     part = get_partition(model)
     acc = disco_accounting(model, input_shape, dtype_bytes)
     shapes = layer_shapes(model, input_shape)
-    storage = 2 if getattr(getattr(model, "pretrained_cfg", None), "storage_dtype", "fp32") == "fp16" else 4
     modules = dict(model.named_modules())
     entry_bytes = {}
     for layer_name, layer in part.layers.items():
         weight = modules[layer_name].weight
-        entry_bytes[layer_name] = weight.numel() // (layer.out_channels * layer.in_channels) * storage
-    memory = [p + a for p, a in zip(acc.params_bytes_per_node, acc.act_peak_per_node)]
+        entry_bytes[layer_name] = weight.numel() // (layer.out_channels * layer.in_channels) * COMPUTE_BYTES
+    # in a device's memory every node computes in fp32, whatever its shard's storage dtype
+    memory = [p * COMPUTE_BYTES + a for p, a in zip(acc.params_per_node, acc.act_peak_per_node)]
     return DiscoFacts(name, part, tuple(input_shape), shapes, acc.flops_per_entry, entry_bytes, memory, dtype_bytes)
 
 

@@ -101,3 +101,47 @@ def plan_disco_model(name: str, profile: Profile, input_size: int | None = None,
                                         "optimum_gain": closest_latency / optimum.latency_s}
             doc["this_variant_share"] = own_share
     return doc
+
+
+def _dense_graph(config: Any, side: int) -> tuple[str, Any]:
+    """(name, traced graph at ``side``) of a DISCO model's dense counterpart."""
+    from disco_zoo.graph import trace_model
+    from disco_zoo.hub import get_pretrained_cfg
+    from disco_zoo.registry import build_model
+
+    dense = get_pretrained_cfg(config.dense)
+    return dense.name, trace_model(build_model(dense.arch, **dense.args), (1, dense.input_size[0], side, side))
+
+
+def compare_report(name: str, profile: Profile, input_size: int | None = None,
+                   links: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every strategy (:func:`disco_zoo.planner.compare.compare_strategies`) for the DISCO
+    model ``name``'s dense counterpart and each of its published DISCO variants that the
+    profile has devices for, on ``profile`` as given and at each of ``links`` (label ->
+    Link; default :data:`~disco_zoo.planner.compare.LINK_SPEEDS`)."""
+    from disco_zoo.hub import get_pretrained_cfg, load_folder, resolve_folder
+    from disco_zoo.planner.compare import LINK_SPEEDS, compare_strategies, with_link
+
+    config = get_pretrained_cfg(name)
+    if config.kind != "disco":
+        raise DiscoZooError(f"{config.name} is a dense model; --compare takes a DISCO model (its dense counterpart "
+                            "and every published variant are compared)")
+    side = input_size or config.input_size[-1]
+    dense_name, graph = _dense_graph(config, side)
+    variants, skipped = {}, []
+    from disco_zoo.hub import list_pretrained
+
+    for other in list_pretrained():
+        cfg = get_pretrained_cfg(other)
+        if cfg.kind != "disco" or cfg.dense != config.dense:
+            continue
+        if cfg.nodes > len(profile):
+            skipped.append(other)
+            continue
+        variants[other] = disco_facts(load_folder(resolve_folder(other)), other, (1, cfg.input_size[0], side, side))
+    settings = {"as profiled": profile, **{label: with_link(profile, link, label)
+                                           for label, link in (links or LINK_SPEEDS).items()}}
+    tables = {label: [row.to_dict() for row in compare_strategies(graph, prof, variants)]
+              for label, prof in settings.items()}
+    return {"model": config.name, "dense_model": dense_name, "profile": profile.name, "input_size": side,
+            "devices": [d.name for d in profile.devices], "tables": tables, "skipped_variants": skipped}
