@@ -133,3 +133,38 @@ def test_compare_scores_every_strategy_on_each_link_setting(tmp_path):
     for a, b in zip(fast, slow):
         assert b["latency_s"] >= a["latency_s"] - 1e-12
     assert plot.stat().st_size > 1000
+
+
+def _tiny_plan(tmp_path, flops=2e8):
+    from disco_zoo.hub import load_folder
+    from disco_zoo.planner.disco_plan_file import DiscoPlan, partition_fingerprint, save_disco_plan
+
+    folder, _, _ = sparse_disco_folder(tmp_path, 2)
+    profile = profile_from_dict({"devices": [{"name": "a", "flops": flops}, {"name": "b", "flops": flops / 2}],
+                                 "links": {"default": {"bandwidth_bps": 1e8, "latency_s": 1e-3}}})
+    facts = disco_facts(load_folder(folder), str(folder), tuple(DISCO_SHAPE))
+    best = place_disco(facts, profile)[0]
+    path = tmp_path / "plan.json"
+    save_disco_plan(DiscoPlan(str(folder), facts.input_shape, profile, best.devices,
+                              partition_fingerprint(facts.partition), {"latency_s": best.latency_s}), path)
+    return path
+
+
+@pytest.mark.slow
+def test_run_plan_executes_a_disco_plan_with_the_real_executor(tmp_path):
+    from disco_zoo.runtime.disco_plan_executor import execute_disco_plan
+
+    report = execute_disco_plan(str(_tiny_plan(tmp_path)), backend="gloo", emulate_links=True, repeats=1, warmup=0)
+    assert report["bytes_measured"] == report["bytes_predicted"] > 0
+    assert report["measured_latency_s"] > 0 and report["predicted_this_run_s"] > 0
+
+
+def test_a_plan_for_another_partition_is_refused_before_any_rank_starts(tmp_path):
+    from disco_zoo.runtime.disco_plan_executor import execute_disco_plan
+
+    path = _tiny_plan(tmp_path)
+    raw = json.loads(path.read_text())
+    raw["partition_sha256"] = "0" * 64
+    path.write_text(json.dumps(raw))
+    with pytest.raises(DiscoZooError, match="made for another partition"):
+        execute_disco_plan(str(path), backend="gloo")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
 
@@ -42,10 +42,9 @@ def plan_command(
         _print_comparison(model, profile, input_size, plot, as_json)
         return
     if _is_disco(model):
-        if out or gantt or num_classes is not None:
-            raise DiscoZooError("--out, --gantt and --num-classes are for EdgeFlow plans of dense models; a DISCO "
-                                "model's placement is printed (or --json) and run with `disco-zoo run`.")
-        _print_disco_plan(model, profile, input_size, ratios, as_json)
+        if gantt or num_classes is not None:
+            raise DiscoZooError("--gantt and --num-classes are for EdgeFlow plans of dense models")
+        _print_disco_plan(model, profile, input_size, ratios, as_json, out)
         return
     if ratios is not None:
         raise DiscoZooError("--ratios picks a published DISCO variant; an EdgeFlow plan of a dense model chooses its own splits")
@@ -93,7 +92,7 @@ def _is_disco(model: str) -> bool:
 
 
 def _print_disco_plan(model: str, profile: "Profile", input_size: Optional[int], ratios: Optional[str],
-                      as_json: bool) -> None:
+                      as_json: bool, out: Optional[str] = None) -> None:
     from disco_zoo.planner.disco_report import plan_disco_model
 
     split = None
@@ -102,7 +101,7 @@ def _print_disco_plan(model: str, profile: "Profile", input_size: Optional[int],
             split = [float(r) for r in ratios.split(",")]
         except ValueError:
             raise DiscoZooError(f"--ratios {ratios!r}: give numbers separated by commas, e.g. '0.6,0.4'") from None
-    doc = plan_disco_model(model, profile, input_size, split)
+    doc = plan_disco_model(model, profile, input_size, split, out)
     if as_json:
         typer.echo(json.dumps(doc, indent=1))
         return
@@ -127,6 +126,8 @@ def _print_disco_plan(model: str, profile: "Profile", input_size: Optional[int],
                       f"({near['share']:.2f}/{1 - near['share']:.2f}): {near['latency_s'] * 1e3:.1f} ms, the optimum "
                       f"would be {near['optimum_gain']:.2f}x faster (a variant at that split must be trained: "
                       "`disco-zoo sparsify --ratios`).")
+    if out:
+        console.print(f"plan written to {out} (run it: disco-zoo run-plan {out} --slowdown S)")
 
 
 def _print_comparison(model: str, profile: "Profile", input_size: Optional[int], plot: Optional[str],
@@ -174,7 +175,12 @@ def run_plan_command(
     as_json: bool = typer.Option(False, "--json", help="Print the JSON document on stdout instead of the table."),
 ) -> None:
     """Execute PLAN, one process per device; print measured vs predicted latency and bytes."""
+    from disco_zoo.planner.disco_plan_file import is_disco_plan
     from disco_zoo.runtime.edgeflow_executor import execute_plan
+
+    if _reads_as(plan, is_disco_plan):
+        _run_disco_plan(plan, backend, stretch, slowdown, emulate_links, timeout, as_json)
+        return
 
     report = execute_plan(plan, backend=backend, seed=seed, stretch=stretch, slowdown=slowdown,
                           emulate_links=emulate_links, timeout_s=timeout)
@@ -192,6 +198,39 @@ def run_plan_command(
                   f"{report['predicted_this_run_s'] * 1e3:.2f}" if stretch else "-")
     table.add_row("bytes", str(report["bytes_measured"]), str(report["bytes_predicted"]))
     Console().print(table)
+
+
+def _reads_as(path: str, check: "Callable[[Any], bool]") -> bool:
+    """Whether the JSON file at ``path`` passes ``check`` (unreadable files are for the loader to report)."""
+    try:
+        return check(json.loads(open(path).read()))
+    except (OSError, ValueError):
+        return False
+
+
+def _run_disco_plan(plan: str, backend: str, stretch: bool, slowdown: float, emulate_links: bool, timeout: float,
+                    as_json: bool) -> None:
+    from disco_zoo.runtime.disco_plan_executor import execute_disco_plan
+
+    if not stretch:
+        raise DiscoZooError("a DISCO plan always runs with compute stretched to its devices; drop --no-stretch")
+    report = execute_disco_plan(plan, backend=backend, slowdown=slowdown, emulate_links=emulate_links,
+                                timeout_s=timeout)
+    if as_json:
+        typer.echo(json.dumps(report, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report['model']} on {', '.join(report['devices'])} (compute x{slowdown:g} slower, "
+                        f"links {'emulated' if emulate_links else 'ideal'})")
+    table.add_column("")
+    table.add_column("measured", justify="right")
+    table.add_column("predicted", justify="right")
+    table.add_row("latency ms", f"{report['measured_latency_s'] * 1e3:.2f}", f"{report['predicted_this_run_s'] * 1e3:.2f}")
+    table.add_row("bytes", str(report["bytes_measured"]), str(report["bytes_predicted"]))
+    Console().print(table)
+    Console().print(f"measured / predicted: {report['measured_over_predicted']:.3f}")
 
 
 def register(app: typer.Typer) -> None:

@@ -51,8 +51,9 @@ def published_variants(config: Any) -> dict[str, float]:
 
 
 def plan_disco_model(name: str, profile: Profile, input_size: int | None = None,
-                     ratios: list[float] | None = None) -> dict[str, Any]:
-    """Place the DISCO model ``name`` (a published name or folder) on ``profile``.
+                     ratios: list[float] | None = None, out: str | None = None) -> dict[str, Any]:
+    """Place the DISCO model ``name`` (a published name or folder) on ``profile``; with
+    ``out``, write the placement as a plan ``disco-zoo run-plan`` runs.
 
     ``ratios`` picks the published variant at that split instead (one that no published
     variant serves is a clear error naming those that exist)."""
@@ -87,6 +88,13 @@ def plan_disco_model(name: str, profile: Profile, input_size: int | None = None,
         "placements": [p.to_dict(profile) for p in placements],
         "memory_per_node": list(facts.memory_per_node),
     }
+    if out:
+        from disco_zoo.planner.disco_plan_file import DiscoPlan, partition_fingerprint, save_disco_plan
+
+        save_disco_plan(DiscoPlan(config.name, facts.input_shape, profile, best.devices,
+                                  partition_fingerprint(facts.partition),
+                                  {"latency_s": best.latency_s, "bytes": best.bytes_total}), out)
+        doc["plan"] = out
     if config.nodes == 2:
         sweep = ratio_sweep(facts, dense_architecture(config), profile, best.devices)
         doc["ratio_sweep"] = [{"share": p.ratios[0], "latency_s": p.latency_s, "bytes": p.bytes_total} for p in sweep]
