@@ -168,3 +168,29 @@ def test_a_plan_for_another_partition_is_refused_before_any_rank_starts(tmp_path
     path.write_text(json.dumps(raw))
     with pytest.raises(DiscoZooError, match="made for another partition"):
         execute_disco_plan(str(path), backend="gloo")
+
+
+def test_only_linked_devices_are_placed_together_and_a_missing_link_is_named():
+    model = to_disco(_tiny(), 2).eval()
+    facts = disco_facts(model, "tiny", SHAPE)
+    devices = [{"name": "fast", "flops": 2e9}, {"name": "slow", "flops": 1e9}, {"name": "slowest", "flops": 2.5e8}]
+    only = profile_from_dict({"devices": devices, "links": {"pairs": [
+        {"between": ["slow", "slowest"], "bandwidth_bps": 1e8, "latency_s": 0.0}]}})
+    assert sorted(place_disco(facts, only)[0].devices) == [1, 2]  # fast has no link to anyone
+    small = [dict(d, memory_bytes=1024) if d["name"] != "fast" else d for d in devices]
+    cut = profile_from_dict({"devices": small, "links": {"pairs": [
+        {"between": ["slow", "slowest"], "bandwidth_bps": 1e8, "latency_s": 0.0}]}})
+    with pytest.raises(DiscoZooError, match="no device .* has memory"):
+        place_disco(facts, cut)
+    apart = profile_from_dict({"devices": devices[:2], "links": {"pairs": [
+        {"between": ["fast", "slow"], "bandwidth_bps": 1e8, "latency_s": 0.0}]}})
+    assert apart.has_link(0, 1)
+    lonely = profile_from_dict({"devices": devices, "links": {"pairs": [
+        {"between": ["fast", "slow"], "bandwidth_bps": 1e8, "latency_s": 0.0}]}})
+    with pytest.raises(DiscoZooError, match="no link between fast and slowest"):
+        lonely.link(0, 2)
+    no_mem = [dict(d, memory_bytes=1024) if d["name"] == "slow" else d for d in devices]
+    gap = profile_from_dict({"devices": no_mem, "links": {"pairs": [
+        {"between": ["fast", "slow"], "bandwidth_bps": 1e8, "latency_s": 0.0}]}})
+    with pytest.raises(DiscoZooError, match="needs a link .* \\(fast-slowest"):
+        place_disco(facts, gap)

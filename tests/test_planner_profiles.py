@@ -39,7 +39,7 @@ def test_rates_links_and_round_trip() -> None:
     (lambda d: d["devices"][0].update(flops=-3), "devices[0].flops must be > 0"),
     (lambda d: d["devices"][1].update(flops="fast"), "must be a finite number"),
     (lambda d: d["devices"][1].update(name="a"), "device names must be unique"),
-    (lambda d: d["links"].pop("default"), "'default' link"),
+    (lambda d: (d["links"].pop("default"), d["links"].pop("pairs")), "'default' link and/or 'pairs'"),
     (lambda d: d["links"]["default"].pop("latency_s"), "missing 'latency_s'"),
     (lambda d: d["links"]["pairs"][0].update(between=["a", "zz"]), "unknown device 'zz'"),
 ])

@@ -104,12 +104,20 @@ def place_disco(facts: DiscoFacts, profile: Profile, part: Partition | None = No
     if d < n:
         raise DiscoZooError(f"{facts.name} is split over {n} nodes but profile {profile.name!r} has {d} device(s); "
                             f"give a profile with at least {n} devices, or use a {d}-node variant.")
-    placements = []
+    placements, unlinked = [], set()
     for devices in itertools.permutations(range(d), n):
         if any(memory[k] > profile.devices[dev].memory_bytes for k, dev in enumerate(devices)):
             continue
+        missing = [(a, b) for a in devices for b in devices if a < b and not profile.has_link(a, b)]
+        if missing:
+            unlinked.update(missing)
+            continue
         latency, nbytes = _predict(facts, part, profile, devices)
         placements.append(Placement(tuple(devices), tuple(part.ratios), latency, nbytes, tuple(memory)))
+    if not placements and unlinked:
+        pairs = ", ".join(f"{profile.devices[a].name}-{profile.devices[b].name}" for a, b in sorted(unlinked))
+        raise DiscoZooError(f"every placement of {facts.name} that fits in memory needs a link {profile.name!r} does "
+                            f"not have ({pairs}): its {n} nodes all talk to each other; add those pairs to links.pairs")
     if not placements:
         need = ", ".join(f"node {k}: {m / 2**20:.1f} MiB" for k, m in enumerate(memory))
         have = ", ".join(f"{dev.name}: {dev.memory_bytes / 2**20:.1f} MiB" for dev in profile.devices)

@@ -44,15 +44,24 @@ class Device:
 class Profile:
     name: str
     devices: list[Device]
-    default_link: Link
+    default_link: Link | None  # None: only the listed pairs are connected
     pair_links: dict[tuple[int, int], Link] = field(default_factory=dict)
     basis: str = ""
 
     def __len__(self) -> int:
         return len(self.devices)
 
+    def has_link(self, src: int, dst: int) -> bool:
+        return (src, dst) in self.pair_links or self.default_link is not None
+
     def link(self, src: int, dst: int) -> Link:
-        return self.pair_links.get((src, dst), self.default_link)
+        """The link from ``src`` to ``dst``; a pair the profile does not connect is a clear error."""
+        link = self.pair_links.get((src, dst), self.default_link)
+        if link is None:
+            a, b = self.devices[src].name, self.devices[dst].name
+            raise DiscoZooError(f"profile {self.name!r} has no link between {a} and {b}, which must talk; add "
+                                f'{{"between": ["{a}", "{b}"], ...}} to links.pairs or give links.default')
+        return link
 
     def links(self) -> dict[tuple[int, int], Link]:
         """Every ordered pair's link (what the replay and the link emulator take)."""
@@ -83,8 +92,9 @@ class Profile:
             "name": self.name,
             "basis": self.basis,
             "devices": [dev(d) for d in self.devices],
-            "links": {"default": {"bandwidth_bps": self.default_link.bandwidth_bps,
-                                  "latency_s": self.default_link.latency_s}, "pairs": pairs},
+            "links": {**({"default": {"bandwidth_bps": self.default_link.bandwidth_bps,
+                                      "latency_s": self.default_link.latency_s}} if self.default_link else {}),
+                      "pairs": pairs},
         }
 
 
@@ -150,12 +160,12 @@ def profile_from_dict(raw: Any, source: str = "profile") -> Profile:
     if len(set(names)) != len(names):
         raise DiscoZooError(f"{source}: device names must be unique, got {names}")
     links = raw.get("links", {})
-    if not isinstance(links, dict) or "default" not in links:
-        raise DiscoZooError(f"{source}: 'links' must be an object with a 'default' link")
+    if not isinstance(links, dict) or not ("default" in links or links.get("pairs")):
+        raise DiscoZooError(f"{source}: 'links' must be an object with a 'default' link and/or 'pairs'")
     _only_known(links, ("default", "pairs"), f"{source}: links")
     if not isinstance(links.get("pairs", []), list):
         raise DiscoZooError(f"{source}: links.pairs must be a list of {{between, bandwidth_bps, latency_s}}")
-    default = _link(links["default"], f"{source}: links.default")
+    default = _link(links["default"], f"{source}: links.default") if "default" in links else None
     pairs: dict[tuple[int, int], Link] = {}
     for k, p in enumerate(links.get("pairs", [])):
         where = f"{source}: links.pairs[{k}]"
