@@ -643,3 +643,24 @@ def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
                 module.weight.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
                 module.bias.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
     return model
+
+
+def graph_disco_folder(tmp_path, arch, nodes, ratios=None, args=None, seed=0):
+    """Like :func:`sparse_disco_folder` for any registered ``arch`` built with exactly
+    ``args``: random S_kj, some own channels compute-pruned, random BatchNorm; saved as
+    shards; returns (folder, masked model, partition)."""
+    from disco_zoo.disco.adapters import apply_partition, get_partition, to_disco
+    from disco_zoo.disco.shards import save_shards
+    from disco_zoo.registry import build_model
+
+    torch.manual_seed(seed)
+    model = randomise_batchnorm(to_disco(build_model(arch, **(args or {})), nodes, ratios).eval(), seed)
+    rng = random.Random(seed)
+    part = get_partition(model).with_random_selection(rng)
+    for layer in part.layers.values():
+        if layer.mode == "split":
+            layer.dropped = [sorted(c for c in own if rng.random() < 0.1) for own in layer.in_groups]
+    apply_partition(model, part)
+    folder = tmp_path / "shards"
+    save_shards(model, folder, extra={"arch": arch, "args": args or {}})
+    return folder, model, part

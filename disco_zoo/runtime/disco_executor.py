@@ -136,14 +136,15 @@ class DiscoSplitLayer(nn.Module):
 
 
 class DiscoReduceLayer(nn.Module):
-    """The classifier head: partial products summed on ``root`` (others return theirs)."""
+    """The head (a classifier, or a segmentation/SR model's last conv): partial products
+    summed on ``root`` (others return theirs)."""
 
     def __init__(self, split: LayerSplit, k: int, transport: Transport, like: nn.Module,
                  weight: torch.Tensor, bias: torch.Tensor | None, tag: str | None = None) -> None:
         super().__init__()
         self.name, self.k, self.root, self.transport = split.name, k, split.root, transport
         self.tag = tag or split.name
-        self.fn, _ = _layer_fn(like)
+        self.fn, self.dim = _layer_fn(like)
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
         self.senders = [j for j in range(split.nodes) if j != split.root and split.in_groups[j]]
@@ -157,7 +158,10 @@ class DiscoReduceLayer(nn.Module):
         handles = [self.transport.irecv(partial.shape, partial.dtype, j, self.tag) for j in self.senders]
         for handle in handles:
             partial = partial + handle.wait()
-        return partial + self.bias if self.bias is not None else partial
+        if self.bias is None:
+            return partial
+        # a conv head's bias is per channel (dim 1) of a spatial map, a linear's the last dim
+        return partial + (self.bias.view(-1, *[1] * (partial.dim() - 2)) if self.dim == 1 else self.bias)
 
 
 class DiscoLayerNorm(nn.Module):

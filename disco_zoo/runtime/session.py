@@ -19,6 +19,7 @@ measurements stop being comparable. Here, once:
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Hashable, Mapping, TypeVar
 
@@ -83,8 +84,9 @@ def encode_output(output: Any) -> Any:
         array = np.ascontiguousarray(output.detach().cpu().numpy())
         return {"array": base64.b64encode(array.tobytes()).decode("ascii"), "dtype": str(array.dtype),
                 "shape": list(array.shape)}
-    if isinstance(output, dict):
-        return {"dict": {str(k): encode_output(v) for k, v in output.items()}}
+    if isinstance(output, dict):  # torchvision's segmenters return an OrderedDict
+        return {"dict": {str(k): encode_output(v) for k, v in output.items()},
+                "ordered": isinstance(output, OrderedDict)}
     if isinstance(output, (tuple, list)):
         return {"tuple": [encode_output(v) for v in output]}
     raise DiscoZooError(f"a model output of type {type(output).__name__} cannot be reported; return tensors, "
@@ -104,7 +106,8 @@ def decode_output(value: Any) -> Any:
         raw = base64.b64decode(value["array"])
         return torch.from_numpy(np.frombuffer(raw, dtype=value["dtype"]).reshape(value["shape"]).copy())
     if "dict" in value:
-        return {k: decode_output(v) for k, v in value["dict"].items()}
+        items = {k: decode_output(v) for k, v in value["dict"].items()}
+        return OrderedDict(items) if value.get("ordered") else items
     return tuple(decode_output(v) for v in value["tuple"])
 
 
