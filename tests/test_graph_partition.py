@@ -256,3 +256,29 @@ class _LayerNorm(nn.Module):
 def test_an_op_it_cannot_map_is_a_clear_error(model, message):
     with pytest.raises(DiscoZooError, match=message):
         build_partition(model, 4 if isinstance(model, nn.Sequential) else 2, None)
+
+
+def test_accounting_of_depthwise_grouped_and_gathers():
+    """LRASPP at 64 px: masks open, the nodes' FLOPs add up to the dense model's; grouped and
+    depthwise convs send nothing (DISCO and dense within-layer parallelism alike) and their
+    FLOPs and weights go to the node that holds their groups; a gathered output is counted."""
+    from disco_zoo.disco.accounting import disco_accounting
+    from disco_zoo.graph import trace_model
+    from disco_zoo.graph.accounting import dense_tp_traffic
+
+    model = to_disco(tiny_lraspp(), 2).eval()
+    part = model.disco_partition
+    acc = disco_accounting(model, (1, 3, 64, 64))
+    assert abs(acc.flops_total - acc.flops_dense) <= 2  # rounding per node
+    assert not set(acc.bytes_per_layer) & set(part.grouped)
+    dense = dense_tp_traffic(trace_model(model, (1, 3, 64, 64)), 2)
+    depthwise = [n for n, g in part.grouped.items() if g.conv_groups == sum(len(c) for c in g.in_groups)]
+    assert depthwise and all(dense.per_layer.get(n, 0) == 0 for n in depthwise)
+    # every weight is sliced (grouped ones by their groups): the nodes' shares add up to the model
+    assert sum(acc.params_per_node) == acc.params_dense and max(acc.params_per_node) < 0.51 * acc.params_dense
+
+    tiny = to_disco(TinyGroupedTwoOutputs(), 2).eval()
+    acc = disco_accounting(tiny, (2, 3, 16, 16))
+    feat = tiny.disco_partition.outputs[0].groups
+    assert acc.bytes_per_layer["output.0"] == len(feat[1]) * 16 * 16 * 2 * 4
+    assert acc.bytes_per_pair[(1, 0)] >= acc.bytes_per_layer["output.0"]

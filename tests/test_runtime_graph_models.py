@@ -66,3 +66,19 @@ def test_torchvision_dags_on_two_gloo_ranks(tmp_path, arch, args):
     folder, model, part = graph_disco_folder(tmp_path, arch, 2, args=args)
     assert part.grouped  # depthwise convs: on their node, nothing sent
     check_disco_run(folder, model, part, "gloo", 2, shape=[1, 3, 64, 64])
+
+
+@pytest.mark.slow
+def test_a_segmenter_served_across_calls_returns_its_dict(tmp_path):
+    """disco_zoo.distributed keeps the model's {"out": ...} structure through the service."""
+    import disco_zoo
+
+    args = {"tv_name": "lraspp_mobilenet_v3_large", "weights_backbone": None, "num_classes": 11}
+    folder, model, part = graph_disco_folder(tmp_path, "mobilenet_v2", 2, args=args)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x)
+    with disco_zoo.distributed(folder, nodes=2, timeout_s=30) as served:
+        out = served(x)
+    assert list(out) == ["out"] and type(out) is type(ref)
+    assert (out["out"] - ref["out"]).abs().max().item() <= 1e-4
