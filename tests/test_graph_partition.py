@@ -44,7 +44,7 @@ def _sequential() -> nn.Sequential:
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50", "sequential"])
-@pytest.mark.parametrize("nodes, ratios", [(2, None), (4, None), (2, (0.6, 0.4))])
+@pytest.mark.parametrize("nodes, ratios", [(2, None), (4, None), (8, None), (2, (0.6, 0.4))])
 def test_generic_partition_equals_hand_written(arch, nodes, ratios):
     if arch == "sequential":
         model, family, head = _sequential(), "sequential", "8"
