@@ -616,6 +616,23 @@ class TinyGroupedTwoOutputs(nn.Module):
         return features, nn.functional.interpolate(self.head(y), scale_factor=2.0, mode="bilinear")
 
 
+class TinyMeanShift(nn.Module):
+    """EDSR-style mean shift on the image and after the head, and a per-channel layer scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean_in", torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+        self.register_buffer("mean_out", torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, 8).view(1, 8, 1, 1))
+        self.tail = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x - self.mean_in)
+        x = x + torch.relu(x) * self.gamma
+        return self.tail(x) + self.mean_out
+
+
 def tiny_deeplabv3(num_classes: int = 11) -> nn.Module:
     """torchvision's DeepLabV3 over a torchvision resnet18 backbone (output stride 32:
     torchvision's BasicBlock does not take dilation), random weights."""

@@ -12,7 +12,9 @@ from torch.utils._pytree import tree_flatten_with_path, tree_leaves
 from disco_zoo.disco.adapters import apply_partition, build_partition, to_disco
 from disco_zoo.disco.partition import Partition, contiguous_groups, output_key
 from disco_zoo.errors import DiscoZooError
-from helpers import TinyEDSR, TinyESPCN, TinyGroupedTwoOutputs, randomise_batchnorm, tiny_deeplabv3, tiny_lraspp
+from helpers import (
+    TinyEDSR, TinyESPCN, TinyGroupedTwoOutputs, TinyMeanShift, randomise_batchnorm, tiny_deeplabv3, tiny_lraspp,
+)
 
 HUB = Path(__file__).resolve().parents[1] / "hub"
 
@@ -76,7 +78,7 @@ def test_published_partitions_load_and_are_reproduced():
 
 
 SEGMENTERS = {"deeplabv3_r18": tiny_deeplabv3, "lraspp": tiny_lraspp}
-SMALL = {"edsr": TinyEDSR, "espcn": TinyESPCN, "grouped_two_outputs": TinyGroupedTwoOutputs}
+SMALL = {"edsr": TinyEDSR, "espcn": TinyESPCN, "grouped_two_outputs": TinyGroupedTwoOutputs, "mean_shift": TinyMeanShift}
 
 
 def _model(name: str) -> tuple[nn.Module, torch.Tensor]:
@@ -180,6 +182,13 @@ def test_what_the_rules_give():
     assert all(g.conv_groups == sum(len(c) for c in g.in_groups) for g in lraspp.grouped.values())  # depthwise
 
 
+def test_per_channel_constants_are_sliced_by_their_map():
+    part = build_partition(TinyMeanShift(), 2, None)
+    assert part.tensors["mean_in"].dim == 1 and part.tensors["mean_in"].groups == part.layers["conv"].in_groups
+    assert part.tensors["gamma"].dim == 1 and part.tensors["gamma"].groups == part.layers["conv"].out_groups
+    assert "mean_out" not in part.tensors  # used after the head, on root's whole tensor: replicated
+
+
 def test_partition_json_round_trip_keeps_grouped_and_outputs():
     part = build_partition(TinyGroupedTwoOutputs(), 4, (0.3, 0.3, 0.2, 0.2))
     again = Partition.from_json(part.to_json())
@@ -202,14 +211,28 @@ class _Reshape(nn.Module):
 
 
 class _ChannelConstant(nn.Module):
+    """One per-channel shift on two different maps: it cannot be sliced one way."""
+
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3)
-        self.register_buffer("shift", torch.ones(1, 8, 1, 1))
+        self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 3)
+        self.register_buffer("shift", torch.linspace(0, 1, 8).view(1, 8, 1, 1))
+        self.head = nn.Conv2d(16, 2, 1)
+
+    def forward(self, x):
+        return self.head(torch.cat([self.conv(x) - self.shift, torch.cat([self.a(x), self.b(x)], 1) - self.shift], 1))
+
+
+class _ComputedScale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.gamma = nn.Parameter(torch.ones(8))
         self.head = nn.Conv2d(8, 2, 1)
 
     def forward(self, x):
-        return self.head(self.conv(x) - self.shift)
+        return self.head(self.conv(x) * self.gamma.view(1, -1, 1, 1))
 
 
 class _Chunk(nn.Module):
@@ -247,7 +270,8 @@ class _LayerNorm(nn.Module):
 
 @pytest.mark.parametrize("model, message", [
     (_Reshape(), r"view \(fx node view\) has no DISCO rule"),
-    (_ChannelConstant(), r"channel-shaped constant 'shift'"),
+    (_ChannelConstant(), r"the constant 'shift' is used with tensors on different channel maps"),
+    (_ComputedScale(), r"per-channel value 'view' of shape \[1, 8, 1, 1\] that is not a state-dict tensor"),
     (_Chunk(), r"chunk \(fx node chunk\) returns several tensors"),
     (_AfterHead(), r"joins a tensor that lives on the root only"),
     (_LayerNorm(), r"layer 'norm' \(GroupNorm, fx node norm\) has no DISCO rule"),

@@ -18,6 +18,8 @@ channel-to-node map. The rules, per op (``ops_mapped`` lists them):
   class, else its map is derived per group. It sends nothing.
 * BatchNorm, activations, pooling, dropout, identity, interpolate/upsample, flatten of
   (B, C, 1, 1), scalar add/mul: keep the map (BatchNorm's tensors are sliced by it).
+* a per-channel constant (a state-dict buffer/parameter read in forward, e.g. a mean
+  shift or a layer scale) added to / multiplied with a split tensor is sliced by its map.
 * add/sub/mul/div of tensors (residual add, squeeze-excitation scale): union the classes.
 * concat on channels: the output map is the inputs' maps side by side.
 * pixel_shuffle(r): input unit r^2, output channel c on the node of input c*r^2;
@@ -26,8 +28,8 @@ channel-to-node map. The rules, per op (``ops_mapped`` lists them):
   ResNet's maps are exactly ``contiguous_groups(C, nodes, ratios)``.
 * every model output whose map is split is gathered on the root (``Partition.outputs``).
 
-Anything else touching a split tensor (reshape/view/permute of channels, channel-shaped
-constants, ops with no rule) is a :class:`DiscoZooError` naming the op, the fx node and
+Anything else touching a split tensor (reshape/view/permute of channels, per-channel
+values that are not state-dict tensors, one constant on two different maps, ops with no rule) is a :class:`DiscoZooError` naming the op, the fx node and
 what would make it work. It never guesses.
 """
 from __future__ import annotations
@@ -280,6 +282,9 @@ class _Propagation:
         self.tensors: list[tuple[str, int, int]] = []  # (tensor name, dim, class)
         self.outputs: list[tuple[str, int]] = []  # (key, class)
         self.image: int | None = None
+        self.state_names = set(model.state_dict())
+        self.const_uses: list[tuple[str, int, int, str]] = []  # (tensor name, dim, class, where) per use
+        self.root_consts: set[str] = set()  # constants also used on root's whole tensor
         self.reduce = self._heads()
 
     # -- helpers ----------------------------------------------------------------------
@@ -307,8 +312,7 @@ class _Propagation:
         return DiscoZooError(
             f"{self._where(node)} {what} for split channels; DISCO maps conv/linear, BatchNorm, activations, pooling, "
             "dropout, identity, interpolate, flatten of (B, C, 1, 1), elementwise add/mul, channel concat and "
-            "pixel_shuffle. Rewrite the op with these, or register the part as a leaf module before the head "
-            "(timm.layers.register_notrace_module) so it runs on the root"
+            "pixel_shuffle. Rewrite the op with these (a reshape of channels, for one, can often be a conv)"
         )
 
     def _split_state(self, node: torch.fx.Node, source: torch.fx.Node) -> Any:
@@ -343,7 +347,8 @@ class _Propagation:
         rootable: set[str] = set()
         for node in nodes:
             inputs = self._tensor_inputs(node)
-            if self._is_layer(node) or (self._passable(node) and inputs and all(n.name in rootable for n in inputs)):
+            if node.op == "get_attr" or self._is_layer(node) or (  # constants are whole on root
+                    self._passable(node) and inputs and all(n.name in rootable for n in inputs)):
                 rootable.add(node.name)
         sink: set[str] = set()
         for node in reversed(nodes):
@@ -471,28 +476,33 @@ class _Propagation:
         raise self._unmapped(node)
 
     def _join(self, node: torch.fx.Node, inputs: list[torch.fx.Node], states: list[Any]) -> Any:
-        """Elementwise op of tensors: one shared map (constants must not vary over channels)."""
-        for source, state in zip(inputs, states):
-            if isinstance(state, _Const) or state is None:
-                shape = self._shape(source)
-                out_shape = self._shape(node)
-                channel = len(shape) - len(out_shape) + 1  # the constant's dim aligned with channels
-                if 0 <= channel < len(shape) and shape[channel] != 1:
-                    raise DiscoZooError(
-                        f"{self._where(node)} combines split channels with a channel-shaped constant "
-                        f"{getattr(state, 'name', source.name)!r} of shape {list(shape)}; DISCO cannot slice it. "
-                        "Fold it into the neighbouring conv (e.g. a mean shift into the first conv's bias)")
+        """Elementwise op of tensors: one shared map. A per-channel constant (a buffer or
+        parameter read with get_attr, e.g. a mean shift or a layer scale) is sliced by it."""
         split = [s for s in states if isinstance(s, int)]
+        consts = [(source, state) for source, state in zip(inputs, states) if not isinstance(state, int) and state != _ROOT]
         if _ROOT in states:
             if split:
                 raise DiscoZooError(f"{self._where(node)} joins a tensor that lives on the root only (after the head) "
                                     "with a split one; make the head the last layer of every branch it joins")
-            return _ROOT
+            self.root_consts.update(state.name for _, state in consts if isinstance(state, _Const))
+            return _ROOT  # root holds the whole tensor: constants stay whole (replicated)
         out = split[0]
         for s in split[1:]:
             out = self.classes.union(out, s, self._where(node))
-        if self._channels(node) != self.classes.get(out).width:
+        width = self.classes.get(out).width
+        if self._channels(node) != width:
             raise self._unmapped(node, "broadcasts over channels")
+        for source, state in consts:
+            shape = self._shape(source)
+            channel = len(shape) - len(self._shape(node)) + 1  # the constant's dim aligned with channels
+            if channel < 0 or shape[channel] == 1:
+                continue  # the same value for every channel
+            if not isinstance(state, _Const) or state.name not in self.state_names:
+                raise DiscoZooError(
+                    f"{self._where(node)} combines split channels with a per-channel value {source.name!r} of shape "
+                    f"{list(shape)} that is not a state-dict tensor, so DISCO cannot slice it by node; make it a "
+                    "registered (persistent) buffer or parameter, or fold it into the neighbouring conv")
+            self.const_uses.append((state.name, channel, out, self._where(node)))
         return out
 
     def _concat(self, node: torch.fx.Node, inputs: list[torch.fx.Node], states: list[Any]) -> Any:
@@ -549,6 +559,13 @@ class _Propagation:
             part.grouped[name] = split
         for name, dim, cls in self.tensors:
             part.tensors[name] = TensorSplit(name, dim, groups(cls))
+        for name, dim, cls, where in self.const_uses:
+            split = TensorSplit(name, dim, groups(cls))
+            if name in self.root_consts or (name in part.tensors and part.tensors[name] != split):
+                raise DiscoZooError(f"{where}: the constant {name!r} is used with tensors on different channel maps "
+                                    "(or also after the head); DISCO can slice it one way only. Give each use its "
+                                    "own buffer")
+            part.tensors[name] = split
         part.outputs = [OutputGather(key, groups(cls)) for key, cls in self.outputs]
         return part
 
