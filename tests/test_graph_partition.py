@@ -146,14 +146,8 @@ def test_small_dags_masks_open_dense_closed_block_diagonal(name, nodes, ratios):
 
 
 @pytest.mark.parametrize("name", list(SEGMENTERS))
-def test_segmenters_masks_open_dense_closed_block_diagonal(name):
-    _check_open_and_block_diagonal(name, 2, None)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", list(SEGMENTERS))
-@pytest.mark.parametrize("nodes, ratios", [(4, None), (2, (0.7, 0.3))])
-def test_segmenters_more_nodes_and_unequal_ratios(name, nodes, ratios):
+@pytest.mark.parametrize("nodes, ratios", [(2, None), (4, None), (2, (0.7, 0.3))])
+def test_segmenters_masks_open_dense_closed_block_diagonal(name, nodes, ratios):
     _check_open_and_block_diagonal(name, nodes, ratios)
 
 
