@@ -63,8 +63,8 @@ _KEEP_FUNCTIONS: set[Any] = {
     F.avg_pool2d, F.max_pool2d, F.dropout, torch.flatten, torch.clone,
 }
 _KEEP_METHODS = {"relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "clone", "contiguous", "flatten", "mean",
-                 "amax", "max", "hardswish", "float", "to"}
-_REDUCING_METHODS = {"mean", "amax", "max"}
+                 "amax", "hardswish", "float", "to"}
+_REDUCING_METHODS = {"mean", "amax"}
 _BINARY_FUNCTIONS: set[Any] = {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub,
                                operator.mul, operator.imul, torch.mul, operator.truediv, torch.div}
 _BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
