@@ -214,9 +214,10 @@ class DistributedModel:
 
     # -- calling ----------------------------------------------------------------------------
     def __call__(self, x: Any) -> Any:
-        """The model's output for the batch ``x`` (B, C, H, W), as a float32 tensor."""
+        """The model's output for the batch ``x`` (B, C, H, W): a float32 tensor, or the
+        model's own tuple/dict of them (e.g. a segmenter's ``{"out": ...}``)."""
         from disco_zoo.runtime.launch import poll_run
-        from disco_zoo.runtime.service import recv_frame, send_frame
+        from disco_zoo.runtime.service import recv_output, send_frame
 
         x = self._check_input(x)
         with self._lock:
@@ -229,7 +230,7 @@ class DistributedModel:
                 send_frame(self._conn, {"op": "call"}, x)
             except OSError:
                 pass  # rank 0 has gone: the reply's wait says why
-            _, out = self._reply(recv_frame)
+            _, out = self._reply(recv_output)
             self._busy = False
             self.calls += 1
             return out

@@ -114,15 +114,22 @@ def check_disco_run(folder, model, part, backend, nodes, wire_dtype="fp32", shap
         ref = model(x)
         dense = apply_partition(model, part.with_all_open())(x)
     apply_partition(model, part)
-    assert (dense - ref).abs().max().item() > 1e-3  # the masks matter: a wrong exchange would show
+    from torch.utils._pytree import tree_leaves
+
+    # the masks matter: a wrong exchange would show
+    assert max((d - r).abs().max().item() for d, r in zip(tree_leaves(dense), tree_leaves(ref))) > 1e-3
     assert any(any(layer.dropped) for layer in part.layers.values() if layer.mode == "split")
 
     run = run_entry(DISCO_ENTRY, nodes, backend, args={"folder": str(folder), "input_shape": shape}, timeout_s=30,
                     wire_dtype=wire_dtype)
-    out = torch.tensor(run.output)
-    assert out.shape == ref.shape
-    tolerance = 1e-4 if wire_dtype == "fp32" else 5e-2 * ref.abs().max().item()
-    assert (out - ref).abs().max().item() <= tolerance
+    from torch.utils._pytree import tree_flatten
+
+    (outs, out_spec), (refs, ref_spec) = tree_flatten(run.output), tree_flatten(ref)
+    assert out_spec == ref_spec  # the model's structure (tensor, tuple, dict) is kept
+    for out, ref in zip(outs, refs):
+        assert out.shape == ref.shape
+        tolerance = 1e-4 if wire_dtype == "fp32" else 5e-2 * ref.abs().max().item()
+        assert (out - ref).abs().max().item() <= tolerance
 
     dtype_bytes = 4 if wire_dtype == "fp32" else 2
     per_layer, per_pair = disco_traffic(part, layer_shapes(model, tuple(shape)), dtype_bytes)
@@ -534,3 +541,143 @@ def expected_disco_bytes(model, part, shape, dtype_bytes=4):
     for pair, n in image.items():
         pairs[pair] = pairs.get(pair, 0) + n
     return by_tag, {p: n for p, n in pairs.items() if n}
+
+
+# -- graph adapter: tiny DAGs in the shapes of the segmentation and SR zoo -------------------
+
+
+class TinyEDSR(nn.Module):
+    """EDSR-baseline in miniature: conv head, residual blocks conv-relu-conv scaled by
+    ``res_scale``, global skip add, conv -> pixel_shuffle(2) upsampler, final conv."""
+
+    def __init__(self, channels: int = 8, blocks: int = 2, res_scale: float = 0.1) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, channels, 3, padding=1)
+        self.body = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1))
+            for _ in range(blocks)
+        )
+        self.body_tail = nn.Conv2d(channels, channels, 3, padding=1)
+        self.res_scale = res_scale
+        self.upsample = nn.Sequential(nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2))
+        self.tail = nn.Conv2d(channels, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.head(x)
+        res = x
+        for block in self.body:
+            res = res + block(res) * self.res_scale
+        res = self.body_tail(res) + x
+        return self.tail(self.upsample(res))
+
+
+class TinyESPCN(nn.Module):
+    """ESPCN x2: conv5x5-tanh, conv3x3-tanh, conv3x3 -> 3 * r^2, pixel_shuffle (the head)."""
+
+    def __init__(self, channels: int = 8, scale: int = 2) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, channels, 5, padding=2)
+        self.conv2 = nn.Conv2d(channels, channels // 2, 3, padding=1)
+        self.conv3 = nn.Conv2d(channels // 2, 3 * scale * scale, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.tanh(self.conv1(x))
+        x = torch.tanh(self.conv2(x))
+        return self.shuffle(self.conv3(x))
+
+
+class TinyGroupedTwoOutputs(nn.Module):
+    """Depthwise and grouped convs, a squeeze-excitation scale, a concat, an inner pixel
+    shuffle, and two outputs: a split feature map (gathered) and a reduced head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.bn = nn.BatchNorm2d(16)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.grouped = nn.Conv2d(16, 8, 3, padding=1, groups=4)  # in != out channels per group
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 1),
+                                nn.Hardsigmoid())
+        self.side = nn.Conv2d(16, 8, 1)
+        self.up = nn.Conv2d(16, 16, 1)
+        self.feat = nn.Conv2d(4, 6, 3, padding=1, stride=2)
+        self.feat_bn = nn.BatchNorm2d(6)
+        self.head = nn.Conv2d(16, 5, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.relu(self.bn(self.stem(x)))
+        x = x + nn.functional.hardswish(self.dw(x))
+        g = self.grouped(x)
+        g = g * self.se(g)
+        y = torch.cat([g, self.side(x)], dim=1)
+        shuffled = nn.functional.pixel_shuffle(self.up(y), 2)  # 16 -> 4 channels at twice the size
+        features = torch.relu(self.feat_bn(self.feat(shuffled)))
+        return features, nn.functional.interpolate(self.head(y), scale_factor=2.0, mode="bilinear")
+
+
+class TinyMeanShift(nn.Module):
+    """EDSR-style mean shift on the image and after the head, and a per-channel layer scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean_in", torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+        self.register_buffer("mean_out", torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, 8).view(1, 8, 1, 1))
+        self.tail = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x - self.mean_in)
+        x = x + torch.relu(x) * self.gamma
+        return self.tail(x) + self.mean_out
+
+
+def tiny_deeplabv3(num_classes: int = 11) -> nn.Module:
+    """torchvision's DeepLabV3 over a torchvision resnet18 backbone (output stride 32:
+    torchvision's BasicBlock does not take dilation), random weights."""
+    from torchvision.models import resnet18
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
+
+    return DeepLabV3(IntermediateLayerGetter(resnet18(), {"layer4": "out"}), DeepLabHead(512, num_classes))
+
+
+def tiny_lraspp(num_classes: int = 11) -> nn.Module:
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    return lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes)
+
+
+def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """BatchNorm statistics and affine terms away from their init, so a wrong slice shows."""
+    gen = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            with torch.no_grad():
+                module.running_mean.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
+                module.running_var.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
+                module.weight.copy_(torch.rand(module.num_features, generator=gen) + 0.5)
+                module.bias.copy_(torch.randn(module.num_features, generator=gen) * 0.1)
+    return model
+
+
+def graph_disco_folder(tmp_path, arch, nodes, ratios=None, args=None, seed=0):
+    """Like :func:`sparse_disco_folder` for any registered ``arch`` built with exactly
+    ``args``: random S_kj, some own channels compute-pruned, random BatchNorm; saved as
+    shards; returns (folder, masked model, partition)."""
+    from disco_zoo.disco.adapters import apply_partition, get_partition, to_disco
+    from disco_zoo.disco.shards import save_shards
+    from disco_zoo.registry import build_model
+
+    torch.manual_seed(seed)
+    model = randomise_batchnorm(to_disco(build_model(arch, **(args or {})), nodes, ratios).eval(), seed)
+    rng = random.Random(seed)
+    part = get_partition(model).with_random_selection(rng)
+    for layer in part.layers.values():
+        if layer.mode == "split":
+            layer.dropped = [sorted(c for c in own if rng.random() < 0.1) for own in layer.in_groups]
+    apply_partition(model, part)
+    folder = tmp_path / "shards"
+    save_shards(model, folder, extra={"arch": arch, "args": args or {}})
+    return folder, model, part

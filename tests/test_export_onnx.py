@@ -109,7 +109,7 @@ def test_onnx_engine_equals_torch_and_accounting(tiny, engines, wire, emulated):
                     link=Link(bandwidth_bps=1e9, latency_s=1e-4) if emulated else None, args={"folder": str(folder), "program": str(out), "input_shape": DISCO_SHAPE,
                           "input_path": str(x_path)})
     tolerance = 1e-4 if wire == "fp32" else 5e-2 * ref.abs().max().item()
-    assert (torch.tensor(run.output) - ref).abs().max().item() <= tolerance
+    assert (run.output - ref).abs().max().item() <= tolerance
     tags, pairs = expected_disco_bytes(model, part, DISCO_SHAPE, 4 if wire == "fp32" else 2)
     assert run.bytes["tags"] == tags
     assert run.bytes["pairs"] == pairs

@@ -176,7 +176,9 @@ def run_report(
             threads_per_rank=threads, link=link, wire_dtype=wire_dtype,
         )
     merged = ByteCounter.merge([r["bytes"] for r in results])
-    logits = next(r["logits"] for r in results if "logits" in r)[0]
+    from disco_zoo.runtime.session import OUTPUT_KEY, decode_output
+
+    logits = decode_output(next(r[OUTPUT_KEY] for r in results if OUTPUT_KEY in r))[0].tolist()
     top = sorted(range(len(logits)), key=lambda i: -logits[i])[:5]
     return {
         "model": model, "weights": weights, "nodes": world, "engines": engines, "backend": backend,

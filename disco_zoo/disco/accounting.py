@@ -10,8 +10,11 @@ What is counted (bytes per inference, ``dtype_bytes`` per activation element):
   (out_features per token) to root, which adds them and the bias.
 * LayerNorm over split channels: each node sends its per-token partial sum and sum of
   squares (2 numbers per token) to every other node that holds channels of it.
-* Nothing else moves: BatchNorm, activations, pooling, residual adds and attention
-  (whole heads per node) are local.
+* output gathers: every model output whose channels are split (``Partition.outputs``)
+  is sent to the root, node k's channels at the output's size, under the tag
+  ``output[.key]`` (:func:`~disco_zoo.disco.partition.output_tag`).
+* Nothing else moves: BatchNorm, activations, pooling, residual adds, grouped and
+  depthwise convs (whole groups per node) and attention (whole heads per node) are local.
 * The image itself lives on rank 0 (one camera): rank 0 sends node k its channels I_k of
   the first layer's input under the tag ``"input"``. These bytes are counted apart
   (:func:`input_pair_bytes`, ``DiscoAccounting.input_bytes_per_pair``) so that
@@ -24,8 +27,9 @@ model, i.e. dense within-layer parallelism with the same node count and ratios.
 FLOPs follow ``torch.utils.flop_counter.FlopCounterMode`` (2 per multiply-add, bias
 and elementwise ops not counted). A conv/linear costs the same per open weight entry
 (o, c), so node k's share of a layer's dense FLOPs is the fraction of mask entries
-in its rows that are open (reduce layers: its columns). FLOPs outside conv/linear
-(attention matmuls) are split by the node's share of the ``ratios``.
+in its rows that are open (reduce layers: its columns). A grouped conv's FLOPs go to the nodes by the
+output channels (whole groups) they compute. FLOPs outside conv/linear (attention
+matmuls) are split by the node's share of the ``ratios``.
 
 Peak activation memory per node is an estimate: the largest per-layer working set
 (the input channels the node holds or receives plus the outputs it computes), in
@@ -45,11 +49,11 @@ import torch
 from torch import nn
 
 from disco_zoo.disco.adapters import get_partition
-from disco_zoo.disco.partition import LayerSplit, Partition
+from disco_zoo.disco.partition import LayerSplit, Partition, output_key, output_tag
 
 __all__ = [
     "DiscoAccounting", "disco_accounting", "disco_traffic", "layer_pair_bytes", "layer_shapes", "channel_bytes",
-    "input_pair_bytes", "wire_bytes_per_pair",
+    "input_pair_bytes", "wire_bytes_per_pair", "gather_pair_bytes",
 ]
 
 Pairs = dict[tuple[int, int], int]
@@ -115,7 +119,8 @@ def _add_pairs(a: Pairs, b: Pairs) -> Pairs:
 
 
 def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
-    """(input shape, output shape) of every module the partition names, from one forward pass."""
+    """(input shape, output shape) of every module the partition names, from one forward
+    pass, and of every gathered model output under its tag (``output[.key]``)."""
     part = get_partition(model)
     modules = dict(model.named_modules())
     shapes: dict[str, Any] = {}
@@ -126,15 +131,21 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
 
         return hook
 
-    hooks = [modules[name].register_forward_hook(record(name)) for name in [*part.layers, *part.norms]]
+    names = [*part.layers, *part.norms, *part.grouped]
+    hooks = [modules[name].register_forward_hook(record(name)) for name in names]
     was_training = model.training
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(input_shape, device=next(model.parameters()).device))
+            out = model.eval()(torch.zeros(input_shape, device=next(model.parameters()).device))
     finally:
         model.train(was_training)
         for hook in hooks:
             hook.remove()
+    from torch.utils._pytree import tree_flatten_with_path
+
+    leaves = {output_key(path): tuple(leaf.shape) for path, leaf in tree_flatten_with_path(out)[0]}
+    for gather in part.outputs:
+        shapes[output_tag(gather.key)] = (leaves[gather.key], leaves[gather.key])
     return shapes
 
 
@@ -192,14 +203,23 @@ def norm_pair_bytes(groups: list[list[int]], in_shape: tuple[int, ...], dtype_by
     return {(j, k): per for j in holders for k in holders if j != k}
 
 
+def gather_pair_bytes(groups: list[list[int]], root: int, shape: tuple[int, ...], dtype_bytes: int) -> Pairs:
+    """An output gather: node k != root sends its channels of the output to root."""
+    per = _per_channel(shape, sum(len(g) for g in groups)) * dtype_bytes
+    return {(k, root): len(g) * per for k, g in enumerate(groups) if k != root and g}
+
+
 def disco_traffic(
     partition: Partition, shapes: dict[str, Any], dtype_bytes: int
 ) -> tuple[dict[str, int], dict[tuple[int, int], int]]:
-    """(bytes per layer/norm name, bytes per (sender, receiver)) for one inference."""
+    """(bytes per layer/norm name or output tag, bytes per (sender, receiver)) for one inference."""
     per_layer: dict[str, int] = {}
     per_pair: dict[tuple[int, int], int] = {}
     items = [(n, layer_pair_bytes(l, *shapes[n], dtype_bytes)) for n, l in partition.layers.items()]
     items += [(n, norm_pair_bytes(s.groups, shapes[n][0], dtype_bytes)) for n, s in partition.norms.items()]
+    for gather in partition.outputs:
+        tag = output_tag(gather.key)
+        items.append((tag, gather_pair_bytes(gather.groups, gather.root, shapes[tag][0], dtype_bytes)))
     for name, pairs in items:
         per_layer[name] = sum(pairs.values())
         for pair, count in pairs.items():
@@ -248,6 +268,10 @@ def disco_accounting(
     for name, layer in part.layers.items():
         for k in range(n):
             flops[k] += layer_flops[name] * _open_fraction(layer, k)
+    for name, grouped in part.grouped.items():  # whole groups: a node's share is its output channels
+        out_channels = sum(len(g) for g in grouped.out_groups)
+        for k in range(n):
+            flops[k] += layer_flops[name] * len(grouped.out_groups[k]) / out_channels
 
     state = model.state_dict()
     param_names = {name for name, _ in model.named_parameters()}
@@ -262,6 +286,11 @@ def disco_accounting(
             in_shape, out_shape = shapes[name]
             held = len(layer.columns(k)) * _per_channel(in_shape, layer.in_channels)
             made = len(layer.rows(k)) * _per_channel(out_shape, layer.out_channels)
+            peak = max(peak, (held + made) * dtype_bytes)
+        for name, grouped in part.grouped.items():
+            in_shape, out_shape = shapes[name]
+            held = len(grouped.in_groups[k]) * _per_channel(in_shape, in_shape[1])
+            made = len(grouped.out_groups[k]) * _per_channel(out_shape, out_shape[1])
             peak = max(peak, (held + made) * dtype_bytes)
         peaks.append(peak)
 

@@ -2,7 +2,8 @@
 
 In a single process a DISCO layer is the dense layer with the blocks a node does not
 receive zeroed: ``mask[o, c] = 1`` when output channel o's node holds or receives input
-channel c. The mask is a non-persistent buffer (it is rebuilt from the partition), so
+channel c. Only split and reduce layers are masked: grouped and depthwise convs keep each
+group on one node, so they have no cross-node terms to close. The mask is a non-persistent buffer (it is rebuilt from the partition), so
 the state dict keeps timm's names and shapes and dense checkpoints load unchanged.
 Gradients through ``weight * mask`` are zero on closed entries, so masks stay frozen.
 """
@@ -60,7 +61,8 @@ def to_masked(module: nn.Module, split: LayerSplit) -> nn.Module:
     """Turn a plain nn.Conv2d / nn.Linear into its masked twin in place (same parameters)."""
     if type(module) is nn.Conv2d:
         if module.groups != 1:
-            raise ValueError(f"{split.name}: grouped convolutions are not supported by DISCO yet")
+            raise ValueError(f"{split.name}: a grouped conv is not masked (its groups stay whole on one node); "
+                             "the partition lists it under 'grouped', not 'layers'")
         module.__class__ = MaskedConv2d
     elif type(module) is nn.Linear:
         module.__class__ = MaskedLinear

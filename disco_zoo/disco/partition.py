@@ -19,6 +19,12 @@ BatchNorm statistics, position embeddings, relative position bias tables) are li
 in ``tensors`` with the dimension and index groups to slice; LayerNorms over a split
 dimension are listed in ``norms`` (each node sends 2 numbers per token to every other
 node: its partial sum and sum of squares). Every other state tensor is replicated.
+
+Grouped and depthwise convs (``grouped``) keep each of their groups whole on one node:
+node k computes the groups whose input channels it holds, so they exchange nothing;
+their weight and bias are sliced by output channel (listed in ``tensors``). Every model
+output whose channels are split across nodes is gathered on ``root`` after the forward
+(``outputs``, one message per node and output, tag :func:`output_tag`).
 """
 from __future__ import annotations
 
@@ -31,7 +37,8 @@ from typing import Any, Sequence
 from disco_zoo.errors import DiscoZooError
 
 __all__ = [
-    "LayerSplit", "TensorSplit", "NormSplit", "Partition",
+    "LayerSplit", "TensorSplit", "NormSplit", "GroupedSplit", "OutputGather", "Partition", "output_tag",
+    "output_key",
     "contiguous_groups", "interleave_groups", "to_runs", "from_runs",
 ]
 
@@ -136,6 +143,41 @@ class NormSplit:
     groups: list[list[int]]
 
 
+@dataclass
+class GroupedSplit:
+    """A grouped/depthwise conv: node k computes whole groups, ``out_groups[k]`` from ``in_groups[k]``."""
+
+    name: str
+    conv_groups: int  # the conv's ``groups``
+    in_groups: list[list[int]]  # node -> input channels (whole conv groups)
+    out_groups: list[list[int]]  # node -> output channels of those conv groups
+
+    def local_groups(self, k: int) -> int:
+        """How many of the conv's groups node k computes."""
+        out_channels = sum(len(g) for g in self.out_groups)
+        return len(self.out_groups[k]) * self.conv_groups // out_channels
+
+
+@dataclass
+class OutputGather:
+    """A model output whose channels are split: node k != root sends ``groups[k]`` to root."""
+
+    key: str  # "" for a single-tensor output, else the pytree key ("out", "0", ...)
+    groups: list[list[int]]
+    root: int = 0
+
+
+def output_key(path: Sequence[Any]) -> str:
+    """The key of one leaf of a model output from its pytree path: "" for a lone tensor,
+    "out" for ``{"out": y}``, "0" for ``(y, ...)``, "a.0" when nested."""
+    return ".".join(str(getattr(e, "key", getattr(e, "idx", getattr(e, "name", e)))) for e in path)
+
+
+def output_tag(key: str) -> str:
+    """The wire tag (and accounting name) of the gather of model output ``key``."""
+    return "output" if key == "" else f"output.{key}"
+
+
 _LIST_FIELDS = ("in_groups", "out_groups", "dropped", "groups")  # node -> channel index list
 
 
@@ -149,6 +191,8 @@ class Partition:
     layers: dict[str, LayerSplit] = field(default_factory=dict)
     tensors: dict[str, TensorSplit] = field(default_factory=dict)
     norms: dict[str, NormSplit] = field(default_factory=dict)
+    grouped: dict[str, GroupedSplit] = field(default_factory=dict)
+    outputs: list[OutputGather] = field(default_factory=list)
 
     # -- building ---------------------------------------------------------------------
     def add_layer(
@@ -227,6 +271,11 @@ class Partition:
             if layer.nodes != self.nodes:
                 raise DiscoZooError(f"{layer.name}: {layer.nodes} groups for {self.nodes} nodes")
             layer.check()
+        named = [(g.name, g.out_groups) for g in self.grouped.values()]
+        named += [(output_tag(o.key), o.groups) for o in self.outputs]
+        for name, groups in named:
+            if len(groups) != self.nodes:
+                raise DiscoZooError(f"{name}: {len(groups)} groups for {self.nodes} nodes")
 
     # -- JSON: every channel index list is stored as half-open runs [[start, stop], ...] --
     def to_dict(self) -> dict[str, Any]:
@@ -247,6 +296,8 @@ class Partition:
             "layers": [encode(v) for v in self.layers.values()],
             "tensors": [encode(v) for v in self.tensors.values()],
             "norms": [encode(v) for v in self.norms.values()],
+            "grouped": [encode(v) for v in self.grouped.values()],
+            "outputs": [encode(v) for v in self.outputs],
         }
 
     @classmethod
@@ -264,6 +315,9 @@ class Partition:
         part.layers = {d["name"]: LayerSplit(**decode(d)) for d in data["layers"]}
         part.tensors = {d["name"]: TensorSplit(**decode(d)) for d in data["tensors"]}
         part.norms = {d["name"]: NormSplit(**decode(d)) for d in data["norms"]}
+        # absent in configs written before grouped convs and output gathers existed
+        part.grouped = {d["name"]: GroupedSplit(**decode(d)) for d in data.get("grouped", [])}
+        part.outputs = [OutputGather(**decode(d)) for d in data.get("outputs", [])]
         part.check()
         return part
 

@@ -23,10 +23,20 @@ from disco_zoo.edge.program import NodeProgram, load_program
 from disco_zoo.errors import DiscoZooError
 
 __all__ = ["NodeRunner", "run_program", "load_image", "load_sessions", "session_options", "make_transport",
-           "current_rss_bytes", "peak_rss_bytes", "OUTPUT_KEY"]
+           "current_rss_bytes", "peak_rss_bytes", "OUTPUT_KEY", "encode_array"]
 
 OUTPUT_KEY = "logits"  # as disco_zoo.runtime.session.OUTPUT_KEY (which imports torch)
 _NP = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "bool": np.bool_}
+
+
+def encode_array(array: np.ndarray) -> dict[str, Any]:
+    """The report's output as disco_zoo.runtime.session.encode_output writes a tensor: raw
+    bytes in base64 with dtype and shape (nested lists of a spatial output are 10x larger)."""
+    import base64
+
+    array = np.ascontiguousarray(array)
+    return {"array": base64.b64encode(array.tobytes()).decode("ascii"), "dtype": str(array.dtype),
+            "shape": list(array.shape)}
 
 
 def current_rss_bytes() -> int:
@@ -216,5 +226,5 @@ def run_program(t: Any, program: str, input_shape: list[int] | None = None, inpu
         "bytes": t.counter.to_dict(),
     }
     if t.rank == node.program["output_rank"]:
-        report[OUTPUT_KEY] = out.tolist()
+        report[OUTPUT_KEY] = encode_array(out)
     return report

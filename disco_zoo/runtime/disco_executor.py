@@ -24,8 +24,12 @@ first layer's input, I_k, under the tag ``"input"``. Everything else that moves 
 LayerNorms over split channels (ViT, Swin) exchange per-token partial sums and sums of
 squares; attention runs the node's own heads (Swin: with its rows of the relative
 position bias table; patch merging is local, its norm and reduction are split layers).
-A layer the executor has no node computation for (e.g. a grouped conv) fails, naming it,
-when the node model is built.
+Grouped and depthwise convs compute their own whole groups (the module's ``groups`` is set
+to the node's count; its weight slice is in the shard) and send nothing. After the
+forward, every model output whose channels are split is gathered on the root
+(:func:`gather_outputs`, tag ``output[.key]``); the output keeps the model's structure
+(a tensor, tuple or dict). A layer the executor has no node computation for fails,
+naming it, when the node model is built.
 
 Input, tags, the output rank and result merging are the session's
 (:mod:`disco_zoo.runtime.session`), shared with the EdgeFlow executor.
@@ -40,8 +44,9 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._pytree import tree_flatten_with_path, tree_unflatten
 
-from disco_zoo.disco.partition import LayerSplit, Partition
+from disco_zoo.disco.partition import GroupedSplit, LayerSplit, OutputGather, Partition, output_key, output_tag
 from disco_zoo.disco.shards import read_node_shard
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.registry import build_model
@@ -51,7 +56,8 @@ from disco_zoo.store import load_folder_config
 
 __all__ = [
     "DiscoSplitLayer", "DiscoReduceLayer", "DiscoLayerNorm", "build_node_model", "load_node", "inference_fn",
-    "run_disco", "node_folder", "scatter_input", "current_rss_bytes", "disco_tags", "output_rank", "INPUT_TAG",
+    "run_disco", "node_folder", "scatter_input", "gather_outputs", "current_rss_bytes", "disco_tags", "output_rank",
+    "INPUT_TAG",
 ]
 
 INPUT_TAG = "input"
@@ -130,14 +136,15 @@ class DiscoSplitLayer(nn.Module):
 
 
 class DiscoReduceLayer(nn.Module):
-    """The classifier head: partial products summed on ``root`` (others return theirs)."""
+    """The head (a classifier, or a segmentation/SR model's last conv): partial products
+    summed on ``root`` (others return theirs)."""
 
     def __init__(self, split: LayerSplit, k: int, transport: Transport, like: nn.Module,
                  weight: torch.Tensor, bias: torch.Tensor | None, tag: str | None = None) -> None:
         super().__init__()
         self.name, self.k, self.root, self.transport = split.name, k, split.root, transport
         self.tag = tag or split.name
-        self.fn, _ = _layer_fn(like)
+        self.fn, self.dim = _layer_fn(like)
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
         self.senders = [j for j in range(split.nodes) if j != split.root and split.in_groups[j]]
@@ -151,7 +158,10 @@ class DiscoReduceLayer(nn.Module):
         handles = [self.transport.irecv(partial.shape, partial.dtype, j, self.tag) for j in self.senders]
         for handle in handles:
             partial = partial + handle.wait()
-        return partial + self.bias if self.bias is not None else partial
+        if self.bias is None:
+            return partial
+        # a conv head's bias is per channel (dim 1) of a spatial map, a linear's the last dim
+        return partial + (self.bias.view(-1, *[1] * (partial.dim() - 2)) if self.dim == 1 else self.bias)
 
 
 class DiscoLayerNorm(nn.Module):
@@ -196,6 +206,16 @@ def _localise_attention(model: nn.Module, k: int) -> None:
             if hasattr(module, "attn_dim"):
                 module.attn_dim = module.attn_dim * heads // module.num_heads
             module.num_heads = heads
+
+
+def _localise_grouped(conv: nn.Module, split: GroupedSplit, k: int) -> None:
+    """A grouped conv on node k: the same module over its own whole groups (the shard holds
+    their weight rows), so it needs no exchange."""
+    if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros":
+        raise DiscoZooError(f"{split.name}: the partition's grouped layer is a {type(conv).__name__} "
+                            "(expected an nn.Conv2d with zero padding)")
+    conv.groups = split.local_groups(k)
+    conv.in_channels, conv.out_channels = len(split.in_groups[k]), len(split.out_groups[k])
 
 
 def _init_non_persistent_buffers(model: nn.Module) -> None:
@@ -257,6 +277,8 @@ def build_node_model(folder: Path | str, transport: Transport, verify: bool = Tr
         like = model.get_submodule(name)
         weight, bias = shard.pop(f"{name}.weight", None), shard.pop(f"{name}.bias", None)
         model.set_submodule(name, DiscoLayerNorm(name, split.groups, k, transport, like, weight, bias, tags[name]))
+    for name, split in part.grouped.items():
+        _localise_grouped(model.get_submodule(name), split, k)
     _localise_attention(model, k)
     _init_non_persistent_buffers(model)
     for name, tensor in shard.items():
@@ -271,7 +293,45 @@ def disco_tags(part: Partition) -> dict[str, str]:
     """The session's tag policy over a DISCO run's messages: the image scatter, then every
     exchanging layer and norm in partition order. A tag is the layer's name (what the
     accounting and the byte counters key by) unless its backend id is taken."""
-    return unique_tags({INPUT_TAG: INPUT_TAG, **{n: n for n in part.layers}, **{n: n for n in part.norms}})
+    gathers = {output_tag(o.key): output_tag(o.key) for o in part.outputs}
+    return unique_tags({INPUT_TAG: INPUT_TAG, **{n: n for n in part.layers}, **{n: n for n in part.norms}, **gathers})
+
+
+def _gather(t: Transport, gather: OutputGather, local: torch.Tensor, tag: str) -> torch.Tensor:
+    """Root assembles one output from every node's channels (in channel order); the others send theirs."""
+    if t.rank != gather.root:
+        if gather.groups[t.rank]:
+            t.send(local.contiguous(), gather.root, tag)
+        return local
+    channels = sum(len(g) for g in gather.groups)
+    full = local.new_empty((local.shape[0], channels, *local.shape[2:]))
+    full[:, _index(gather.groups[t.rank])] = local
+    handles = []
+    for j, group in enumerate(gather.groups):
+        if j != t.rank and group:
+            shape = [local.shape[0], len(group), *local.shape[2:]]
+            handles.append((group, t.irecv(shape, local.dtype, j, tag)))
+    for group, handle in handles:
+        full[:, _index(group)] = handle.wait()
+    return full
+
+
+def gather_outputs(t: Transport, part: Partition, out: Any, tags: dict[str, str]) -> Any:
+    """The model output with every split output gathered on the root (structure kept)."""
+    if not part.outputs:
+        return out
+    gathers = {o.key: o for o in part.outputs}
+    leaves, spec = tree_flatten_with_path(out)
+    done = []
+    for path, leaf in leaves:
+        gather = gathers.pop(output_key(path), None)
+        if gather is not None:
+            tag = output_tag(gather.key)
+            leaf = _gather(t, gather, leaf, tags.get(tag, tag))
+        done.append(leaf)
+    if gathers:
+        raise DiscoZooError(f"the model's output has no {', '.join(map(repr, gathers))}, which the partition gathers")
+    return tree_unflatten(done, spec)
 
 
 def scatter_input(t: Transport, x: torch.Tensor | None, first: LayerSplit, input_shape: list[int]) -> torch.Tensor:
@@ -324,7 +384,8 @@ def inference_fn(t: Transport, model: nn.Module, part: Partition, input_shape: l
                  x: torch.Tensor | None) -> Callable[[], torch.Tensor]:
     """One inference of this rank's part, input scatter included (``x`` on rank 0 only)."""
     first = next(iter(part.layers.values()))
-    return lambda: model(scatter_input(t, x, first, input_shape))
+    tags = disco_tags(part)
+    return lambda: gather_outputs(t, part, model(scatter_input(t, x, first, input_shape)), tags)
 
 
 def output_rank(part: Partition) -> int:

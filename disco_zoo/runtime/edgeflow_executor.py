@@ -190,7 +190,7 @@ def execute_plan(plan_path: str, *, backend: str = "mpi", seed: int = 0, stretch
         "bytes_predicted": predicted.bytes_total,
         "per_rank": [{k: r[k] for k in ("rank", "latency_s", "compute_s", "units")} for r in run.per_rank],
         "output_rank": run.output_rank,
-        "logits": run.output,
+        "logits": run.output.tolist(),
         "host_rate_share": host,
         "links_emulated": emulate_links,
     }

@@ -73,6 +73,31 @@ def recv_frame(conn: Connection) -> tuple[dict[str, Any], torch.Tensor | None]:
         torch.empty(header["shape"])
 
 
+def send_output(conn: Connection, out: Any) -> None:
+    """A model output: one frame for a tensor; for a tuple/dict (segmenters return
+    ``{"out": ...}``) a header with its pytree spec, then one frame per leaf."""
+    if isinstance(out, torch.Tensor):
+        send_frame(conn, {"op": "output"}, out)
+        return
+    from torch.utils._pytree import tree_flatten, treespec_dumps
+
+    leaves, spec = tree_flatten(out)
+    send_frame(conn, {"op": "output", "treespec": treespec_dumps(spec), "leaves": len(leaves)})
+    for leaf in leaves:
+        send_frame(conn, {"op": "leaf"}, leaf)
+
+
+def recv_output(conn: Connection) -> tuple[dict[str, Any], Any]:
+    """:func:`send_output`'s other end (any other frame is returned as :func:`recv_frame` does)."""
+    header, tensor = recv_frame(conn)
+    if "treespec" not in header:
+        return header, tensor
+    from torch.utils._pytree import tree_unflatten, treespec_loads
+
+    leaves = [recv_frame(conn)[1] for _ in range(header["leaves"])]
+    return header, tree_unflatten(leaves, treespec_loads(header["treespec"]))
+
+
 def model_check(folder: Path | str, wire_dtype: str) -> int:
     """A number every rank of one model and wire dtype agrees on (config.json's crc32)."""
     return zlib.crc32((Path(folder) / CONFIG_NAME).read_bytes() + wire_dtype.encode()) & 0x7FFFFFFF
@@ -138,7 +163,7 @@ def _serve_root(t: Transport, requests: Transport, model: Any, part: Any, check:
                 handle.wait()
             out = inference_fn(t, model, part, list(x.shape), x)()
             calls += 1
-            send_frame(conn, {"op": "output"}, out)
+            send_output(conn, out)
 
 
 def _serve_peer(t: Transport, requests: Transport, model: Any, part: Any, check: int) -> int:

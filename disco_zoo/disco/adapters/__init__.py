@@ -1,6 +1,8 @@
 """Family adapters: turn a dense model into its DISCO form (same weights, masked layers).
 
-``to_disco(model, nodes, ratios)`` picks the adapter for the model's family, builds the
+``to_disco(model, nodes, ratios)`` picks the adapter for the model's family (ViT and Swin
+are attention-aware; every other model goes through the generic graph adapter,
+:mod:`disco_zoo.disco.adapters.graph`), builds the
 :class:`~disco_zoo.disco.partition.Partition` and swaps every conv/linear it names for a
 masked twin that shares the weights (timm's model code is not forked). The model is
 changed in place and returned, with the partition at ``model.disco_partition``.
@@ -19,13 +21,14 @@ __all__ = ["to_disco", "apply_partition", "get_partition", "find_partition", "bu
 
 
 def _families() -> list[tuple[str, Callable[[nn.Module], bool], Callable[..., Partition]]]:
-    from disco_zoo.disco.adapters import resnet, swin, vit
+    from disco_zoo.disco.adapters import graph, resnet, swin, vit
 
     return [
-        ("resnet", resnet.is_resnet, resnet.resnet_partition),
-        ("vit", vit.is_vit, vit.vit_partition),
+        ("vit", vit.is_vit, vit.vit_partition),  # attention-aware: whole heads per node
         ("swin", swin.is_swin, swin.swin_partition),
+        ("resnet", resnet.is_resnet, resnet.resnet_partition),  # the graph adapter, family label "resnet"
         ("sequential", resnet.is_sequential, resnet.sequential_partition),
+        ("graph", lambda model: True, graph.graph_partition),  # any other traceable conv DAG
     ]
 
 
@@ -46,11 +49,7 @@ def build_partition(model: nn.Module, nodes: int, ratios: Sequence[float] | None
             part = make(model, nodes, ratios)
             part.check()
             return part
-    raise DiscoZooError(
-        f"no DISCO adapter for {type(model).__name__}; supported families: {', '.join(families())} "
-        "(timm ResNet with BasicBlock/Bottleneck, VisionTransformer, SwinTransformer, "
-        "or an nn.Sequential of conv/bn/act/pool/linear)."
-    )
+    raise AssertionError("the graph adapter matches every model")  # pragma: no cover
 
 
 def apply_partition(model: nn.Module, partition: Partition) -> nn.Module:
