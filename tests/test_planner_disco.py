@@ -14,7 +14,7 @@ from disco_zoo.planner.disco_programs import disco_programs
 from disco_zoo.runtime.disco_executor import disco_tags
 from disco_zoo.runtime.profiling import profile_compute
 from disco_zoo.runtime.wire import tag_id
-from helpers import DISCO_SHAPE, sparse_disco_folder
+from helpers import DISCO_SHAPE, graph_disco_folder, sparse_disco_folder
 
 SHAPE = (1, 4, 16, 16)
 
@@ -33,12 +33,31 @@ def _profile(memory=None, bandwidth=1e12):
                               "links": {"default": {"bandwidth_bps": bandwidth, "latency_s": 0.0}}})
 
 
-def test_derived_programs_follow_the_executors_message_schedule_and_bytes(tmp_path):
-    folder, model, part = sparse_disco_folder(tmp_path, 2)
+@pytest.fixture
+def tiny_two_outputs():
+    from disco_zoo.registry import ModelEntry, register_model, unregister_model
+
+    register_model(ModelEntry("tiny_grouped_two_outputs", "helpers:TinyGroupedTwoOutputs", "test", "test"))
+    yield "tiny_grouped_two_outputs"
+    unregister_model("tiny_grouped_two_outputs")
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2", "two outputs"])
+def test_derived_programs_follow_the_executors_message_schedule_and_bytes(tmp_path, arch, request):
+    """ResNet (splits, reduce head), MobileNetV2 (depthwise convs), and a DAG with grouped
+    convs, a concat, a pixel shuffle and a gathered second output."""
+    if arch == "resnet18":
+        folder, model, part = sparse_disco_folder(tmp_path, 2)
+    elif arch == "mobilenet_v2":
+        folder, model, part = graph_disco_folder(tmp_path, "mobilenet_v2", 2, args={"num_classes": 10})
+    else:
+        folder, model, part = graph_disco_folder(tmp_path, request.getfixturevalue("tiny_two_outputs"), 2)
     measured = profile_compute(folder, DISCO_SHAPE, repeats=1, warmup=0)
+    facts = disco_facts(model, arch, tuple(DISCO_SHAPE))
     acc = disco_accounting(model, tuple(DISCO_SHAPE))
     shapes = layer_shapes(model, tuple(DISCO_SHAPE))
-    derived = disco_programs(part, shapes, acc.flops_per_entry, [1e9, 1e9], tuple(DISCO_SHAPE))
+    derived = disco_programs(part, shapes, acc.flops_per_entry, [1e9, 1e9], tuple(DISCO_SHAPE),
+                             grouped_flops=facts.grouped_flops)
     tags = disco_tags(part)
     for got, want in zip(derived.programs, measured.programs):
         assert [(e.kind, e.peer, tag_id(tags[e.tag]), e.nbytes) for e in got.events] == \

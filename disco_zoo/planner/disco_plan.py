@@ -18,7 +18,7 @@ variant at another ratio must be trained (``disco-zoo sparsify --ratios``) befor
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from disco_zoo.disco.partition import Partition
@@ -49,6 +49,7 @@ class DiscoFacts:
     entry_bytes: dict[str, int]
     memory_per_node: list[int]  # shard parameter bytes + activation peak, per node
     dtype_bytes: int = 4
+    grouped_flops: dict[str, float] = field(default_factory=dict)  # dense FLOPs of each grouped conv
 
 
 def disco_facts(model: Any, name: str, input_shape: tuple[int, ...], dtype_bytes: int = 4) -> DiscoFacts:
@@ -64,9 +65,20 @@ def disco_facts(model: Any, name: str, input_shape: tuple[int, ...], dtype_bytes
     for layer_name, layer in part.layers.items():
         weight = modules[layer_name].weight
         entry_bytes[layer_name] = weight.numel() // (layer.out_channels * layer.in_channels) * COMPUTE_BYTES
+    # a conv costs 2 FLOPs per weight element per output position (FlopCounterMode's count)
+    grouped = {g: 2.0 * modules[g].weight.numel() * _positions(shapes[g][1]) for g in part.grouped}
     # in a device's memory every node computes in fp32, whatever its shard's storage dtype
     memory = [p * COMPUTE_BYTES + a for p, a in zip(acc.params_per_node, acc.act_peak_per_node)]
-    return DiscoFacts(name, part, tuple(input_shape), shapes, acc.flops_per_entry, entry_bytes, memory, dtype_bytes)
+    return DiscoFacts(name, part, tuple(input_shape), shapes, acc.flops_per_entry, entry_bytes, memory, dtype_bytes,
+                      grouped)
+
+
+def _positions(out_shape: tuple[int, ...]) -> int:
+    """Batch x spatial positions of a conv output (everything but the channel dim)."""
+    count = 1
+    for i, s in enumerate(out_shape):
+        count *= s if i != 1 else 1
+    return count
 
 
 @dataclass(frozen=True)
@@ -87,7 +99,8 @@ class Placement:
 def _predict(facts: DiscoFacts, part: Partition, profile: Profile, devices: Sequence[int],
              message_cost: float = 0.0) -> tuple[float, int]:
     rates = [profile.devices[d].rate("conv") for d in devices]
-    programs = disco_programs(part, facts.shapes, facts.flops_per_entry, rates, facts.input_shape, facts.dtype_bytes)
+    programs = disco_programs(part, facts.shapes, facts.flops_per_entry, rates, facts.input_shape, facts.dtype_bytes,
+                              facts.grouped_flops)
     links = {(a, b): profile.link(devices[a], devices[b]) for a in range(part.nodes) for b in range(part.nodes) if a != b}
     return predict_latency(programs, links, message_cost), sum(programs.bytes_per_pair.values())
 

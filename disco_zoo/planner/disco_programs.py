@@ -12,7 +12,9 @@ node over each device's rate, in the order the DISCO executor
   block, then wait for the sends;
 * a reduce layer (a head): compute the partial product; a non-root node sends it to the
   root, the root waits for every partial;
-* a split LayerNorm: exchange the per-token statistics with every other holder.
+* a split LayerNorm: exchange the per-token statistics with every other holder;
+* a grouped (depthwise) conv: each node computes its whole groups, nothing moves;
+* after the forward, each split model output is gathered on its root.
 
 Bytes per message are the accounting's (:func:`disco_zoo.disco.accounting.layer_pair_bytes`
 and its siblings), so the bytes replayed are the bytes the runtime counts.
@@ -22,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from disco_zoo.disco.accounting import input_pair_bytes, layer_pair_bytes, norm_pair_bytes
-from disco_zoo.disco.partition import LayerSplit, Partition
+from disco_zoo.disco.accounting import gather_pair_bytes, input_pair_bytes, layer_pair_bytes, norm_pair_bytes
+from disco_zoo.disco.partition import LayerSplit, Partition, output_tag
 from disco_zoo.timing.replay import ComputeProfile, Event, RankProgram
 
 __all__ = ["NodeWork", "node_work", "disco_programs", "INPUT_TAG"]
@@ -76,13 +78,16 @@ def disco_programs(
     rates: Sequence[float],
     input_shape: tuple[int, ...],
     dtype_bytes: int = 4,
+    grouped_flops: dict[str, float] | None = None,
 ) -> ComputeProfile:
     """Every node's program at compute ``rates[k]`` FLOP/s (node k's device).
 
     ``shapes`` maps each layer and norm to its (input, output) shape, in execution order
     (:func:`disco_zoo.disco.accounting.layer_shapes`); the FLOPs of a weight entry come from
-    the accounting (``DiscoAccounting.flops_per_entry``).
+    the accounting (``DiscoAccounting.flops_per_entry``); ``grouped_flops`` are the dense
+    FLOPs of each grouped conv, which its nodes share by output channels.
     """
+    gathers = {output_tag(g.key): g for g in part.outputs}
     n = part.nodes
     nodes = [_Builder(k, rates[k]) for k in range(n)]
     for (src, dst), nbytes in input_pair_bytes(part, tuple(input_shape), dtype_bytes).items():
@@ -115,6 +120,19 @@ def disco_programs(
                     node.compute(flops)
                 for p in sends:
                     node.event("send_done", p, name)
+        elif name in part.grouped:
+            groups = part.grouped[name].out_groups
+            total = sum(len(g) for g in groups)
+            for k, node in enumerate(nodes):
+                node.compute((grouped_flops or {}).get(name, 0.0) * len(groups[k]) / total)
+        elif name in gathers:
+            gather = gathers[name]
+            pairs = gather_pair_bytes(gather.groups, gather.root, in_shape, dtype_bytes)
+            for (src, dst), nbytes in pairs.items():
+                nodes[src].event("send", dst, name, nbytes)
+                nodes[src].event("send_done", dst, name)
+            for (src, dst) in pairs:
+                nodes[dst].event("recv", src, name)
         elif name in part.norms:
             pairs = norm_pair_bytes(part.norms[name].groups, in_shape, dtype_bytes)
             for k, node in enumerate(nodes):

@@ -48,7 +48,7 @@ def execute_disco_plan(plan_path: str, *, backend: str = "mpi", slowdown: float 
                             f"({host / 1e9:.1f} GFLOP/s per rank). Pass --slowdown of at least "
                             f"{max(d.flops for d in fast) * slowdown / host:.1f}.")
     programs = disco_programs(facts.partition, facts.shapes, facts.flops_per_entry, [d.flops for d in devices],
-                              facts.input_shape)
+                              facts.input_shape, grouped_flops=facts.grouped_flops)
     links = {(a, b): plan.profile.link(plan.devices[a], plan.devices[b]) for a in range(n) for b in range(n) if a != b}
     run = run_entry(PACED_ENTRY, n, backend, timeout_s=timeout_s, wall_timeout_s=timeout_s * 3,
                     link=links if emulate_links else None,
