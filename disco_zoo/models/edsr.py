@@ -20,7 +20,7 @@ from disco_zoo.registry import ModelEntry, register_model
 __all__ = ["build_edsr", "TRAIN_PATCH"]
 
 _BUILDER = "disco_zoo.models.edsr:build_edsr"
-TRAIN_PATCH = 48  # the LR patch side of the EDSR paper's training (its pretrained_cfg input size)
+TRAIN_PATCH = 24  # LR patch side of the published recipe (eval/recipes.sh; the paper: 48): pretrained_cfg size
 
 
 def _model_classes() -> Any:

@@ -15,7 +15,7 @@ from disco_zoo.registry import ModelEntry, register_model
 __all__ = ["build_espcn", "TRAIN_PATCH"]
 
 _BUILDER = "disco_zoo.models.espcn:build_espcn"
-TRAIN_PATCH = 17 * 2  # an LR patch side of the order the paper trains on (17 px at x3); its pretrained_cfg size
+TRAIN_PATCH = 32  # the LR patch side of the published recipe (eval/recipes.sh): its pretrained_cfg input size
 
 
 def _model_class() -> Any:

@@ -174,9 +174,9 @@ class SuperResolutionTask(Task):
 
         outputs = model(inputs)
         if outputs.shape != targets.shape:
-            raise DiscoZooError(f"the model turns a {tuple(inputs.shape[-2:])} LR patch into {tuple(outputs.shape[-2:])},"
-                                f" but the HR patch is {tuple(targets.shape[-2:])}: the model's scale (--arg scale) "
-                                "is not the data's.")
+            raise DiscoZooError(f"the model turns a {tuple(inputs.shape[-2:])} LR patch into "
+                                f"{tuple(outputs.shape[-2:])}, but the HR patch is {tuple(targets.shape[-2:])}: the "
+                                "model's scale (--arg scale) is not the data's.")
         return F.l1_loss(outputs, targets)
 
     def predictions(self, outputs: Any) -> torch.Tensor:
@@ -190,7 +190,8 @@ class SuperResolutionTask(Task):
         """Mean PSNR and SSIM on Y over images (one prediction per target, in order)."""
         predictions, targets = list(predictions), list(targets)
         if len(predictions) != len(targets) or not targets:
-            raise DiscoZooError(f"{len(predictions)} predictions for {len(targets)} targets; score needs one per image.")
+            raise DiscoZooError(f"{len(predictions)} predictions for {len(targets)} targets; score needs one per "
+                                "image.")
         scores = [_y_scores(_numpy(p), _numpy(t.hr), t.scale) for p, t in zip(predictions, targets)]
         return {PSNR.name: float(np.mean([s[0] for s in scores])), SSIM.name: float(np.mean([s[1] for s in scores]))}
 
