@@ -28,4 +28,4 @@ disco-zoo sparsify resnet50_disco_2node --init hub/resnet50.digits --traffic 0.0
 # Super-resolution (x2): the embedded photographs (skimage/sklearn; held-out chelsea, coffee, flower), L1 on
 # 1600 random LR patches an epoch, --threads 1. PSNR/SSIM on Y, shave 2; floor: bicubic 33.68 dB / 0.9237.
 disco-zoo train espcn_x2 --data photos --input-size 32 --batch-size 16 --epochs 100 --lr 2e-3 --seed 0 --threads 1 --out hub/espcn_x2.photos
-disco-zoo train edsr_baseline_x2 --data photos --input-size 24 --batch-size 4 --epochs 4 --lr 5e-4 --seed 0 --threads 1 --out hub/edsr_baseline_x2.photos
+disco-zoo train edsr_baseline_x2 --data photos --input-size 24 --batch-size 4 --epochs 11 --lr 5e-4 --seed 0 --threads 1 --out hub/edsr_baseline_x2.photos

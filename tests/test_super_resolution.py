@@ -216,3 +216,15 @@ def test_disco_variants_are_registered_for_super_resolution():
         assert entry.task == "super_resolution" and entry.kwargs == {"dense": dense, "nodes": 2}
     with pytest.raises(DiscoZooError, match="scale 2 or 3"):
         build_model("edsr_baseline_x2", scale=4)
+
+
+def test_fp16_storage_is_chosen_when_psnr_moves_less_than_its_tolerance(tmp_path):
+    from disco_zoo.commands.common import storage_decision
+
+    data = SR.train_data(str(_folder(tmp_path / "set")), 8, 4, seed=0, limit=4)
+    torch.manual_seed(0)
+    net = build_model("espcn_x2")
+    metrics = {f"test_{k}": v for k, v in SR.evaluate(net, data.loaders["test"]).items()}
+    fp32 = metrics["test_psnr"]
+    assert storage_decision("auto", SR, net, data.loaders["test"], metrics) is True
+    assert metrics["test_psnr_fp32"] == fp32 and abs(metrics["test_psnr"] - fp32) <= SR.primary_metric.tolerance
