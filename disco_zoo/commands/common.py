@@ -63,7 +63,8 @@ def _fp16_rounded(task: Task, model: Any, loader: Any) -> dict[str, float]:
 
 
 def storage_decision(storage: str, task: Task, model: Any, loader: Any, metrics: dict[str, float]) -> bool:
-    """Whether to store fp16. 'auto': only when fp16 keeps the task's headline test metric unchanged.
+    """Whether to store fp16. 'auto': only when fp16 keeps the task's headline test metric unchanged
+    (within the metric's ``tolerance``: exact for top-1, 0.01 dB for PSNR).
 
     With fp16 storage, ``metrics`` gets the rounded model's test metrics (what users
     load) and keeps the fp32 figures as ``test_<metric>_fp32``.
@@ -73,8 +74,8 @@ def storage_decision(storage: str, task: Task, model: Any, loader: Any, metrics:
     if storage == "fp32":
         return False
     rounded = _fp16_rounded(task, model, loader)
-    headline = task.primary_metric.name
-    if storage == "auto" and rounded[headline] != metrics[f"test_{headline}"]:
+    headline = task.primary_metric
+    if storage == "auto" and abs(rounded[headline.name] - metrics[f"test_{headline.name}"]) > headline.tolerance:
         return False
     for name, value in rounded.items():
         metrics[f"test_{name}_fp32"] = metrics[f"test_{name}"]

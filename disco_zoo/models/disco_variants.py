@@ -35,14 +35,22 @@ _VARIANTS: tuple[tuple[str, str, str, int, dict[str, Any]], ...] = (
     ("swin_micro_disco_2node", "swin", "swin_micro_patch2_window4_32", 2, {}),
 )
 
-for _arch, _family, _dense, _nodes, _extra in _VARIANTS:
-    register_model(
-        ModelEntry(
-            arch=_arch,
-            builder=_BUILDER,
-            family=_family,
-            source="disco",
-            kwargs={"dense": _dense, "nodes": _nodes, **_extra},
-            description=f"{_dense} split over {_nodes} nodes with sparse cross-node channels (DISCO)",
+# Super-resolution variants: their partition comes from the traced graph (the generic adapter).
+_SR_VARIANTS: tuple[tuple[str, str, str, int, dict[str, Any]], ...] = (
+    ("edsr_baseline_x2_disco_2node", "edsr", "edsr_baseline_x2", 2, {}),
+    ("espcn_x2_disco_2node", "espcn", "espcn_x2", 2, {}),
+)
+
+for _variants, _task in ((_VARIANTS, "classification"), (_SR_VARIANTS, "super_resolution")):
+    for _arch, _family, _dense, _nodes, _extra in _variants:
+        register_model(
+            ModelEntry(
+                arch=_arch,
+                builder=_BUILDER,
+                family=_family,
+                source="disco",
+                kwargs={"dense": _dense, "nodes": _nodes, **_extra},
+                description=f"{_dense} split over {_nodes} nodes with sparse cross-node channels (DISCO)",
+                task=_task,
+            )
         )
-    )
