@@ -62,7 +62,7 @@ def _headline(config: FolderConfig, task: Task, result: EvalReport | None, facts
     """This model's headline accuracy: the distributed run's where recorded, else the config's test figure."""
     name = task.primary_metric.name
     value = result.accuracy.disco[name] if result is not None else config.metrics.get(f"test_{name}")
-    if value is None or facts.test_images is None or not task.primary_metric.percent:
+    if value is None or facts.test_images is None or not task.primary_metric.per_image:
         return None
     return accuracy(value, facts.test_images)
 
@@ -82,12 +82,12 @@ def card_data(config: FolderConfig, result: EvalReport | None = None) -> Any:
     facts = dataset_facts(config, result)
     metric = task.primary_metric
     results = []
-    headline = _headline(config, task, result, facts)
-    if headline is not None:
+    value = result.accuracy.disco[metric.name] if result is not None else config.metrics.get(f"test_{metric.name}")
+    if value is not None:
         how = f"distributed over {config.nodes} processes" if result is not None else "one process"
         results.append(EvalResult(
             task_type=task.hub_tag, dataset_type=config.dataset, dataset_name=facts.title, dataset_split="test",
-            metric_type=metric.name, metric_name=f"{metric.label} ({how})", metric_value=headline.value))
+            metric_type=metric.name, metric_name=f"{metric.label} ({how})", metric_value=value))
     dense = config.dense and (REPO_HUB / config.dense / "config.json").is_file()
     return ModelCardData(
         license=license_of(config),
@@ -107,8 +107,10 @@ def card_data(config: FolderConfig, result: EvalReport | None = None) -> Any:
 def _accuracy_lines(config: FolderConfig, task: Task, result: EvalReport | None, facts: DatasetFacts) -> list[str]:
     metric = task.primary_metric
     lines = ["## Accuracy", "", f"Data: {facts.description}."]
-    if facts.test_images is None or not metric.percent:
+    if facts.test_images is None:
         return lines + ["", *[f"- {key}: {value}" for key, value in sorted(config.metrics.items())]]
+    if not metric.per_image:
+        return lines + _metric_table(config, task, result)
     n = facts.test_images
     lines += [f"On {n} test images one image is {facts.point_per_image:.2f} points; intervals are 95% Wilson "
               "score intervals.", "", f"| run | {metric.label} [95% interval] |", "|---|---|"]
@@ -128,6 +130,28 @@ def _accuracy_lines(config: FolderConfig, task: Task, result: EvalReport | None,
         "",
     ]
     return lines
+
+
+def _metric_table(config: FolderConfig, task: Task, result: EvalReport | None) -> list[str]:
+    """Every metric of the task for each run (and the task's trivial floor), where the
+    metric is not a count of right images (mIoU, PSNR): no binomial interval applies."""
+    metrics = task.metrics
+    head = ["", "| run | " + " | ".join(m.label for m in metrics) + " |", "|---|" + "---|" * len(metrics)]
+    if result is None:
+        values = [config.metrics.get(f"test_{m.name}") for m in metrics]
+        return head + ["| this model, one process | " + " | ".join(m.format(v) if v is not None else "-"
+                                                              for m, v in zip(metrics, values)) + " |", ""]
+    acc = result.accuracy
+    runs = [(f"DISCO, distributed over {result.nodes} processes", acc.disco), ("DISCO, one process",
+            acc.disco_single_process), (f"dense `{result.dense_model}`, one process", acc.dense)]
+    if acc.floor:
+        runs.append(("trivial floor (the task's baseline answer)", acc.floor))
+    lines = head + ["| " + label + " | " + " | ".join(m.format(run[m.name]) for m in metrics) + " |"
+                    for label, run in runs]
+    primary = task.primary_metric
+    delta = acc.disco[primary.name] - acc.dense[primary.name]
+    shown = f"{100 * delta:+.2f} points" if primary.percent else f"{delta:+.3f}{(' ' + primary.unit) if primary.unit else ''}"
+    return lines + ["", f"DISCO minus dense, {primary.label}: {shown}.", ""]
 
 
 def _speed_lines(result: EvalReport, plot_link: str) -> list[str]:
@@ -275,14 +299,19 @@ def render_folder_card(config: FolderConfig | dict[str, Any], result: EvalReport
 def _accuracy_row(config: FolderConfig, task: Task, result: EvalReport | None) -> str:
     facts = dataset_facts(config, result)
     family = get_entry(config.arch).family
-    mine = _headline(config, task, result, facts)
-    shown = "-" if mine is None else mine.text()
+    metric, n = task.primary_metric, facts.test_images
+
+    def shown(value: float | None) -> str:
+        if value is None:
+            return "-"
+        return accuracy(value, n).text() if metric.per_image and n else metric.format(value)
+
     if result is None:
-        return f"| `{config.name}` | {family} | {config.nodes} | {shown} | - | - | - | - |"
-    at, n, name = result.at_input, facts.test_images, task.primary_metric.name
-    dense = accuracy(result.accuracy.dense[name], n).text() if n else "-"
+        return f"| `{config.name}` | {family} | {config.nodes} | {shown(config.metrics.get(f'test_{metric.name}'))} | - | - | - | - |"
+    at, name = result.at_input, metric.name
+    mine, dense = shown(result.accuracy.disco[name]), shown(result.accuracy.dense[name])
     flops = " / ".join(f"{f / at.flops_dense:.2f}" for f in at.flops_per_node)
-    return (f"| `{config.name}` | {family} | {result.nodes} | {shown} | {dense} | {1 / at.traffic_ratio:.1f}x "
+    return (f"| `{config.name}` | {family} | {result.nodes} | {mine} | {dense} | {1 / at.traffic_ratio:.1f}x "
             f"| {flops} | {_mib(at.params_bytes_per_node)} |")
 
 
@@ -330,15 +359,20 @@ def render_model_cards(results: dict[str, EvalReport] | None = None, hub_root: P
         task = task_of(group[0])
         facts = {dataset_facts(c, results.get(c.name)).description for c in group}
         label = task.primary_metric.label
+        binomial = task.primary_metric.per_image
+        intervals = ("Accuracies are shown with their 95% Wilson score interval; on "
+                     + ", ".join(sorted({f"{f.test_images} images one image is {f.point_per_image:.2f} points"
+                                         for f in (dataset_facts(c, results.get(c.name)) for c in group)
+                                         if f.test_images})) + ".") if binomial else (
+                     f"{label} is not a count of right images, so no binomial interval is shown; each card "
+                     "lists every metric and the task's trivial floor.")
+        shown_label = f"{label} [95%]" if binomial else label
         lines += [
             "", f"## {kind}: accuracy", "",
             *[f"Data: {d}." for d in sorted(facts)],
-            "Accuracies are shown with their 95% Wilson score interval; on "
-            + ", ".join(sorted({f"{f.test_images} images one image is {f.point_per_image:.2f} points"
-                                for f in (dataset_facts(c, results.get(c.name)) for c in group) if f.test_images}))
-            + ".",
+            intervals,
             "",
-            f"| model | family | nodes | {label} [95%] | dense {label} [95%] | traffic vs dense TP "
+            f"| model | family | nodes | {shown_label} | dense {shown_label} | traffic vs dense TP "
             "| FLOPs per node (of dense) | weights per node (MiB) |",
             "|---|---|---|---|---|---|---|---|",
             *[_accuracy_row(c, task, results.get(c.name)) for c in group],

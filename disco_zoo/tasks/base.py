@@ -41,6 +41,7 @@ class Metric:
     percent: bool = False  # a fraction in [0, 1], shown as a percentage
     unit: str = ""
     tolerance: float = 0.0  # a change this small is no change (the fp16 storage decision); 0 for exact metrics
+    per_image: bool = False  # the fraction of test images answered right: a binomial (Wilson) interval applies
 
     def format(self, value: float) -> str:
         return f"{value:.2%}" if self.percent else f"{value:.4g}{(' ' + self.unit) if self.unit else ''}"

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # torch is imported where the task computes (see tasks.base)
 
 __all__ = ["ClassificationTask", "TOP1"]
 
-TOP1 = Metric("top1", "top-1", percent=True)
+TOP1 = Metric("top1", "top-1", percent=True, per_image=True)
 EVAL_BATCH = 64  # images per batch while reading a folder into the eval split
 
 

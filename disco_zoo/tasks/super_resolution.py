@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Sequence
 import numpy as np
 
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.tasks.base import DatasetInfo, EvalSplit, Metric, Task, TrainData
+from disco_zoo.tasks.base import DatasetInfo, EmbeddedDataFacts, EvalSplit, Metric, Task, TrainData
 
 if TYPE_CHECKING:  # torch is imported where the task computes (see tasks.base)
     import torch
@@ -110,6 +110,27 @@ class SuperResolutionTask(Task):
     embedded_dataset = "photos"
     hub_tag = "image-to-image"
     deployment_size = 256  # LR side accounted and timed by eval
+
+    def floor_scores(self, split: EvalSplit) -> dict[str, float]:
+        return floor_scores(split)
+
+    def embedded_facts(self, side: int, test_images: int | None = None) -> EmbeddedDataFacts:
+        from disco_zoo.data.sr_images import TEST_IMAGES, TRAIN_IMAGES, VAL_IMAGES
+
+        test = test_images if test_images is not None else len(TEST_IMAGES)
+        return EmbeddedDataFacts(
+            title=f"photographs shipped by scikit-image and scikit-learn ({len(TRAIN_IMAGES)} train, "
+                  f"{len(VAL_IMAGES)} val, {test} test)",
+            description=(f"real photographs that scikit-image and scikit-learn ship: trained on random {side}x{side} "
+                         f"low-resolution patches of {', '.join(TRAIN_IMAGES)}; validated on {', '.join(VAL_IMAGES)}; "
+                         f"tested on the whole held-out images {', '.join(TEST_IMAGES)}. Low-resolution inputs are "
+                         "PIL bicubic downsamplings of the high-resolution images; PSNR and SSIM on the Y channel "
+                         "with a border of `scale` pixels shaved"),
+            test_images=test,
+            limits=("a benchmark of {} photographs, not DIV2K: its PSNR is not comparable with published x2 "
+                    "figures on Set5/Set14/DIV2K. Degradations other than bicubic downsampling (blur, noise, "
+                    "JPEG) were never seen. Fine-tune on your own HR folder first (`disco-zoo train --data PATH`)."
+                    ).format(len(TRAIN_IMAGES) + len(VAL_IMAGES) + test))
 
     # -- data -------------------------------------------------------------------------------
 
