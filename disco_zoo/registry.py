@@ -61,6 +61,7 @@ _ENTRY_MODULES = (
     "disco_zoo.models.timm_dense",
     "disco_zoo.models.torchvision_dense",
     "disco_zoo.models.disco_variants",
+    "disco_zoo.models.torchvision_segmentation",
 )
 
 

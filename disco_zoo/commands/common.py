@@ -63,7 +63,9 @@ def _fp16_rounded(task: Task, model: Any, loader: Any) -> dict[str, float]:
 
 
 def storage_decision(storage: str, task: Task, model: Any, loader: Any, metrics: dict[str, float]) -> bool:
-    """Whether to store fp16. 'auto': only when fp16 keeps the task's headline test metric unchanged.
+    """Whether to store fp16. 'auto': only when fp16 keeps the task's headline test metric
+    unchanged as the tables show it (:meth:`Metric.format`: a continuous metric such as
+    mIoU moves in its last float bits under any rounding, which no table shows).
 
     With fp16 storage, ``metrics`` gets the rounded model's test metrics (what users
     load) and keeps the fp32 figures as ``test_<metric>_fp32``.
@@ -73,8 +75,8 @@ def storage_decision(storage: str, task: Task, model: Any, loader: Any, metrics:
     if storage == "fp32":
         return False
     rounded = _fp16_rounded(task, model, loader)
-    headline = task.primary_metric.name
-    if storage == "auto" and rounded[headline] != metrics[f"test_{headline}"]:
+    headline = task.primary_metric
+    if storage == "auto" and headline.format(rounded[headline.name]) != headline.format(metrics[f"test_{headline.name}"]):
         return False
     for name, value in rounded.items():
         metrics[f"test_{name}_fp32"] = metrics[f"test_{name}"]
