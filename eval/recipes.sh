@@ -25,3 +25,8 @@ disco-zoo sparsify swin_micro_disco_2node --init hub/swin_micro_patch2_window4_3
 # within-layer-parallel traffic (50x less), test top-1 within a point of the dense model. Built by eval/frontier.sh
 # under /tmp/frontier (its config's recipe says so; --storage auto chose fp16, top-1 unchanged) and copied here.
 disco-zoo sparsify resnet50_disco_2node --init hub/resnet50.digits --traffic 0.02 --params 0.3 --epochs 3 --finetune-epochs 3 --seed 0 --storage fp16 --out hub/resnet50_disco_2node.digits_t2
+# Segmentation (dense): the embedded digit canvases (128 px, 600 train / 100 val / 120 test, written to the cache
+# as a mask folder), trained from scratch on CPU with nice -n 10 and one thread; --storage auto chose fp16 (mIoU
+# unchanged as shown). Measured here: the all-background floor is test mIoU 0.076 / pixel acc. 0.837.
+disco-zoo train deeplabv3_resnet18 --data digit_canvas --input-size 128 --epochs 8 --batch-size 8 --lr 2e-3 --threads 1 --seed 0
+disco-zoo train lraspp_mobilenet_v3_large --data digit_canvas --input-size 128 --epochs 12 --batch-size 8 --lr 2e-3 --threads 1 --seed 0

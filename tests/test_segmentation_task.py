@@ -67,13 +67,15 @@ def test_training_loss_is_cross_entropy_of_out_with_ignored_pixels():
 
 
 def test_train_data_from_a_mask_folder(tmp_path):
-    write_mask_folder(tmp_path, split="train")
-    write_mask_folder(tmp_path, split="val", count=2)
-    data = SEG.train_data(str(tmp_path), 64, 2, seed=0)
+    write_mask_folder(tmp_path, split="train", size=(32, 32))
+    write_mask_folder(tmp_path, split="val", count=2, size=(32, 32))
+    data = SEG.train_data(str(tmp_path), 32, 2, seed=0)
     assert data.model_args == {"num_classes": 3} and data.info.class_names == ("background", "a", "b")
     assert len(data.loaders["test"].dataset) == 2  # no test/: the val split
     images, masks = next(iter(data.loaders["train"]))
-    assert images.shape == (2, 3, 32, 64) and masks.shape == (2, 32, 64)
+    assert images.shape == (2, 3, 32, 32) and masks.shape == (2, 32, 32)
+    with pytest.raises(DiscoZooError, match=r"--input-size 64, but .*train holds 32x32 images"):
+        SEG.train_data(str(tmp_path), 64, 2, seed=0)
     with pytest.raises(DiscoZooError, match=r"train/train is missing"):
         SEG.train_data(str(tmp_path / "train"), 64, 2, seed=0)
 
@@ -99,3 +101,27 @@ def test_embedded_eval_split_is_the_cached_test_canvases(tmp_path, monkeypatch):
     assert split.inputs.shape == (3, 3, 64, 64) and split.targets.max() <= 10 and split.source == "digit_canvas"
     with pytest.raises(DiscoZooError, match=r"not square"):
         SEG.eval_split("digit_canvas", dataclasses.replace(config, input_size=(3, 64, 96)))
+
+
+def test_the_train_command_trains_a_segmenter_on_a_mask_folder_and_the_folder_loads(tmp_path):
+    from typer.testing import CliRunner
+
+    from disco_zoo import create_model
+    from disco_zoo.cli import app
+    from disco_zoo.store import load_folder_config
+
+    data = tmp_path / "tiles"
+    for split in ("train", "val"):
+        write_mask_folder(data, split=split, count=4, size=(32, 32))
+    out = tmp_path / "lraspp_mobilenet_v3_large.tiles"
+    result = CliRunner().invoke(app, ["train", "lraspp_mobilenet_v3_large", "--data", str(data), "--input-size", "32",
+                                      "--epochs", "1", "--batch-size", "2", "--threads", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    config = load_folder_config(out)
+    assert config.task == "segmentation" and config.class_names == ("background", "a", "b")
+    assert config.input_size == (3, 32, 32) and config.num_classes == 3
+    assert {"val_miou", "val_pixel_acc", "test_miou", "test_pixel_acc"} <= set(config.metrics)
+    model = create_model(str(out), pretrained=True)
+    split = SEG.eval_split(str(data), config)
+    assert SEG.score(SEG.predict(model, split.inputs), split.targets)["miou"] == pytest.approx(
+        config.metrics["test_miou"], abs=1e-6)

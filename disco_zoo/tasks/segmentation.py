@@ -143,6 +143,12 @@ class SegmentationTask(Task):
             folder = root / split if (root / split).is_dir() else root / "val"
             loaders[split] = mask_folder_loader(folder, classes, info.mean, info.std, batch_size, train=split == "train",
                                                 seed=seed, limit=limit, size_divisor=SIZE_DIVISOR, flip=flip)
+        for split, loader in loaders.items():
+            found = getattr(loader.dataset, "dataset", loader.dataset).size  # under a --limit Subset
+            if found != (input_size, input_size):
+                raise DiscoZooError(f"--input-size {input_size}, but {root / split} holds {found[1]}x{found[0]} images; "
+                                    "the config records the size the model was trained at, so pass --input-size "
+                                    "with the images' side (square images; crop them otherwise).")
         return TrainData(loaders, info, {"num_classes": classes})
 
     def eval_split(self, data: str, config: FolderConfig) -> EvalSplit:
