@@ -58,10 +58,15 @@ def _mib(values: list[int]) -> str:
     return " / ".join(f"{v / 2**20:.1f}" for v in values)
 
 
-def _headline(config: FolderConfig, task: Task, result: EvalReport | None, facts: DatasetFacts) -> Accuracy | None:
-    """This model's headline accuracy: the distributed run's where recorded, else the config's test figure."""
+def _headline_value(config: FolderConfig, task: Task, result: EvalReport | None) -> float | None:
+    """The headline metric: the distributed run's where recorded, else the config's test figure."""
     name = task.primary_metric.name
-    value = result.accuracy.disco[name] if result is not None else config.metrics.get(f"test_{name}")
+    return result.accuracy.disco[name] if result is not None else config.metrics.get(f"test_{name}")
+
+
+def _headline(config: FolderConfig, task: Task, result: EvalReport | None, facts: DatasetFacts) -> Accuracy | None:
+    """This model's headline accuracy with its interval, where it is a fraction of known test images."""
+    value = _headline_value(config, task, result)
     if value is None or facts.test_images is None or not task.primary_metric.percent:
         return None
     return accuracy(value, facts.test_images)
@@ -83,11 +88,12 @@ def card_data(config: FolderConfig, result: EvalReport | None = None) -> Any:
     metric = task.primary_metric
     results = []
     headline = _headline(config, task, result, facts)
-    if headline is not None:
+    value = headline.value if headline is not None else _headline_value(config, task, result)  # mIoU: no interval
+    if value is not None:
         how = f"distributed over {config.nodes} processes" if result is not None else "one process"
         results.append(EvalResult(
             task_type=task.hub_tag, dataset_type=config.dataset, dataset_name=facts.title, dataset_split="test",
-            metric_type=metric.name, metric_name=f"{metric.label} ({how})", metric_value=headline.value))
+            metric_type=metric.name, metric_name=f"{metric.label} ({how})", metric_value=value))
     dense = config.dense and (REPO_HUB / config.dense / "config.json").is_file()
     return ModelCardData(
         license=license_of(config),
@@ -108,7 +114,7 @@ def _accuracy_lines(config: FolderConfig, task: Task, result: EvalReport | None,
     metric = task.primary_metric
     lines = ["## Accuracy", "", f"Data: {facts.description}."]
     if facts.test_images is None or not metric.percent:
-        return lines + ["", *[f"- {key}: {value}" for key, value in sorted(config.metrics.items())]]
+        return lines + ["", *[f"- {key}: {value}" for key, value in sorted(config.metrics.items())], ""]
     n = facts.test_images
     lines += [f"On {n} test images one image is {facts.point_per_image:.2f} points; intervals are 95% Wilson "
               "score intervals.", "", f"| run | {metric.label} [95% interval] |", "|---|---|"]
@@ -276,11 +282,12 @@ def _accuracy_row(config: FolderConfig, task: Task, result: EvalReport | None) -
     facts = dataset_facts(config, result)
     family = get_entry(config.arch).family
     mine = _headline(config, task, result, facts)
-    shown = "-" if mine is None else mine.text()
+    value = _headline_value(config, task, result)
+    shown = mine.text() if mine is not None else "-" if value is None else task.primary_metric.format(value)
     if result is None:
         return f"| `{config.name}` | {family} | {config.nodes} | {shown} | - | - | - | - |"
     at, n, name = result.at_input, facts.test_images, task.primary_metric.name
-    dense = accuracy(result.accuracy.dense[name], n).text() if n else "-"
+    dense = accuracy(result.accuracy.dense[name], n).text() if n else task.primary_metric.format(result.accuracy.dense[name])
     flops = " / ".join(f"{f / at.flops_dense:.2f}" for f in at.flops_per_node)
     return (f"| `{config.name}` | {family} | {result.nodes} | {shown} | {dense} | {1 / at.traffic_ratio:.1f}x "
             f"| {flops} | {_mib(at.params_bytes_per_node)} |")
@@ -330,15 +337,16 @@ def render_model_cards(results: dict[str, EvalReport] | None = None, hub_root: P
         task = task_of(group[0])
         facts = {dataset_facts(c, results.get(c.name)).description for c in group}
         label = task.primary_metric.label
+        counted = sorted({f"{f.test_images} images one image is {f.point_per_image:.2f} points"
+                          for f in (dataset_facts(c, results.get(c.name)) for c in group) if f.test_images})
+        interval = " [95%]" if counted else ""  # a metric that is no count of images (mIoU) has no Wilson interval
         lines += [
             "", f"## {kind}: accuracy", "",
             *[f"Data: {d}." for d in sorted(facts)],
-            "Accuracies are shown with their 95% Wilson score interval; on "
-            + ", ".join(sorted({f"{f.test_images} images one image is {f.point_per_image:.2f} points"
-                                for f in (dataset_facts(c, results.get(c.name)) for c in group) if f.test_images}))
-            + ".",
+            *(["Accuracies are shown with their 95% Wilson score interval; on " + ", ".join(counted) + "."]
+              if counted else []),
             "",
-            f"| model | family | nodes | {label} [95%] | dense {label} [95%] | traffic vs dense TP "
+            f"| model | family | nodes | {label}{interval} | dense {label}{interval} | traffic vs dense TP "
             "| FLOPs per node (of dense) | weights per node (MiB) |",
             "|---|---|---|---|---|---|---|---|",
             *[_accuracy_row(c, task, results.get(c.name)) for c in group],
