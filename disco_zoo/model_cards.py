@@ -58,8 +58,8 @@ def _mib(values: list[int]) -> str:
     return " / ".join(f"{v / 2**20:.1f}" for v in values)
 
 
-def _headline(config: FolderConfig, task: Task, result: EvalReport | None, facts: DatasetFacts) -> Accuracy | None:
-    """This model's headline accuracy: the distributed run's where recorded, else the config's test figure."""
+def _headline_value(config: FolderConfig, task: Task, result: EvalReport | None) -> float | None:
+    """The headline metric: the distributed run's where recorded, else the config's test figure."""
     name = task.primary_metric.name
     value = result.accuracy.disco[name] if result is not None else config.metrics.get(f"test_{name}")
     if value is None or facts.test_images is None or not task.primary_metric.per_image:

@@ -63,6 +63,7 @@ _ENTRY_MODULES = (
     "disco_zoo.models.disco_variants",
     "disco_zoo.models.edsr",
     "disco_zoo.models.espcn",
+    "disco_zoo.models.torchvision_segmentation",
 )
 
 

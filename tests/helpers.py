@@ -681,3 +681,27 @@ def graph_disco_folder(tmp_path, arch, nodes, ratios=None, args=None, seed=0):
     folder = tmp_path / "shards"
     save_shards(model, folder, extra={"arch": arch, "args": args or {}})
     return folder, model, part
+# -- segmentation: a tiny hand-made mask folder -----------------------------------------
+
+
+def write_mask_folder(root, count=3, size=(32, 64), classes=("background", "a", "b"), split="train"):
+    """``root/split/{images,masks}/<i>.png`` and ``root/classes.txt``: image i's left half
+    is class 1 (red), its right half class 2 (green), its first row ignored (255); size is
+    (height, width). Returns the split folder."""
+    import numpy as np
+    from PIL import Image
+
+    height, width = size
+    folder = root / split
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for i in range(count):
+        mask = np.zeros((height, width), dtype=np.uint8)
+        mask[:, : width // 2], mask[:, width // 2:] = 1, 2
+        mask[0] = 255
+        image = np.zeros((height, width, 3), dtype=np.uint8)
+        image[mask == 1, 0], image[mask == 2, 1] = 200, 200
+        Image.fromarray(image).save(folder / "images" / f"{i}.png")
+        Image.fromarray(mask, mode="L").save(folder / "masks" / f"{i}.png")
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    return folder

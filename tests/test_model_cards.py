@@ -45,10 +45,10 @@ def test_folder_card_metadata_parses_back_to_the_recorded_values(name, results):
         assert result.metric_value == results[name].accuracy.disco_top1
         assert data.base_model == load_folder_config(REPO_HUB / config.dense).hf_hub_id
     else:
-        assert result.metric_value == config.metrics["test_top1"]
+        assert result.metric_value == config.metrics[f"test_{task_of(config).primary_metric.name}"]
 
 
-@pytest.mark.parametrize("name", PUBLISHED)
+@pytest.mark.parametrize("name", [n for n in PUBLISHED if load_folder_config(REPO_HUB / n).dataset == "digits"])
 def test_folder_card_text_says_what_the_numbers_are(name, results):
     config = load_folder_config(REPO_HUB / name)
     text = (REPO_HUB / name / "README.md").read_text()

@@ -63,8 +63,10 @@ def _fp16_rounded(task: Task, model: Any, loader: Any) -> dict[str, float]:
 
 
 def storage_decision(storage: str, task: Task, model: Any, loader: Any, metrics: dict[str, float]) -> bool:
-    """Whether to store fp16. 'auto': only when fp16 keeps the task's headline test metric unchanged
-    (within the metric's ``tolerance``: exact for top-1, 0.01 dB for PSNR).
+    """Whether to store fp16. 'auto': only when fp16 keeps the task's headline test metric
+    unchanged: within the metric's ``tolerance`` (exact for top-1, 0.01 dB for PSNR) or as
+    the tables show it (:meth:`Metric.format`: mIoU moves in its last float bits under any
+    rounding, which no table shows).
 
     With fp16 storage, ``metrics`` gets the rounded model's test metrics (what users
     load) and keeps the fp32 figures as ``test_<metric>_fp32``.
@@ -75,7 +77,9 @@ def storage_decision(storage: str, task: Task, model: Any, loader: Any, metrics:
         return False
     rounded = _fp16_rounded(task, model, loader)
     headline = task.primary_metric
-    if storage == "auto" and abs(rounded[headline.name] - metrics[f"test_{headline.name}"]) > headline.tolerance:
+    before, after = metrics[f"test_{headline.name}"], rounded[headline.name]
+    unchanged = abs(after - before) <= headline.tolerance or headline.format(after) == headline.format(before)
+    if storage == "auto" and not unchanged:
         return False
     for name, value in rounded.items():
         metrics[f"test_{name}_fp32"] = metrics[f"test_{name}"]

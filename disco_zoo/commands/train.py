@@ -40,7 +40,9 @@ def _check_init_fits(checkpoint: "Checkpoint", entry: "ModelEntry", task_name: s
 
 def train_command(
     model: str = typer.Argument(..., help="Dense architecture, e.g. resnet50."),
-    data: str = typer.Option("digits", "--data", help="'digits' (embedded) or an ImageFolder root with train/ and val/."),
+    data: Optional[str] = typer.Option(
+        None, "--data", help="The task's embedded set (default: 'digits' for classification, 'digit_canvas' for "
+                             "segmentation) or a folder root with train/ and val/ (ImageFolder; mask folder)."),
     init: Optional[str] = typer.Option(
         None, "--init", help="Weights to start from: a dense model folder or name, a .safetensors state dict, or a "
                              "timm/Hugging Face folder with model.safetensors (a head for other classes is re-initialised)."),
@@ -51,7 +53,7 @@ def train_command(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N images per split (quick runs)."),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(2, "--threads", min=1, help="torch intra-op threads."),
-    storage: str = typer.Option("auto", "--storage", help="auto (fp16 when test top-1 is unchanged, else fp32) | fp16 | fp32."),
+    storage: str = typer.Option("auto", "--storage", help="auto (fp16 when the task's headline test metric is unchanged, else fp32) | fp16 | fp32."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default: $DISCO_ZOO_HUB or hub/, <arch>.<data>)."),
     force: bool = typer.Option(False, "--force", help="Replace a published folder (in hub/ or $DISCO_ZOO_HUB) and its card."),
     model_args: list[str] = typer.Option([], "--arg", help="Builder argument KEY=VALUE (int/float/str), repeatable."),
@@ -79,7 +81,7 @@ def train_command(
     checkpoint = read_init(init) if init is not None else None  # a bad --init fails before the data is read
     if checkpoint is not None:
         _check_init_fits(checkpoint, entry, task.name)
-    train_data = task.train_data(data, input_size, batch_size, seed, limit)
+    train_data = task.train_data(data or task.embedded_dataset, input_size, batch_size, seed, limit)
     loaders, info = train_data.loaders, train_data.info
     folder = check_not_published(out or default_store() / f"{entry.arch}.{info.name}", force)  # before training
     args = {**(checkpoint.args if checkpoint else {}), **train_data.model_args, **parse_model_args(model_args)}
