@@ -42,7 +42,7 @@ def test_folder_card_metadata_parses_back_to_the_recorded_values(name, results):
     (result,) = data.eval_results
     assert (result.task_type, result.dataset_type, result.dataset_split) == (task_of(config).hub_tag, config.dataset, "test")
     if config.kind == "disco":
-        assert result.metric_value == results[name].accuracy.disco_top1
+        assert result.metric_value == results[name].accuracy.disco[task_of(config).primary_metric.name]
         assert data.base_model == load_folder_config(REPO_HUB / config.dense).hf_hub_id
     else:
         assert result.metric_value == config.metrics[f"test_{task_of(config).primary_metric.name}"]

@@ -2,8 +2,8 @@
 
 Why torchvision's own classes: the zoo's segmenters must be the real architectures
 (``DeepLabV3`` + ``DeepLabHead`` on a ResNet backbone, LR-ASPP on MobileNetV3-Large),
-not forks. A ResNet-18 backbone at output stride 16 (dilation in layer4 only) keeps CPU
-training feasible. Both return torchvision's ``OrderedDict({"out": logits})``; taking
+not forks. DeepLabV3 reads ResNet-18's C4 features (output stride 16), which keeps CPU
+training feasible and the weights small. Both return torchvision's ``OrderedDict({"out": logits})``; taking
 ``"out"`` is the segmentation task's job, not the model's.
 """
 from __future__ import annotations
@@ -26,33 +26,23 @@ def _describe(model: Any, num_classes: int) -> Any:
     return model
 
 
-def _dilate_last_stage(backbone: Any) -> Any:
-    """``replace_stride_with_dilation=[False, False, True]`` for a ResNet of BasicBlocks.
-
-    torchvision refuses dilation in ``BasicBlock`` (only Bottleneck takes it), so this
-    sets on the built modules what ``ResNet._make_layer`` would: layer4's first block
-    loses its stride (conv and shortcut) and keeps dilation 1, the later blocks' 3x3
-    convs get dilation 2 (padding 2, same size). Output stride 32 -> 16.
-    """
-    first, *rest = backbone.layer4
-    first.conv1.stride = (1, 1)
-    if first.downsample is not None:
-        first.downsample[0].stride = (1, 1)
-    for block in rest:
-        for conv in (block.conv1, block.conv2):
-            conv.dilation, conv.padding = (2, 2), (2, 2)
-    return backbone
-
-
 def build_deeplabv3_resnet18(num_classes: int = DEFAULT_NUM_CLASSES, **kwargs: Any) -> Any:
-    """DeepLabV3 with a ResNet-18 backbone at output stride 16, no auxiliary head."""
+    """DeepLabV3 on ResNet-18's first three stages (its C4 features: 256 channels at
+    output stride 16), no auxiliary head.
+
+    Why C4 and not a dilated layer4: torchvision's ``BasicBlock`` refuses dilation, and
+    layer4 plus an ASPP over 512 channels is 16M parameters, 31 MB even in fp16, which
+    the repository's weights budget (hub/ under 250 MB) cannot hold twice (dense and
+    DISCO). Stopping at layer3 gives the same output stride with 5.6M parameters; the
+    head is torchvision's own ``DeepLabHead`` (ASPP rates 12/24/36).
+    """
     from torchvision.models import resnet18
     from torchvision.models._utils import IntermediateLayerGetter
     from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
 
-    backbone = _dilate_last_stage(resnet18(weights=None, **kwargs))
-    body = IntermediateLayerGetter(backbone, return_layers={"layer4": "out"})
-    return _describe(DeepLabV3(body, DeepLabHead(backbone.fc.in_features, num_classes)), num_classes)
+    backbone = resnet18(weights=None, **kwargs)
+    body = IntermediateLayerGetter(backbone, return_layers={"layer3": "out"})
+    return _describe(DeepLabV3(body, DeepLabHead(backbone.layer3[-1].conv2.out_channels, num_classes)), num_classes)
 
 
 def build_lraspp_mobilenet_v3_large(num_classes: int = DEFAULT_NUM_CLASSES, **kwargs: Any) -> Any:
@@ -64,7 +54,7 @@ def build_lraspp_mobilenet_v3_large(num_classes: int = DEFAULT_NUM_CLASSES, **kw
 
 
 _DENSE = (
-    ("deeplabv3_resnet18", "build_deeplabv3_resnet18", "torchvision DeepLabV3, ResNet-18 backbone (output stride 16)"),
+    ("deeplabv3_resnet18", "build_deeplabv3_resnet18", "torchvision DeepLabV3 on ResNet-18 C4 features (layers 1-3, output stride 16)"),
     ("lraspp_mobilenet_v3_large", "build_lraspp_mobilenet_v3_large", "torchvision LR-ASPP, MobileNetV3-Large backbone"),
 )
 
