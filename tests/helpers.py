@@ -76,28 +76,8 @@ TINY_SWIN = (
 def sparse_disco_folder(tmp_path, nodes, ratios=None, seed=0, arch="resnet18", args=None):
     """``arch`` (10 classes) over ``nodes`` nodes with random S_kj subsets, random BN
     statistics and some own channels compute-pruned, saved as shards; returns (folder,
-    masked model, partition)."""
-    from disco_zoo.disco.adapters import apply_partition, get_partition, to_disco
-    from disco_zoo.disco.shards import save_shards
-    from disco_zoo.registry import build_model
-
-    torch.manual_seed(seed)
-    args = {**(args or {}), "num_classes": 10}
-    model = to_disco(build_model(arch, **args), nodes, ratios).eval()
-    rng = random.Random(seed)
-    part = get_partition(model).with_random_selection(rng)
-    for layer in part.layers.values():
-        if layer.mode == "split":
-            # compute pruning: each node skips some of its own channels
-            layer.dropped = [sorted(c for c in own if rng.random() < 0.1) for own in layer.in_groups]
-    apply_partition(model, part)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.normal_(0, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    folder = tmp_path / "shards"
-    save_shards(model, folder, extra={"arch": arch, "args": args})
-    return folder, model, part
+    masked model, partition). (:func:`graph_disco_folder` with the classifier's size set.)"""
+    return graph_disco_folder(tmp_path, arch, nodes, ratios, {**(args or {}), "num_classes": 10}, seed)
 
 
 def check_disco_run(folder, model, part, backend, nodes, wire_dtype="fp32", shape=None):

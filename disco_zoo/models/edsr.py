@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from disco_zoo.models.sr_config import with_sr_config
 from disco_zoo.registry import ModelEntry, register_model
 
 __all__ = ["build_edsr", "TRAIN_PATCH"]
@@ -72,9 +73,7 @@ def build_edsr(scale: int = 2, n_resblocks: int = 16, n_feats: int = 64, res_sca
     if scale not in (2, 3):
         raise DiscoZooError(f"EDSR here builds scale 2 or 3 (one pixel shuffle), got scale={scale!r}")
     model = _model_classes()(scale, n_resblocks, n_feats, res_scale, **kwargs)
-    model.pretrained_cfg = {"input_size": (3, TRAIN_PATCH, TRAIN_PATCH), "fixed_input_size": False,
-                            "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "scale": scale}
-    return model
+    return with_sr_config(model, TRAIN_PATCH, scale)
 
 
 register_model(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from disco_zoo.models.sr_config import with_sr_config
 from disco_zoo.registry import ModelEntry, register_model
 
 __all__ = ["build_espcn", "TRAIN_PATCH"]
@@ -47,9 +48,7 @@ def build_espcn(scale: int = 2, **kwargs: Any) -> Any:
     if not isinstance(scale, int) or scale < 2:
         raise DiscoZooError(f"ESPCN needs an integer scale >= 2, got scale={scale!r}")
     model = _model_class()(scale, **kwargs)
-    model.pretrained_cfg = {"input_size": (3, TRAIN_PATCH, TRAIN_PATCH), "fixed_input_size": False,
-                            "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "scale": scale}
-    return model
+    return with_sr_config(model, TRAIN_PATCH, scale)
 
 
 register_model(
