@@ -8,6 +8,7 @@ from disco_zoo.errors import DiscoZooError
 from disco_zoo.harness import EvalOptions, EvalReport, evaluate
 from disco_zoo.hub import get_pretrained_cfg, list_pretrained
 from disco_zoo.model_cards import RESULTS_DIR, write_cards
+from disco_zoo.tasks import find_metric
 
 SPECS = json.loads((Path(__file__).resolve().parent.parent / "eval" / "specs.json").read_text())
 PUBLISHED_DISCO = [name for name in list_pretrained() if get_pretrained_cfg(name).kind == "disco"]
@@ -28,8 +29,12 @@ def test_recorded_results_reproduce(name):
     # The runtime's counters agree with the accounting, pair by pair, to the byte.
     assert fresh.at_input.measured_bytes_per_pair == fresh.at_input.bytes_per_pair
     assert fresh.at_input.input_scatter_bytes == fresh.at_input.input_scatter_bytes_expected > 0
-    # The distributed run classifies exactly like the single-process masked model.
-    assert fresh.accuracy.disco == fresh.accuracy.disco_single_process
+    # The distributed run answers like the single-process masked model: exactly where the
+    # metric counts right images (top-1), within float rounding of the outputs elsewhere.
+    for metric, value in fresh.accuracy.disco.items():
+        exact = find_metric(metric).per_image
+        tol = 0.0 if exact else SPECS["tolerance"][f"{metric}_abs"] / 10
+        assert abs(value - fresh.accuracy.disco_single_process[metric]) <= tol, metric
     assert fresh.accuracy.images == recorded.accuracy.images
     assert fresh.at_paper_size is None and fresh.latency is None
     assert EvalReport.from_dict(json.loads(fresh.to_json())) == fresh
