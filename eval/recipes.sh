@@ -32,6 +32,18 @@ disco-zoo train espcn_x2 --data photos --input-size 32 --batch-size 16 --epochs 
 disco-zoo train edsr_baseline_x2 --data photos --input-size 24 --batch-size 4 --epochs 11 --lr 5e-4 --seed 0 --threads 1 --out hub/edsr_baseline_x2.photos
 # Segmentation (dense): the embedded digit canvases (128 px, 600 train / 100 val / 120 test, written to the cache
 # as a mask folder), trained from scratch on CPU with nice -n 10 and one thread; --storage auto chose fp16 (mIoU
-# unchanged as shown). Measured here: the all-background floor is test mIoU 0.076 / pixel acc. 0.837.
-disco-zoo train deeplabv3_resnet18 --data digit_canvas --input-size 128 --epochs 8 --batch-size 8 --lr 2e-3 --threads 1 --seed 0
+# unchanged as shown). Measured here: the all-background floor is test mIoU 0.076 / pixel acc. 0.837. DeepLabV3 reads
+# ResNet-18's C4 features (5.6M parameters; the full layer4 + ASPP is 31 MB in fp16, too much for hub/): test mIoU
+# 0.454 in 8 epochs, ~14 min here under load; LR-ASPP 0.475 in 648 s.
+disco-zoo train deeplabv3_resnet18 --data digit_canvas --input-size 128 --epochs 8 --batch-size 8 --lr 2e-3 --threads 1 --seed 0 --out hub/deeplabv3_resnet18.digit_canvas
 disco-zoo train lraspp_mobilenet_v3_large --data digit_canvas --input-size 128 --epochs 12 --batch-size 8 --lr 2e-3 --threads 1 --seed 0
+# DISCO variants of the segmentation and SR models: the same group-lasso sparsification as the classifiers, to 0.2 of
+# dense within-layer-parallel traffic, with a FLOPs budget (--compute: pruning inside the diagonal blocks) and a
+# per-node weights cap. Measured here: ESPCN 34.69 dB (dense 34.71), EDSR 35.01 dB (dense 35.17: -0.16 dB with only
+# 1+2 epochs, one more fine-tune epoch did not fit this session's CPU).
+disco-zoo sparsify espcn_x2_disco_2node --init hub/espcn_x2.photos --data photos --input-size 32 --batch-size 16 --traffic 0.2 --compute 0.55 --params 0.5 --epochs 15 --finetune-epochs 30 --lr 1e-3 --seed 0 --out hub/espcn_x2_disco_2node.photos
+disco-zoo sparsify edsr_baseline_x2_disco_2node --init hub/edsr_baseline_x2.photos --data photos --input-size 24 --batch-size 4 --traffic 0.2 --compute 0.55 --params 0.5 --epochs 1 --finetune-epochs 2 --lr 2e-4 --seed 0 --out hub/edsr_baseline_x2_disco_2node.photos
+# An unequal split chosen by the planner: `disco-zoo plan resnet18-disco-2node --devices four-mixed-ethernet
+# --input-size 224` puts node 0 on the phone and node 1 on the Raspberry Pi and predicts the lowest latency at a
+# 0.60/0.40 split (1.19x faster than 0.50/0.50). Node 0's diagonal block alone is 0.36 of the weights: --params 0.38.
+disco-zoo sparsify resnet18_disco_2node --init hub/resnet18.digits --ratios 0.6,0.4 --traffic 0.2 --params 0.38 --epochs 4 --finetune-epochs 3 --seed 0 --storage fp16 --out hub/resnet18_disco_2node.digits_r60

@@ -125,3 +125,14 @@ def test_the_train_command_trains_a_segmenter_on_a_mask_folder_and_the_folder_lo
     split = SEG.eval_split(str(data), config)
     assert SEG.score(SEG.predict(model, split.inputs), split.targets)["miou"] == pytest.approx(
         config.metrics["test_miou"], abs=1e-6)
+
+
+def test_run_summary_names_the_predicted_mask_classes_by_area():
+    from disco_zoo.tasks import get_task
+
+    logits = torch.zeros(1, 3, 4, 4)
+    logits[0, 2, :, :3] = 1.0  # class 2 on 12 pixels, class 0 on the other 4
+    task = get_task("segmentation")
+    summary = task.summary({"out": logits})
+    assert summary == {"mask_shape": [4, 4], "classes": [{"class": 2, "pixels": 12}, {"class": 0, "pixels": 4}]}
+    assert task.summary_line(summary) == "predicted mask 4x4, largest classes: 2 (75%), 0 (25%)"

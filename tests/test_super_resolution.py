@@ -228,3 +228,15 @@ def test_fp16_storage_is_chosen_when_psnr_moves_less_than_its_tolerance(tmp_path
     fp32 = metrics["test_psnr"]
     assert storage_decision("auto", SR, net, data.loaders["test"], metrics) is True
     assert metrics["test_psnr_fp32"] == fp32 and abs(metrics["test_psnr"] - fp32) <= SR.primary_metric.tolerance
+
+
+def test_run_summary_gives_the_upscaled_size_and_range():
+    import torch
+
+    from disco_zoo.tasks import get_task
+
+    task = get_task("super_resolution")
+    out = torch.linspace(-0.5, 1.5, 3 * 4 * 6).reshape(1, 3, 4, 6).repeat(2, 1, 1, 1)
+    summary = task.summary(out)
+    assert summary == {"output_shape": [3, 4, 6], "min": 0.0, "max": 1.0}  # clamped to [0, 1]
+    assert "3x4x6" in task.summary_line(summary)

@@ -178,13 +178,15 @@ def run_report(
     merged = ByteCounter.merge([r["bytes"] for r in results])
     from disco_zoo.runtime.session import OUTPUT_KEY, decode_output
 
-    logits = decode_output(next(r[OUTPUT_KEY] for r in results if OUTPUT_KEY in r))[0].tolist()
-    top = sorted(range(len(logits)), key=lambda i: -logits[i])[:5]
+    from disco_zoo.tasks import task_of
+
+    task = task_of(config)
+    output = decode_output(next(r[OUTPUT_KEY] for r in results if OUTPUT_KEY in r))
     return {
         "model": model, "weights": weights, "nodes": world, "engines": engines, "backend": backend,
         "wire_dtype": wire_dtype,
         "link": link.to_dict(), "input": str(image) if image else "random", "input_size": size,
-        "top5": [{"class": i, "logit": logits[i]} for i in top],
+        "task": task.name, **task.summary(output),
         "ranks": [
             {"rank": r["rank"], "engine": r.get("engine", "torch"), "load_s": r["load_s"], "time_s": min(r["times_s"]), "times_s": r["times_s"],
              "bytes_sent": sum(r["bytes"]["pairs"].values()), "params": r["params"], "weight_mib": r["weight_bytes"] / 2**20, "peak_rss_mib": r["maxrss_kb"] / 1024}
@@ -231,7 +233,9 @@ def _print(report: dict[str, Any]) -> None:
         f"{report['model']} ({report['weights']}) on {report['nodes']} nodes ({','.join(report['engines'])}) over {report['backend']}, "
         f"{report['wire_dtype']} on the wire, {shaped}; input {report['input']} {report['input_size']}px"
     )
-    console.print("top-5: " + ", ".join(f"{t['class']} ({t['logit']:.3f})" for t in report["top5"]))
+    from disco_zoo.tasks import get_task
+
+    console.print(get_task(report["task"]).summary_line(report))
     table = Table()
     for column in ("rank", "load s", "inference ms", "bytes sent", "params", "weights MiB", "peak RSS MiB"):
         table.add_column(column, justify="right")

@@ -151,6 +151,15 @@ class Task(ABC):
     def concat(self, parts: Sequence[Any]) -> Any:
         """Join per-batch predictions (or targets) into one."""
 
+    @abstractmethod
+    def summary(self, outputs: Any) -> dict[str, Any]:
+        """What ``disco-zoo run`` reports of one batch's raw outputs (JSON-able; its first
+        image): the top classes, the predicted mask's classes, the upscaled image's size."""
+
+    @abstractmethod
+    def summary_line(self, summary: dict[str, Any]) -> str:
+        """:meth:`summary` as one line for a terminal."""
+
     def predict(self, model: nn.Module, inputs: Any) -> Any:
         """Predictions of ``model`` (eval mode, no gradients) on one batch."""
         import torch

@@ -128,6 +128,16 @@ class ClassificationTask(Task):
 
         return torch.as_tensor(outputs).argmax(1)
 
+    def summary(self, outputs: Any) -> dict[str, Any]:
+        import torch
+
+        logits = torch.as_tensor(outputs)[0].tolist()
+        top = sorted(range(len(logits)), key=lambda i: -logits[i])[:5]
+        return {"top5": [{"class": i, "logit": logits[i]} for i in top]}
+
+    def summary_line(self, summary: dict[str, Any]) -> str:
+        return "top-5: " + ", ".join(f"{t['class']} ({t['logit']:.3f})" for t in summary["top5"])
+
     def score(self, predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
         return {TOP1.name: float((predictions == targets).float().mean())}
 

@@ -218,6 +218,20 @@ class SegmentationTask(Task):
 
         return torch.as_tensor(_logits(outputs)).argmax(1)
 
+    def summary(self, outputs: Any) -> dict[str, Any]:
+        import torch
+
+        mask = self.predictions(outputs)[0]
+        counts = torch.bincount(mask.flatten())
+        top = sorted(((int(c), i) for i, c in enumerate(counts.tolist()) if c), reverse=True)[:5]
+        return {"mask_shape": list(mask.shape), "classes": [{"class": i, "pixels": c} for c, i in top]}
+
+    def summary_line(self, summary: dict[str, Any]) -> str:
+        height, width = summary["mask_shape"]
+        total = height * width
+        return f"predicted mask {height}x{width}, largest classes: " + ", ".join(
+            f"{c['class']} ({c['pixels'] / total:.0%})" for c in summary["classes"])
+
     def score(self, predictions: torch.Tensor, targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> dict[str, float]:
         import torch
 

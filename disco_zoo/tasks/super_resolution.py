@@ -207,6 +207,14 @@ class SuperResolutionTask(Task):
 
         return torch.as_tensor(outputs).detach().float().clamp(0, 1).mul(255).round().div(255)
 
+    def summary(self, outputs: Any) -> dict[str, Any]:
+        image = self.predictions(outputs)[0]
+        return {"output_shape": list(image.shape), "min": float(image.min()), "max": float(image.max())}
+
+    def summary_line(self, summary: dict[str, Any]) -> str:
+        channels, height, width = summary["output_shape"]
+        return f"upscaled image {channels}x{height}x{width}, values in [{summary['min']:.3f}, {summary['max']:.3f}]"
+
     def score(self, predictions: Sequence[Any], targets: Sequence[SRTarget]) -> dict[str, float]:
         """Mean PSNR and SSIM on Y over images (one prediction per target, in order)."""
         predictions, targets = list(predictions), list(targets)
