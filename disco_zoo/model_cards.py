@@ -156,6 +156,9 @@ def _metric_table(config: FolderConfig, task: Task, result: EvalReport | None) -
 
 def _speed_lines(result: EvalReport, plot_link: str) -> list[str]:
     lines = ["## Speed, and against what", "", BASELINES, ""]
+    if not _sections(result):
+        lines += [f"Latency not recorded yet (the result was measured with `--no-latency`); `disco-zoo eval "
+                  f"{result.model} --out eval/results/{result.model}.json` on a quiet machine records it.", ""]
     for lat in _sections(result):
         size = f"{lat.input_size}x{lat.input_size}"
         lines += [f"At {size}, batch 1, one thread per process (one dense device: {lat.dense_single_ms:.1f} ms):", "",
