@@ -12,7 +12,10 @@ RECORDED = sorted(RESULTS_DIR.glob("*.json"))
 
 
 def _doc(path=None):
-    return json.loads((path or RECORDED[0]).read_text())
+    """A recorded result: ``path``'s, else the first that has every section (latency included)."""
+    if path is None:
+        path = next(p for p in RECORDED if "latency" in json.loads(p.read_text()))
+    return json.loads(path.read_text())
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=lambda p: p.stem)
