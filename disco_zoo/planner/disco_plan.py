@@ -18,6 +18,7 @@ variant at another ratio must be trained (``disco-zoo sparsify --ratios``) befor
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -75,10 +76,7 @@ def disco_facts(model: Any, name: str, input_shape: tuple[int, ...], dtype_bytes
 
 def _positions(out_shape: tuple[int, ...]) -> int:
     """Batch x spatial positions of a conv output (everything but the channel dim)."""
-    count = 1
-    for i, s in enumerate(out_shape):
-        count *= s if i != 1 else 1
-    return count
+    return math.prod(out_shape) // out_shape[1]
 
 
 @dataclass(frozen=True)

@@ -37,14 +37,14 @@ def dense_architecture(config: Any) -> Any:
     return build_model(dense, **{**kwargs, **args})
 
 
-def published_variants(config: Any) -> dict[str, float]:
-    """Published DISCO variants with the same dense counterpart and node count: name -> node 0's share."""
+def published_variants(config: Any, same_nodes: bool = True) -> dict[str, float]:
+    """Published DISCO variants with the same dense counterpart (and node count): name -> node 0's share."""
     from disco_zoo.hub import get_pretrained_cfg, list_pretrained
 
     out = {}
     for name in list_pretrained():
         other = get_pretrained_cfg(name)
-        if other.kind == "disco" and other.dense == config.dense and other.nodes == config.nodes:
+        if other.kind == "disco" and other.dense == config.dense and (other.nodes == config.nodes or not same_nodes):
             part_ratios = (other.partition or {}).get("ratios") or other.ratios
             out[name] = _share(part_ratios, other.nodes)
     return out
@@ -137,12 +137,8 @@ def compare_report(name: str, profile: Profile, input_size: int | None = None,
     side = input_size or config.input_size[-1]
     dense_name, graph = _dense_graph(config, side)
     variants, skipped = {}, []
-    from disco_zoo.hub import list_pretrained
-
-    for other in list_pretrained():
+    for other in published_variants(config, same_nodes=False):
         cfg = get_pretrained_cfg(other)
-        if cfg.kind != "disco" or cfg.dense != config.dense:
-            continue
         if cfg.nodes > len(profile):
             skipped.append(other)
             continue
