@@ -8,6 +8,8 @@ import typer
 
 from disco_zoo.errors import DiscoZooError
 
+OVERRUN_WARN = 0.05  # run-plan warns when the host ran this much (of the prediction) behind the devices
+
 if TYPE_CHECKING:
     from disco_zoo.planner.profiles import Profile
 
@@ -198,6 +200,20 @@ def run_plan_command(
                   f"{report['predicted_this_run_s'] * 1e3:.2f}" if stretch else "-")
     table.add_row("bytes", str(report["bytes_measured"]), str(report["bytes_predicted"]))
     Console().print(table)
+    if stretch:
+        Console().print(f"measured / predicted: {report['measured_latency_s'] / report['predicted_this_run_s']:.3f}")
+        _warn_overrun(report, slowdown)
+
+
+def _warn_overrun(report: dict[str, Any], slowdown: float) -> None:
+    """Say so when this host computed slower than the emulated devices: stretching cannot
+    speed a unit up, so the measurement is then of this host, not of the plan."""
+    worst = max((r.get("overrun_s", 0.0) for r in report.get("per_rank", [])), default=report.get("overrun_s", 0.0))
+    worst = max(worst, report.get("overrun_s", 0.0))
+    if worst > OVERRUN_WARN * report["predicted_this_run_s"]:
+        typer.echo(f"warning: this host computed {worst * 1e3:.1f} ms slower than the emulated devices "
+                   f"({worst / report['predicted_this_run_s']:.0%} of the prediction), so measured exceeds predicted "
+                   f"for the host's sake; rerun with a larger --slowdown (e.g. {slowdown * 2:g})", err=True)
 
 
 def _reads_as(path: str, check: "Callable[[Any], bool]") -> bool:
@@ -231,6 +247,7 @@ def _run_disco_plan(plan: str, backend: str, stretch: bool, slowdown: float, emu
     table.add_row("bytes", str(report["bytes_measured"]), str(report["bytes_predicted"]))
     Console().print(table)
     Console().print(f"measured / predicted: {report['measured_over_predicted']:.3f}")
+    _warn_overrun(report, slowdown)
 
 
 def register(app: typer.Typer) -> None:

@@ -64,4 +64,5 @@ def execute_disco_plan(plan_path: str, *, backend: str = "mpi", slowdown: float 
         "predicted_this_run_s": predicted, "measured_over_predicted": measured / predicted,
         "bytes_measured": run.bytes_total, "bytes_predicted": sum(programs.bytes_per_pair.values()),
         "host_rate_share": host,
+        "overrun_s": max(statistics.median(r["overrun_s"]) for r in run.per_rank),
     }

@@ -18,6 +18,7 @@ a core cannot be emulated and is refused (``slowdown`` divides every profile rat
 """
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import replace
 from typing import Any
@@ -36,6 +37,7 @@ from disco_zoo.registry import build_model
 from disco_zoo.runtime.host_rate import host_rate_share
 from disco_zoo.runtime.session import rank_report, run_entry, seeded_input, unique_tags
 from disco_zoo.runtime.transport import Transport
+from disco_zoo.runtime.wire import wait_until
 from disco_zoo.timing.links import Link
 
 __all__ = ["run_plan_rank", "execute_plan", "plan_tags", "plan_output_device", "slowed", "ideal_links",
@@ -91,8 +93,10 @@ def _rows_of(t: torch.Tensor, rows: tuple[int, int], first: int) -> torch.Tensor
 
 
 def run_plan_rank(transport: Transport, plan_path: str, seed: int = 0, stretch: bool = False,
-                  slowdown: float = 1.0) -> dict[str, Any]:
-    """Launch entry: this rank's stored units of one inference; the output device returns the output."""
+                  slowdown: float = 1.0, warmup: int = 1, repeats: int = 3) -> dict[str, Any]:
+    """Launch entry: this rank's stored units, ``warmup`` untimed then ``repeats`` timed
+    inferences (the median is reported: a first inference pays torch's one-time kernel
+    set-up, which no device profile models); the output device returns the output."""
     plan, _ = load_plan(plan_path)
     if len(plan.profile) != transport.world_size:
         raise DiscoZooError(f"plan has {len(plan.profile)} devices but {transport.world_size} ranks were started")
@@ -103,53 +107,63 @@ def run_plan_rank(transport: Transport, plan_path: str, seed: int = 0, stretch: 
     tags = plan_tags(units)
     mine = {u.layer: u for u in units if u.device == me}
     x = seeded_input(plan.input_shape, seed)
-    held: dict[str, tuple[torch.Tensor, int]] = {}
-    sends, result, compute_s = [], None, 0.0
+
+    def _infer() -> tuple[Any, float, float, float]:
+        """One inference: (output or None, latency, compute seconds, overrun seconds)."""
+        held: dict[str, tuple[torch.Tensor, int]] = {}
+        sends, result, compute_s, overrun_s = [], None, 0.0, 0.0
+        transport.barrier()
+        transport.counter.reset()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            for layer in graph:
+                unit = mine.get(layer.name)
+                if unit is None:
+                    continue
+                if layer.op == "input":
+                    out = x
+                else:
+                    inputs = []
+                    for req in unit.inputs:
+                        pieces = []
+                        for src in req.sources:
+                            if src.device == me:
+                                t, first = held[req.layer]
+                                pieces.append(_rows_of(t, src.rows, first))
+                            else:
+                                shape = list(graph[req.layer].output_shape)
+                                if len(shape) == 4:
+                                    shape[2] = src.rows[1] - src.rows[0]
+                                tag = tags[(req.layer, layer.name, src.device, me)]
+                                pieces.append(transport.recv(shape, torch.float32, src.device, tag))
+                        t = torch.cat(pieces, dim=2) if pieces[0].dim() == 4 and len(pieces) > 1 else pieces[0]
+                        inputs.append((t, req.rows[0] if t.dim() == 4 else 0))
+                    c0 = time.perf_counter()
+                    out = inputs[0][0] if layer.op == "output" else compute_unit(graph, layer, unit.rows, inputs)
+                    spent = time.perf_counter() - c0
+                    want = compute_seconds(layer, unit.rows[1] - unit.rows[0], profile.devices[me].rate(layer.op))
+                    if stretch and want > spent:
+                        wait_until(time.monotonic() + want - spent)  # a plain sleep wakes late, per unit
+                    compute_s += max(spent, want) if stretch else spent
+                    overrun_s += max(0.0, spent - want) if stretch else 0.0
+                held[layer.name] = (out, unit.rows[0])
+                if layer.op == "output":
+                    result = out
+                for f in unit.forward:
+                    if f.device != me:
+                        piece = _rows_of(out, f.rows, unit.rows[0])
+                        sends.append(transport.isend(piece, f.device, tags[(layer.name, f.layer, me, f.device)]))
+        latency = time.perf_counter() - t0
+        for h in sends:
+            h.wait()
+        return result, latency, compute_s, overrun_s
+
+    runs = [_infer() for _ in range(warmup + max(1, repeats))][warmup:]
     transport.barrier()
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for layer in graph:
-            unit = mine.get(layer.name)
-            if unit is None:
-                continue
-            if layer.op == "input":
-                out = x
-            else:
-                inputs = []
-                for req in unit.inputs:
-                    pieces = []
-                    for src in req.sources:
-                        if src.device == me:
-                            t, first = held[req.layer]
-                            pieces.append(_rows_of(t, src.rows, first))
-                        else:
-                            shape = list(graph[req.layer].output_shape)
-                            if len(shape) == 4:
-                                shape[2] = src.rows[1] - src.rows[0]
-                            tag = tags[(req.layer, layer.name, src.device, me)]
-                            pieces.append(transport.recv(shape, torch.float32, src.device, tag))
-                    t = torch.cat(pieces, dim=2) if pieces[0].dim() == 4 and len(pieces) > 1 else pieces[0]
-                    inputs.append((t, req.rows[0] if t.dim() == 4 else 0))
-                c0 = time.perf_counter()
-                out = inputs[0][0] if layer.op == "output" else compute_unit(graph, layer, unit.rows, inputs)
-                spent = time.perf_counter() - c0
-                want = compute_seconds(layer, unit.rows[1] - unit.rows[0], profile.devices[me].rate(layer.op))
-                if stretch and want > spent:
-                    time.sleep(want - spent)
-                compute_s += max(spent, want) if stretch else spent
-            held[layer.name] = (out, unit.rows[0])
-            if layer.op == "output":
-                result = out
-            for f in unit.forward:
-                if f.device != me:
-                    piece = _rows_of(out, f.rows, unit.rows[0])
-                    sends.append(transport.isend(piece, f.device, tags[(layer.name, f.layer, me, f.device)]))
-    latency = time.perf_counter() - t0
-    for h in sends:
-        h.wait()
-    transport.barrier()
+    pick = sorted(range(len(runs)), key=lambda i: runs[i][1])[len(runs) // 2]  # the median inference
+    result, latency, compute_s, overrun_s = runs[pick]
     return rank_report(transport, plan_output_device(graph, units), result, latency_s=latency, compute_s=compute_s,
-                       units=len(mine))
+                       overrun_s=overrun_s, latencies_s=[r[1] for r in runs], units=len(mine))
 
 
 def _refuse_unemulatable(profile: Profile, n: int) -> float:
@@ -178,17 +192,19 @@ def execute_plan(plan_path: str, *, backend: str = "mpi", seed: int = 0, stretch
     run = run_entry(EDGEFLOW_ENTRY, n, backend,
                     args={"plan_path": str(plan_path), "seed": seed, "stretch": stretch, "slowdown": slowdown},
                     timeout_s=timeout_s, link=link, wall_timeout_s=timeout_s * 3)
+    rounds = [max(r["latencies_s"][i] for r in run.per_rank) for i in range(len(run.per_rank[0]["latencies_s"]))]
     run_profile = profile if emulate_links else ideal_links(profile)
     predicted = simulate_units(graph, units, run_profile)  # its compute is only what a run shows when stretched
     return {
         "model": plan.model,
         "devices": [d.name for d in plan.profile.devices],
-        "measured_latency_s": max(r["latency_s"] for r in run.per_rank),
+        "measured_latency_s": statistics.median(rounds),
+        "rounds_s": rounds,
         "predicted_latency_s": simulate_units(graph, units, profile).latency_s,
         "predicted_this_run_s": predicted.latency_s,
         "bytes_measured": run.bytes_total,
         "bytes_predicted": predicted.bytes_total,
-        "per_rank": [{k: r[k] for k in ("rank", "latency_s", "compute_s", "units")} for r in run.per_rank],
+        "per_rank": [{k: r[k] for k in ("rank", "latency_s", "compute_s", "overrun_s", "units")} for r in run.per_rank],
         "output_rank": run.output_rank,
         "logits": run.output.tolist(),
         "host_rate_share": host,
