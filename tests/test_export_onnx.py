@@ -165,6 +165,32 @@ def test_published_models_onnx_equals_torch(name):
     assert all(not r["engine"] == "torch" for r in onnx_run["ranks"])
 
 
+def _as_dict(output):
+    """A model output as {key: tensor} (segmenters return torchvision's dict, SR nets a tensor)."""
+    return dict(output) if isinstance(output, dict) else {"": output}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["deeplabv3_resnet18_disco_2node.digit_canvas",
+                                  "lraspp_mobilenet_v3_large_disco_2node.digit_canvas",
+                                  "edsr_baseline_x2_disco_2node.photos", "espcn_x2_disco_2node.photos"])
+def test_published_dense_prediction_models_onnx_equals_torch(name):
+    """The segmentation and SR 2-node models: the onnx engine's whole spatial output (the
+    gathered last layer) == the torch engine's within 1e-4, and the same bytes per pair."""
+    from disco_zoo.commands.run import run_report
+
+    torch_run = run_report(name, engine="torch", keep_output=True)
+    for engine in ("onnx", "torch,onnx"):
+        run = run_report(name, engine=engine, keep_output=True)
+        assert run["bytes_per_pair"] == torch_run["bytes_per_pair"]
+        got, want = _as_dict(run["output"]), _as_dict(torch_run["output"])
+        assert got.keys() == want.keys(), engine
+        for key in want:
+            assert got[key].shape == want[key].shape and want[key].dim() == 4, (engine, key)
+            assert torch.allclose(got[key], want[key], atol=1e-4, rtol=0), (engine, key)
+        assert [r["engine"] for r in run["ranks"]] == engine.split(",") * (2 // len(engine.split(",")))
+
+
 @pytest.mark.slow
 def test_eval_engine_onnx_reproduces_the_recorded_accuracy():
     """`eval --engine onnx`: the distributed accuracy run on onnxruntime ranks scores what

@@ -121,3 +121,19 @@ def test_emulated_pair_links_slow_the_run_by_their_own_latency(tmp_path) -> None
     slow = execute_plan(str(slow_path), stretch=False, emulate_links=True, timeout_s=120)
     assert slow["links_emulated"] and slow["bytes_measured"] == slow["bytes_predicted"]
     assert slow["measured_latency_s"] >= fast["measured_latency_s"] + 0.14
+
+
+def test_run_plan_warns_when_the_host_is_slower_than_its_devices(capsys):
+    """A unit the host computes slower than its device cannot be stretched back: run-plan
+    says so (with a larger --slowdown to try) instead of blaming the plan's prediction."""
+    from disco_zoo.commands.plan import _warn_overrun
+
+    report = {"predicted_this_run_s": 0.1, "per_rank": [{"overrun_s": 0.001}, {"overrun_s": 0.002}]}
+    _warn_overrun(report, slowdown=4)
+    assert capsys.readouterr().err == ""
+    report["per_rank"][1]["overrun_s"] = 0.03
+    _warn_overrun(report, slowdown=4)
+    err = capsys.readouterr().err
+    assert "30.0 ms slower" in err and "--slowdown (e.g. 8)" in err
+    _warn_overrun({"predicted_this_run_s": 0.1, "overrun_s": 0.02}, slowdown=1)  # a DISCO plan's report
+    assert "--slowdown (e.g. 2)" in capsys.readouterr().err

@@ -136,9 +136,10 @@ def run_report(
     model: str, nodes: int | None = None, backend: str = "mpi", bandwidth: str | None = None,
     latency: str | None = None, image: Path | None = None, input_size: int | None = None,
     wire_dtype: str = "fp32", timeout_s: float = 60.0, warmup: int = 0, repeats: int = 1, threads: int = 1,
-    untrained: bool = False, engine: str = "torch",
+    untrained: bool = False, engine: str = "torch", keep_output: bool = False,
 ) -> dict[str, Any]:
-    """Run MODEL distributed and return the JSON-able report ``run`` prints.
+    """Run MODEL distributed and return the JSON-able report ``run`` prints
+    (``keep_output``: plus the model's whole output, under ``"output"``, not JSON-able).
 
     ``engine`` is 'torch', 'onnx' (every node exported, run by the lean onnxruntime
     runner) or one engine per rank, comma-separated (``torch,onnx``)."""
@@ -182,7 +183,7 @@ def run_report(
 
     task = task_of(config)
     output = decode_output(next(r[OUTPUT_KEY] for r in results if OUTPUT_KEY in r))
-    return {
+    report = {
         "model": model, "weights": weights, "nodes": world, "engines": engines, "backend": backend,
         "wire_dtype": wire_dtype,
         "link": link.to_dict(), "input": str(image) if image else "random", "input_size": size,
@@ -195,6 +196,9 @@ def run_report(
         "bytes_total": sum(merged["pairs"].values()),
         "bytes_per_pair": {f"{s}->{d}": n for (s, d), n in sorted(merged["pairs"].items())},
     }
+    if keep_output:
+        report["output"] = output
+    return report
 
 
 def _engines(engine: str, world: int) -> list[str]:

@@ -23,7 +23,7 @@ from disco_zoo.edge.program import NodeProgram, load_program
 from disco_zoo.errors import DiscoZooError
 
 __all__ = ["NodeRunner", "run_program", "load_image", "load_sessions", "session_options", "make_transport",
-           "current_rss_bytes", "peak_rss_bytes", "OUTPUT_KEY", "encode_array"]
+           "current_rss_bytes", "peak_rss_bytes", "OUTPUT_KEY", "encode_array", "encode_output"]
 
 OUTPUT_KEY = "logits"  # as disco_zoo.runtime.session.OUTPUT_KEY (which imports torch)
 _NP = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "bool": np.bool_}
@@ -37,6 +37,14 @@ def encode_array(array: np.ndarray) -> dict[str, Any]:
     array = np.ascontiguousarray(array)
     return {"array": base64.b64encode(array.tobytes()).decode("ascii"), "dtype": str(array.dtype),
             "shape": list(array.shape)}
+
+
+def encode_output(array: np.ndarray, structure: dict[str, Any] | None) -> dict[str, Any]:
+    """The node's output in the structure the torch engine reports (a one-key dict for
+    torchvision's segmenters; see ``output_structure`` in the program)."""
+    if structure is None:
+        return encode_array(array)
+    return {"dict": {structure["dict"]: encode_array(array)}, "ordered": structure["ordered"]}
 
 
 def current_rss_bytes() -> int:
@@ -226,5 +234,5 @@ def run_program(t: Any, program: str, input_shape: list[int] | None = None, inpu
         "bytes": t.counter.to_dict(),
     }
     if t.rank == node.program["output_rank"]:
-        report[OUTPUT_KEY] = encode_array(out)
+        report[OUTPUT_KEY] = encode_output(out, node.program.get("output_structure"))
     return report

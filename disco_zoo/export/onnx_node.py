@@ -14,6 +14,7 @@ tests check on the wire.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 import warnings
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,21 @@ class _NodeGraph(nn.Module):
         return out, self.transport.token
 
 
-def _trace(folder: Path, k: int, input_shape: list[int]) -> tuple[SplitGraph, Any]:
+def _output_structure(spec: Any) -> dict[str, Any] | None:
+    """How the node model wraps its one output tensor (torchvision's segmenters return
+    ``OrderedDict(out=...)``), from torch.export's output spec, so that the lean runner
+    reports the structure the torch engine does; None for a bare tensor."""
+    model_out = spec.child(0)
+    if model_out.type in (dict, OrderedDict):
+        keys = list(model_out.context)
+        if len(keys) != 1:
+            raise DiscoZooError(f"the onnx export takes a model output of one tensor; this one is a dict of {keys}: "
+                                "return one tensor (or a dict with one key) from forward")
+        return {"dict": keys[0], "ordered": model_out.type is OrderedDict}
+    return None
+
+
+def _trace(folder: Path, k: int, input_shape: list[int]) -> tuple[SplitGraph, Any, dict[str, Any] | None]:
     from disco_zoo.runtime.disco_executor import build_node_model
 
     config = load_folder_config(folder)
@@ -63,7 +78,7 @@ def _trace(folder: Path, k: int, input_shape: list[int]) -> tuple[SplitGraph, An
         except Exception as err:  # what torch.export cannot trace, named in one line
             raise DiscoZooError(f"{config.name}: node {k} cannot be traced for export: "
                                 f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
-    return split_graph(program.module(), transport.records), part
+    return split_graph(program.module(), transport.records), part, _output_structure(program.call_spec.out_spec)
 
 
 def _export_segment(module: nn.Module, examples: list[torch.Tensor], inputs: list[str], outputs: list[str],
@@ -90,7 +105,7 @@ def _initializer_sizes(path: Path) -> tuple[int, int]:
 
 def export_node(folder: Path, k: int, out: Path, input_shape: list[int]) -> dict[str, Any]:
     """Write node k's segments and program into ``out`` (a fresh directory); the program."""
-    graph, part = _trace(folder, k, input_shape)
+    graph, part, structure = _trace(folder, k, input_shape)
     segments = []
     for i, seg in enumerate(graph.segments):
         name = f"seg{i:03d}.onnx"
@@ -107,6 +122,7 @@ def export_node(folder: Path, k: int, out: Path, input_shape: list[int]) -> dict
     return {
         "format": PROGRAM_FORMAT, "model": load_folder_config(folder).name, "node": k, "nodes": part.nodes,
         "output_rank": output_rank, "input_shape": list(input_shape), "image": image, "output": graph.output,
+        "output_structure": structure,
         "shard": {"name": shard["name"], "sha256": shard["sha256"], "size": shard["size"]},
         "partition_sha256": partition_digest(raw["partition"]), "opset": OPSET,
         "segments": segments, "steps": graph.steps, "values": graph.values,
