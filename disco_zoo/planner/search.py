@@ -32,7 +32,7 @@ from disco_zoo.graph import LayerGraph
 from disco_zoo.planner.baselines import BASELINES
 from disco_zoo.planner.lp import PlanStats, device_subsets, fits_memory, plan_layers, ranges_from_counts, round_counts
 from disco_zoo.planner.profiles import Profile
-from disco_zoo.planner.simulate import predicted_latency
+from disco_zoo.planner.simulate import LayerEvents, predicted_latency
 from disco_zoo.planner.units import Placement, compute_seconds, extent, splittable
 
 __all__ = ["MIN_GAIN", "MAX_PASSES", "plan_edgeflow", "busy_bound", "compute_bound"]
@@ -71,7 +71,8 @@ def _used(placement: Placement, graph: LayerGraph) -> set[int]:
             for i, (a, b) in enumerate(placement[layer.name]) if b > a}
 
 
-def _improve(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanStats) -> _Candidate:
+def _improve(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanStats,
+             events: LayerEvents) -> _Candidate:
     """Look-ahead passes from ``seed`` until one gains < MIN_GAIN; the best plan seen."""
     best, current = seed, seed.placement
     for _ in range(MAX_PASSES):
@@ -80,7 +81,7 @@ def _improve(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanS
         except DiscoZooError:
             break
         stats.passes += 1
-        latency = predicted_latency(graph, placement, profile)
+        latency = predicted_latency(graph, placement, profile, events)
         gain = (best.latency_s - latency) / best.latency_s
         if latency < best.latency_s:
             best = _Candidate(placement, latency, f"{seed.origin}, improved by look-ahead", seed.devices)
@@ -90,7 +91,8 @@ def _improve(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanS
     return best
 
 
-def _restage(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanStats) -> _Candidate:
+def _restage(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanStats,
+             events: LayerEvents) -> _Candidate:
     """Hybrid of layer-wise and row splits: each stage (the layers of one height) in turn
     split in proportion to the rates of the k fastest devices, k = 1..n, or kept; the best
     by the replay is kept before the next stage."""
@@ -109,7 +111,7 @@ def _restage(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanS
             stats.restaged += 1
             if busy_bound(graph, placement, profile) >= best.latency_s:
                 continue
-            latency = predicted_latency(graph, placement, profile)
+            latency = predicted_latency(graph, placement, profile, events)
             if latency < best.latency_s:
                 best = _Candidate(placement, latency, f"{seed.origin}, re-split by stage", _used(placement, graph))
     return best
@@ -136,13 +138,14 @@ def _plan(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanStats]:
     t0, cpu0 = time.perf_counter(), time.process_time()
     scored: list[_Candidate] = []
     best = math.inf
+    events: LayerEvents = {}  # the replays' per-layer events, shared by every candidate
 
     def consider(placement: Placement, origin: str, devices: set[int], baseline: bool = False) -> None:
         nonlocal best
         if busy_bound(graph, placement, profile) >= best:
             stats.replays_skipped += 1  # its busiest device alone is no faster than the best so far
             return
-        scored.append(_Candidate(placement, predicted_latency(graph, placement, profile), origin, devices, baseline))
+        scored.append(_Candidate(placement, predicted_latency(graph, placement, profile, events), origin, devices, baseline))
         best = min(best, scored[-1].latency_s)
 
     subsets = sorted(device_subsets(profile), key=len, reverse=True)
@@ -168,9 +171,9 @@ def _plan(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanStats]:
     if not scored:
         raise full_error or DiscoZooError("no device subset can hold the model; give devices more memory_bytes")
     seed = min(scored, key=lambda c: c.latency_s)
-    winner = _improve(graph, profile, seed, stats)
+    winner = _improve(graph, profile, seed, stats, events)
     if winner is seed and seed.baseline:  # a baseline stands: re-split it stage by stage
-        winner = _restage(graph, profile, seed, stats)
+        winner = _restage(graph, profile, seed, stats, events)
     stats.origin = winner.origin
     stats.is_baseline = winner.baseline
     stats.plan_seconds = time.perf_counter() - t0
