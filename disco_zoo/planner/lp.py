@@ -103,18 +103,16 @@ def layer_room(graph: LayerGraph, layer: Layer) -> Room:
 
 def room_caps(room: Room, held: list[float], profile: Profile) -> list[int]:
     """Most rows each device can hold of a layer of ``room``, with ``held`` bytes of weights already there."""
-    h, caps = room.rows, []
-    for i, dev in enumerate(profile.devices):
-        avail = dev.memory_bytes - held[i] - room.weights
-        if avail < 0 or (room.whole and avail < room.whole_bytes):
-            caps.append(0)
-        elif room.whole:
-            caps.append(h)
-        elif room.per_row <= 0 or math.isinf(avail):
-            caps.append(h)
-        else:
-            caps.append(int(min(h, avail // room.per_row)))
-    return caps
+    return [_room_cap(room, dev.memory_bytes - held[i] - room.weights) for i, dev in enumerate(profile.devices)]
+
+
+def _room_cap(room: Room, avail: float) -> int:
+    """Most rows of a layer of ``room`` that ``avail`` bytes (after its weights) hold."""
+    if avail < 0 or (room.whole and avail < room.whole_bytes):
+        return 0
+    if room.whole or room.per_row <= 0 or math.isinf(avail):
+        return room.rows
+    return int(min(room.rows, avail // room.per_row))
 
 
 def memory_caps(graph: LayerGraph, layer: Layer, held: list[float], profile: Profile) -> list[int]:
@@ -138,11 +136,19 @@ def fits_memory(graph: LayerGraph, placement: Placement, profile: Profile,
     for layer in graph:
         room = rooms[layer.name]
         counts = [b - a for a, b in placement[layer.name]]
-        if layer.op not in ("input", "output") and not _feasible(counts, room_caps(room, held, profile)):
+        if layer.op not in ("input", "output") and not _fits(room, counts, held, profile):
             return False
         for i, c in enumerate(counts):
             if c > 0:
                 held[i] += room.weights
+    return True
+
+
+def _fits(room: Room, counts: list[int], held: list[float], profile: Profile) -> bool:
+    """``_feasible(counts, room_caps(...))``, computing the caps of the devices with rows only (no rows always fit)."""
+    for i, c in enumerate(counts):
+        if c < 0 or (c > 0 and c > _room_cap(room, profile.devices[i].memory_bytes - held[i] - room.weights)):
+            return False
     return True
 
 

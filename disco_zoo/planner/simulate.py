@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from disco_zoo.graph import Layer, LayerGraph
 from disco_zoo.planner.profiles import Profile
@@ -67,56 +68,73 @@ def predicted_latency(graph: LayerGraph, placement: Placement, profile: Profile,
 
     The programs are the same as :func:`disco_zoo.planner.programs.plan_programs` makes
     from :func:`build_units`, event for event, but built per layer without units: a
-    layer's events depend only on its own split and its inputs' splits, so ``cache``
-    (one dict per graph and profile, e.g. one plan's search) reuses them across the many
+    device's events for a layer are its receives and compute, which depend only on the
+    layer's split and its inputs' (:func:`_unit_events`), then its sends, which depend
+    only on the layer's split and its readers' (:func:`_send_events`). ``cache`` (one
+    dict per graph and profile, e.g. one plan's search) reuses them across the many
     candidates that differ in a few layers.
     """
     cache = {} if cache is None else cache
-    n = len(profile)
-    segments: list[list[list[Event]]] = [[] for _ in range(n)]
-    open_at: dict[tuple[str, int], list[Event]] = {}  # (layer, device) -> that unit's events, sends still to add
+    order = cache.get(("order",))
+    if order is None:
+        order = cache[("order",)] = {layer.name: i for i, layer in enumerate(graph)}
+    events: list[list[Event]] = [[] for _ in range(len(profile))]
     for layer in graph:
-        preds = layer.predecessors
-        key = (layer.name, tuple(placement[layer.name]), *(tuple(placement[p]) for p in preds))
-        found = cache.get(key)
-        if found is None:
-            found = cache[key] = _layer_events(graph, layer, placement, profile)
-        units, sends = found
-        for dev, events in units:
-            segment = list(events)
-            segments[dev].append(segment)
-            open_at[(layer.name, dev)] = segment
-        for pred, src, event in sends:
-            open_at[(pred, src)].append(event)
-    programs = [RankProgram(i, [e for segment in segments[i] for e in segment]) for i in range(n)]
+        own = tuple(placement[layer.name])
+        key = ("in", layer.name, own, *(tuple(placement[p]) for p in layer.predecessors))
+        ins = cache.get(key)
+        if ins is None:
+            ins = cache[key] = _unit_events(graph, layer, placement, profile)
+        key = ("out", layer.name, own, *(tuple(placement[s]) for s in layer.successors))
+        outs = cache.get(key)
+        if outs is None:
+            outs = cache[key] = _send_events(graph, layer, placement, sorted(set(layer.successors), key=order.get))
+        for device, (received, sent) in enumerate(zip(ins, outs)):
+            events[device].extend(received)
+            events[device].extend(sent)
+    programs = [RankProgram(i, device_events) for i, device_events in enumerate(events)]
     return replay(ComputeProfile(programs), profile.links()).latency_s
 
 
-LayerEvents = dict[tuple, tuple[list[tuple[int, list[Event]]], list[tuple[str, int, Event]]]]
+LayerEvents = dict[tuple, Any]
 
 
-def _layer_events(graph: LayerGraph, layer: Layer, placement: Placement,
-                  profile: Profile) -> tuple[list[tuple[int, list[Event]]], list[tuple[str, int, Event]]]:
-    """One layer's share of the programs: per device with rows, its receives and compute
-    (in :func:`build_units` / ``plan_programs`` order); and the sends its inputs' units
-    owe it, as (input layer, sending device, event), in their forwarding-table order."""
-    held = [(pred, [(src, have) for src, have in enumerate(placement[pred]) if have[1] > have[0]],
-             row_bytes(graph[pred])) for pred in layer.predecessors]
-    units: list[tuple[int, list[Event]]] = []
-    sends: list[tuple[str, int, Event]] = []
+def _unit_events(graph: LayerGraph, layer: Layer, placement: Placement, profile: Profile) -> list[list[Event]]:
+    """Per device: its receives for its unit of ``layer`` and the compute mark (none without rows)."""
+    held = [(pred, [(src, have) for src, have in enumerate(placement[pred]) if have[1] > have[0]])
+            for pred in layer.predecessors]
+    out: list[list[Event]] = []
     for dev, rows in enumerate(placement[layer.name]):
-        if rows[0] >= rows[1]:
-            continue
-        events = []
-        for k, (pred, haves, rb) in enumerate(held):
-            need = input_rows(layer, k, rows)
-            tag = message_tag(pred, layer.name)
-            for src, have in haves:
-                got = min(need[1], have[1]) - max(need[0], have[0])
-                if got > 0 and src != dev:
-                    events.append(Event("recv", src, tag, 0.0))
-                    sends.append((pred, src, Event("send", dev, tag, 0.0, int(round(got * rb)))))
-        seconds = compute_seconds(layer, rows[1] - rows[0], profile.devices[dev].rate(layer.op))
-        events.append(Event("compute", -1, "", seconds, 0, layer.name))
-        units.append((dev, events))
-    return units, sends
+        events: list[Event] = []
+        if rows[0] < rows[1]:
+            for k, (pred, haves) in enumerate(held):
+                need = input_rows(layer, k, rows)
+                tag = message_tag(pred, layer.name)
+                events.extend(Event("recv", src, tag, 0.0) for src, have in haves
+                              if src != dev and min(need[1], have[1]) > max(need[0], have[0]))
+            seconds = compute_seconds(layer, rows[1] - rows[0], profile.devices[dev].rate(layer.op))
+            events.append(Event("compute", -1, "", seconds, 0, layer.name))
+        out.append(events)
+    return out
+
+
+def _send_events(graph: LayerGraph, layer: Layer, placement: Placement, successors: list[str]) -> list[list[Event]]:
+    """Per device: the sends of its unit of ``layer`` to its readers' units, in forwarding-table
+    order (reader in graph order, then its device, then which input)."""
+    haves = placement[layer.name]
+    rb = row_bytes(layer)
+    out: list[list[Event]] = [[] for _ in haves]
+    for name in successors:
+        reader = graph[name]
+        tag = message_tag(layer.name, name)
+        inputs = [k for k, pred in enumerate(reader.predecessors) if pred == layer.name]
+        for dev, rows in enumerate(placement[name]):
+            if rows[0] >= rows[1]:
+                continue
+            for k in inputs:
+                need = input_rows(reader, k, rows)
+                for src, have in enumerate(haves):
+                    got = min(need[1], have[1]) - max(need[0], have[0])
+                    if got > 0 and src != dev and have[1] > have[0]:
+                        out[src].append(Event("send", dev, tag, 0.0, int(round(got * rb))))
+    return out
