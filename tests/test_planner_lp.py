@@ -147,10 +147,10 @@ def test_a_baseline_that_wins_is_said_plainly(monkeypatch) -> None:
     import disco_zoo.planner.search as search
     from disco_zoo.commands import plan as plan_cmd
 
-    def hopeless(graph, profile, allowed=None, stats=None, solver="dp", ahead=None):  # noqa: ANN001, ANN202
+    def hopeless(graph, profile, stop_at, allowed=None, stats=None, solver="dp", ahead=None):  # noqa: ANN001, ANN202
         return equal_split(graph, profile)  # stands in for a greedy sweep that loses to the baselines
 
-    monkeypatch.setattr(search, "plan_layers", hopeless)
+    monkeypatch.setattr(search, "plan_layers_until", hopeless)
     graph = trace_model(Branchy(), (1, 3, 32, 32))
     profile = three_devices()
     placement, stats = search.plan_edgeflow(graph, profile)

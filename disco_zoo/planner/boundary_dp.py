@@ -18,6 +18,7 @@ misaligned splits that cost the layers after it.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -156,9 +157,12 @@ def _envelope(lines: list[tuple[float, float]]) -> list[tuple[float, float]]:
             if not any((t2 >= t and rb2 >= rb) and (t2, rb2) != (t, rb) for t2, rb2 in lines)] or lines[:1]
 
 
+@functools.lru_cache(maxsize=64)
 def _rows(h: int) -> np.ndarray:
-    """rows[a, b] = b - a, the rows of range [a, b)."""
-    return np.arange(h + 1)[None, :] - np.arange(h + 1)[:, None]
+    """rows[a, b] = b - a, the rows of range [a, b) (read-only: made once per height)."""
+    rows = np.arange(h + 1)[None, :] - np.arange(h + 1)[:, None]
+    rows.flags.writeable = False
+    return rows
 
 
 def _lookahead(graph: LayerGraph, layer: Layer, ahead: Placement, profile: Profile, h: int,
@@ -172,20 +176,18 @@ def _lookahead(graph: LayerGraph, layer: Layer, ahead: Placement, profile: Profi
     """
     lat, per_byte = links[0][act], links[1][act]
     extra = np.zeros((len(act), h + 1, h + 1))
-    rb = row_bytes(layer)
+    terms = [(r, *input_rows(reader, k, rows), compute_seconds(reader, rows[1] - rows[0], profile.devices[r].rate(reader.op)))
+             for reader, k in readers(graph, layer)
+             for r, rows in enumerate(ahead.get(reader.name, [])) if rows[0] < rows[1]]
+    if not terms:
+        return extra
+    r, lo, hi, comp = (np.array(col) for col in zip(*terms))  # one row per (reader unit): all at once
     pos = np.arange(h + 1)
-    for reader, k in readers(graph, layer):
-        for r, rows in enumerate(ahead.get(reader.name, [])):
-            if rows[0] >= rows[1]:
-                continue
-            lo, hi = input_rows(reader, k, rows)
-            ov = np.minimum(hi, pos)[None, :] - np.maximum(lo, pos)[:, None]
-            has = ov > 0
-            if not has.any():
-                continue
-            comp = compute_seconds(reader, rows[1] - rows[0], profile.devices[r].rate(reader.op))
-            delay = comp + lat[:, r][:, None, None] + per_byte[:, r][:, None, None] * (np.where(has, ov, 0) * rb)
-            np.maximum(extra, np.where(has, delay, 0.0), out=extra)
+    ov = np.minimum(hi[:, None], pos)[:, None, :] - np.maximum(lo[:, None], pos)[:, :, None]  # [m, a, b]
+    has = ov > 0
+    delay = comp[:, None, None, None] + lat[:, r].T[:, :, None, None] + \
+        per_byte[:, r].T[:, :, None, None] * (np.where(has, ov, 0) * row_bytes(layer))[:, None]  # [m, i, a, b]
+    np.maximum(extra, np.where(has[:, None], delay, 0.0).max(axis=0), out=extra)
     return extra
 
 

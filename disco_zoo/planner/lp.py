@@ -45,6 +45,7 @@ class PlanStats:
     subsets_pruned: int = 0
     restaged: int = 0  # stage re-splits of a baseline tried
     replays_skipped: int = 0  # candidates a lower bound ruled out without a replay
+    sweeps_stopped: int = 0  # greedy sweeps or passes given up part-way: their lower bound reached the best
     origin: str = ""  # which candidate won, e.g. "greedy on a+b" or "baseline proportional-split"
     is_baseline: bool = False  # the plan is a baseline's, unchanged
 
@@ -79,40 +80,75 @@ def round_counts(x: np.ndarray, total: int) -> list[int]:
     return [int(v) for v in base]
 
 
-def memory_caps(graph: LayerGraph, layer: Layer, held: list[float], profile: Profile) -> list[int]:
-    """Most rows each device can hold: the layer's weights plus its input and output rows."""
-    h = extent(layer)
-    weights = layer.params * graph.dtype_bytes
+@dataclass(frozen=True)
+class Room:
+    """What one layer needs in memory whatever its split: :func:`memory_caps`' per-layer terms."""
+
+    rows: int
+    weights: float
+    whole: bool  # one device holds all of it
+    per_row: float  # bytes per output row: its rows and the input rows they read
+    whole_bytes: float
+
+
+def layer_room(graph: LayerGraph, layer: Layer) -> Room:
+    """The split-independent terms of ``layer``'s memory need (see :func:`memory_caps`)."""
     whole = not splittable(layer)
     win = _window(layer) if layer.op in ("conv", "pool") and not whole else None
     stride = win[1] if win else 1
     per_row = row_bytes(layer) + sum(row_bytes(graph[p]) * stride for p in layer.predecessors)
     whole_bytes = layer.output_bytes + sum(graph[p].output_bytes for p in layer.predecessors)
-    caps = []
-    for i, dev in enumerate(profile.devices):
-        avail = dev.memory_bytes - held[i] - weights
-        if avail < 0 or (whole and avail < whole_bytes):
-            caps.append(0)
-        elif whole:
-            caps.append(h)
-        elif per_row <= 0 or math.isinf(avail):
-            caps.append(h)
-        else:
-            caps.append(int(min(h, avail // per_row)))
-    return caps
+    return Room(extent(layer), layer.params * graph.dtype_bytes, whole, per_row, whole_bytes)
 
 
-def fits_memory(graph: LayerGraph, placement: Placement, profile: Profile) -> bool:
-    """Does every device have room for its rows of every layer, by :func:`memory_caps`' accounting?"""
+def room_caps(room: Room, held: list[float], profile: Profile) -> list[int]:
+    """Most rows each device can hold of a layer of ``room``, with ``held`` bytes of weights already there."""
+    return [_room_cap(room, dev.memory_bytes - held[i] - room.weights) for i, dev in enumerate(profile.devices)]
+
+
+def _room_cap(room: Room, avail: float) -> int:
+    """Most rows of a layer of ``room`` that ``avail`` bytes (after its weights) hold."""
+    if avail < 0 or (room.whole and avail < room.whole_bytes):
+        return 0
+    if room.whole or room.per_row <= 0 or math.isinf(avail):
+        return room.rows
+    return int(min(room.rows, avail // room.per_row))
+
+
+def memory_caps(graph: LayerGraph, layer: Layer, held: list[float], profile: Profile) -> list[int]:
+    """Most rows each device can hold: the layer's weights plus its input and output rows."""
+    return room_caps(layer_room(graph, layer), held, profile)
+
+
+def memory_rooms(graph: LayerGraph) -> dict[str, Room]:
+    """:func:`layer_room` of every layer: made once when many placements of one graph are checked."""
+    return {layer.name: layer_room(graph, layer) for layer in graph}
+
+
+def fits_memory(graph: LayerGraph, placement: Placement, profile: Profile,
+                rooms: dict[str, Room] | None = None) -> bool:
+    """Does every device have room for its rows of every layer, by :func:`memory_caps`' accounting?
+
+    ``rooms``: :func:`memory_rooms` of the graph, when the caller checks many placements.
+    """
+    rooms = memory_rooms(graph) if rooms is None else rooms
     held = [0.0] * len(profile)
     for layer in graph:
-        caps = memory_caps(graph, layer, held, profile)
+        room = rooms[layer.name]
         counts = [b - a for a, b in placement[layer.name]]
-        if not _feasible(counts, caps) and layer.op not in ("input", "output"):
+        if layer.op not in ("input", "output") and not _fits(room, counts, held, profile):
             return False
         for i, c in enumerate(counts):
             if c > 0:
-                held[i] += layer.params * graph.dtype_bytes
+                held[i] += room.weights
+    return True
+
+
+def _fits(room: Room, counts: list[int], held: list[float], profile: Profile) -> bool:
+    """``_feasible(counts, room_caps(...))``, computing the caps of the devices with rows only (no rows always fit)."""
+    for i, c in enumerate(counts):
+        if c < 0 or (c > 0 and c > _room_cap(room, profile.devices[i].memory_bytes - held[i] - room.weights)):
+            return False
     return True
 
 
@@ -362,6 +398,20 @@ def plan_layers(graph: LayerGraph, profile: Profile, allowed: set[int] | None = 
     (the improvement pass, :mod:`disco_zoo.planner.search`). The input starts and the
     output ends on device 0 whatever ``allowed`` says.
     """
+    placement = plan_layers_until(graph, profile, math.inf, allowed, stats, solver, ahead)
+    assert placement is not None  # no finish reaches inf
+    return placement
+
+
+def plan_layers_until(graph: LayerGraph, profile: Profile, stop_at: float, allowed: set[int] | None = None,
+                      stats: PlanStats | None = None, solver: str = "dp",
+                      ahead: Placement | None = None) -> Placement | None:
+    """:func:`plan_layers`, given up (None) once a committed layer finishes at ``stop_at`` or later.
+
+    Why: the per-layer cost (:mod:`disco_zoo.planner.layer_cost`) is a lower bound of the
+    replay, and the finishes only grow layer by layer, so a plan under way whose finish
+    has reached the best candidate's latency cannot beat it; the search stops it early.
+    """
     n = len(profile)
     ctx = _Ctx(graph, profile, {}, State(free=[0.0] * n), [0.0] * n, stats or PlanStats())
     for layer in graph:
@@ -388,6 +438,8 @@ def plan_layers(graph: LayerGraph, profile: Profile, allowed: set[int] | None = 
         ranges = ranges_from_counts(counts)
         ctx.placement[layer.name] = ranges
         commit(ctx.state, layer, layer_timing(graph, layer, ranges, ctx.placement, ctx.state, profile))
+        if max(ctx.state.free) >= stop_at:
+            return None
         for i, c in enumerate(counts):
             if c > 0:
                 ctx.held[i] += layer.params * graph.dtype_bytes

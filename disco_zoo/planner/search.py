@@ -30,15 +30,17 @@ from dataclasses import dataclass
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.graph import LayerGraph
 from disco_zoo.planner.baselines import BASELINES
-from disco_zoo.planner.lp import PlanStats, device_subsets, fits_memory, plan_layers, ranges_from_counts, round_counts
+from disco_zoo.planner.lp import (PlanStats, Room, device_subsets, fits_memory, memory_rooms, plan_layers_until,
+                                  ranges_from_counts, round_counts)
 from disco_zoo.planner.profiles import Profile
-from disco_zoo.planner.simulate import predicted_latency
-from disco_zoo.planner.units import Placement, compute_seconds, extent, splittable
+from disco_zoo.planner.simulate import LayerEvents, predicted_latency
+from disco_zoo.planner.units import Placement, extent, splittable
 
 __all__ = ["MIN_GAIN", "MAX_PASSES", "plan_edgeflow", "busy_bound", "compute_bound"]
 
 MIN_GAIN = 1e-3  # an improvement pass that gains less than 0.1% ends the iteration
 MAX_PASSES = 8
+BOUND_SLACK = 1e-9  # a lower bound must pass the best by this (relative) to rule a plan out: float rounding
 
 
 @dataclass
@@ -56,14 +58,32 @@ def compute_bound(graph: LayerGraph, profile: Profile, devices: set[int]) -> flo
     return sum(layer.flops for layer in graph) / rate
 
 
-def busy_bound(graph: LayerGraph, placement: Placement, profile: Profile) -> float:
-    """A lower bound of a placement's replayed latency: its busiest device's compute alone."""
+Work = list[tuple[str, float, list[float]]]  # (layer, FLOPs per row, each device's rate for it)
+
+
+def layer_work(graph: LayerGraph, profile: Profile) -> Work:
+    """Per layer with FLOPs, what :func:`busy_bound` charges per row: made once per plan."""
+    return [(layer.name, layer.flops / extent(layer), [d.rate(layer.op) for d in profile.devices])
+            for layer in graph if layer.flops]
+
+
+def busy_bound(graph: LayerGraph, placement: Placement, profile: Profile, work: Work | None = None) -> float:
+    """A lower bound of a placement's replayed latency: its busiest device's compute alone.
+
+    The same sums as :func:`compute_seconds` over every unit; ``work``: :func:`layer_work`.
+    """
+    work = layer_work(graph, profile) if work is None else work
     busy = [0.0] * len(profile)
-    for layer in graph:
-        for i, (a, b) in enumerate(placement[layer.name]):
+    for name, per_row, rates in work:
+        for i, (a, b) in enumerate(placement[name]):
             if b > a:
-                busy[i] += compute_seconds(layer, b - a, profile.devices[i].rate(layer.op))
+                busy[i] += (b - a) * per_row / rates[i]
     return max(busy)
+
+
+def _beyond(latency: float) -> float:
+    """Where a lower bound rules a plan out against ``latency``: just past it (see BOUND_SLACK)."""
+    return latency * (1 + BOUND_SLACK)
 
 
 def _used(placement: Placement, graph: LayerGraph) -> set[int]:
@@ -71,16 +91,20 @@ def _used(placement: Placement, graph: LayerGraph) -> set[int]:
             for i, (a, b) in enumerate(placement[layer.name]) if b > a}
 
 
-def _improve(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanStats) -> _Candidate:
+def _improve(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanStats,
+             events: LayerEvents) -> _Candidate:
     """Look-ahead passes from ``seed`` until one gains < MIN_GAIN; the best plan seen."""
     best, current = seed, seed.placement
     for _ in range(MAX_PASSES):
         try:
-            placement = plan_layers(graph, profile, seed.devices, stats, ahead=current)
+            placement = plan_layers_until(graph, profile, _beyond(best.latency_s), seed.devices, stats, ahead=current)
         except DiscoZooError:
             break
         stats.passes += 1
-        latency = predicted_latency(graph, placement, profile)
+        if placement is None:  # it cannot beat the best: it would gain nothing
+            stats.sweeps_stopped += 1
+            break
+        latency = predicted_latency(graph, placement, profile, events)
         gain = (best.latency_s - latency) / best.latency_s
         if latency < best.latency_s:
             best = _Candidate(placement, latency, f"{seed.origin}, improved by look-ahead", seed.devices)
@@ -90,7 +114,8 @@ def _improve(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanS
     return best
 
 
-def _restage(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanStats) -> _Candidate:
+def _restage(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanStats,
+             events: LayerEvents, work: Work, rooms: dict[str, Room]) -> _Candidate:
     """Hybrid of layer-wise and row splits: each stage (the layers of one height) in turn
     split in proportion to the rates of the k fastest devices, k = 1..n, or kept; the best
     by the replay is kept before the next stage."""
@@ -104,12 +129,12 @@ def _restage(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanS
             for layer in graph:
                 if splittable(layer) and extent(layer) == rows and layer.op not in ("input", "output"):
                     placement[layer.name] = split
-            if placement == best.placement or not fits_memory(graph, placement, profile):
+            if placement == best.placement or not fits_memory(graph, placement, profile, rooms):
                 continue
             stats.restaged += 1
-            if busy_bound(graph, placement, profile) >= best.latency_s:
+            if busy_bound(graph, placement, profile, work) >= best.latency_s:
                 continue
-            latency = predicted_latency(graph, placement, profile)
+            latency = predicted_latency(graph, placement, profile, events)
             if latency < best.latency_s:
                 best = _Candidate(placement, latency, f"{seed.origin}, re-split by stage", _used(placement, graph))
     return best
@@ -136,13 +161,15 @@ def _plan(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanStats]:
     t0, cpu0 = time.perf_counter(), time.process_time()
     scored: list[_Candidate] = []
     best = math.inf
+    events: LayerEvents = {}  # the replays' per-layer events, shared by every candidate
+    work, rooms = layer_work(graph, profile), memory_rooms(graph)
 
     def consider(placement: Placement, origin: str, devices: set[int], baseline: bool = False) -> None:
         nonlocal best
-        if busy_bound(graph, placement, profile) >= best:
+        if busy_bound(graph, placement, profile, work) >= best:
             stats.replays_skipped += 1  # its busiest device alone is no faster than the best so far
             return
-        scored.append(_Candidate(placement, predicted_latency(graph, placement, profile), origin, devices, baseline))
+        scored.append(_Candidate(placement, predicted_latency(graph, placement, profile, events), origin, devices, baseline))
         best = min(best, scored[-1].latency_s)
 
     subsets = sorted(device_subsets(profile), key=len, reverse=True)
@@ -152,25 +179,28 @@ def _plan(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanStats]:
             seen: list[Placement] = []
             for name, make in BASELINES.items():
                 placement = make(graph, profile)
-                if placement not in seen and fits_memory(graph, placement, profile):
+                if placement not in seen and fits_memory(graph, placement, profile, rooms):
                     consider(placement, f"baseline {name}", _used(placement, graph), baseline=True)
                 seen.append(placement)
         if compute_bound(graph, profile, allowed) >= best:
             stats.subsets_pruned += 1
             continue
         try:
-            placement = plan_layers(graph, profile, allowed, stats)
+            placement = plan_layers_until(graph, profile, _beyond(best), allowed, stats)
         except DiscoZooError as err:
             if len(allowed) == len(profile):
                 full_error = err  # names every device's room, the clearest message
+            continue
+        if placement is None:  # its per-layer finishes, a lower bound of its replay, reached the best
+            stats.sweeps_stopped += 1
             continue
         consider(placement, "greedy on " + "+".join(profile.devices[i].name for i in sorted(allowed)), allowed)
     if not scored:
         raise full_error or DiscoZooError("no device subset can hold the model; give devices more memory_bytes")
     seed = min(scored, key=lambda c: c.latency_s)
-    winner = _improve(graph, profile, seed, stats)
+    winner = _improve(graph, profile, seed, stats, events)
     if winner is seed and seed.baseline:  # a baseline stands: re-split it stage by stage
-        winner = _restage(graph, profile, seed, stats)
+        winner = _restage(graph, profile, seed, stats, events, work, rooms)
     stats.origin = winner.origin
     stats.is_baseline = winner.baseline
     stats.plan_seconds = time.perf_counter() - t0

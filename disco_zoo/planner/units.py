@@ -89,24 +89,34 @@ def splittable(layer: Layer) -> bool:
     return layer.op in _ROWWISE
 
 
+@_per_layer
+def _row_maps(layer: Layer) -> list[tuple[int, tuple[int, int, int, int] | None, bool]]:
+    """Per input k: (its height, the row window or None, needed whole): what :func:`input_rows` reads."""
+    maps = []
+    for shape in layer.input_shapes:
+        h_in = int(shape[2]) if len(shape) == 4 else 1
+        if not splittable(layer):
+            maps.append((h_in, None, True))
+            continue
+        win = _window(layer) if layer.op in ("conv", "pool") else None
+        maps.append((h_in, win, win is None and h_in != extent(layer)))  # whole: broadcast along the height
+    return maps
+
+
 def input_rows(layer: Layer, k: int, rows: Range) -> Range:
     """Rows of predecessor ``k``'s output that output ``rows`` of ``layer`` need."""
     a, b = rows
-    shape = layer.input_shapes[k]
-    h_in = int(shape[2]) if len(shape) == 4 else 1
     if a >= b:
         return (0, 0)
-    if not splittable(layer):
+    h_in, win, whole = _row_maps(layer)[k]
+    if whole:
         return (0, h_in)
-    win = _window(layer) if layer.op in ("conv", "pool") else None
     if win is not None:
         kernel, stride, pad, dil = win
         lo = a * stride - pad
         hi = (b - 1) * stride - pad + dil * (kernel - 1) + 1
         lo, hi = max(0, min(lo, h_in)), max(0, min(hi, h_in))
         return (lo, max(lo, hi))
-    if h_in != extent(layer):
-        return (0, h_in)  # broadcast along the height
     return (a, b)
 
 
