@@ -197,3 +197,36 @@ def test_edgeflow_never_worse_than_any_baseline_on_the_presets(model: str) -> No
             assert ef <= simulate(g, make(g, prof), prof).latency_s * (1 + 1e-12), (preset, name)
         if stats.is_baseline:  # said plainly, and true
             assert placement == BASELINES[stats.origin.removeprefix("baseline ")](g, prof)
+
+
+@pytest.mark.parametrize("model", ["branchy", "mobilenet_v2"])
+def test_the_search_replay_equals_the_unit_programs_replay(model: str) -> None:
+    """:func:`predicted_latency` builds its events per layer (cached across candidates),
+    not from units: on every baseline placement and on random row splits it must give the
+    latency of the replay of :func:`plan_programs` over :func:`build_units`, the programs
+    the executor and `simulate` use, with one cache shared by all placements."""
+    import random
+
+    from disco_zoo.planner.programs import plan_programs
+    from disco_zoo.planner.simulate import predicted_latency
+    from disco_zoo.planner.lp import ranges_from_counts
+    from disco_zoo.planner.units import build_units
+    from disco_zoo.registry import build_model
+    from disco_zoo.timing.replay import replay
+
+    net, shape = (Branchy(), (1, 3, 16, 16)) if model == "branchy" else (build_model(model), (1, 3, 32, 32))
+    g = trace_model(net.eval(), shape)
+    prof = three_devices()
+    rng = random.Random(0)
+    placements = [make(g, prof) for make in BASELINES.values()]
+    for _ in range(6):
+        placement = dict(placements[0])
+        for layer in g:
+            if splittable(layer) and layer.op not in ("input", "output") and rng.random() < 0.5:
+                cuts = sorted(rng.randint(0, extent(layer)) for _ in range(len(prof) - 1))
+                placement[layer.name] = ranges_from_counts([b - a for a, b in zip([0, *cuts], [*cuts, extent(layer)])])
+        placements.append(placement)
+    cache: dict = {}
+    for placement in placements:
+        want = replay(plan_programs(g, build_units(g, placement), prof), prof.links()).latency_s
+        assert predicted_latency(g, placement, prof, cache) == pytest.approx(want, rel=1e-12, abs=1e-15)

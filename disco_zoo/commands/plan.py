@@ -208,8 +208,7 @@ def run_plan_command(
 def _warn_overrun(report: dict[str, Any], slowdown: float) -> None:
     """Say so when this host computed slower than the emulated devices: stretching cannot
     speed a unit up, so the measurement is then of this host, not of the plan."""
-    worst = max((r.get("overrun_s", 0.0) for r in report.get("per_rank", [])), default=report.get("overrun_s", 0.0))
-    worst = max(worst, report.get("overrun_s", 0.0))
+    worst = max([report.get("overrun_s", 0.0)] + [r.get("overrun_s", 0.0) for r in report.get("per_rank", [])])
     if worst > OVERRUN_WARN * report["predicted_this_run_s"]:
         typer.echo(f"warning: this host computed {worst * 1e3:.1f} ms slower than the emulated devices "
                    f"({worst / report['predicted_this_run_s']:.0%} of the prediction), so measured exceeds predicted "

@@ -14,8 +14,8 @@ tests check on the wire.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
