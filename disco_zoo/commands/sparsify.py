@@ -55,6 +55,9 @@ def sparsify_command(
     compute: Optional[float] = typer.Option(
         None, "--compute", help="Optional FLOPs budget (total / dense), met by pruning within diagonal blocks."
     ),
+    compute_groups: str = typer.Option(
+        "own", "--compute-groups", help="What --compute may close: own (each node's own inputs, the diagonal "
+                                        "blocks) or all (cross-node channels too), lowest norm per FLOP first."),
     params: Optional[float] = typer.Option(
         None, "--params", help="Optional per-node storage budget: max node params / dense params (e.g. 0.125)."
     ),
@@ -122,7 +125,7 @@ def sparsify_command(
         if note:
             log_line(note)
     cfg = SparsifyConfig(traffic=traffic, penalty=penalty, epochs=epochs, finetune_epochs=finetune_epochs,
-                         lr=lr, compute=compute, params=params, seed=seed)
+                         lr=lr, compute=compute, compute_groups=compute_groups, params=params, seed=seed)
     shape = (1, len(info.mean), input_size, input_size)
     stats = sparsify(net, loaders["train"], cfg, shape, show_progress=True, loss=task.training_loss)
 

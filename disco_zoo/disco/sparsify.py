@@ -19,6 +19,11 @@
    node's own inputs to one layer: norm per FLOP alone favours the big early maps, and
    without the cap it emptied whole layers (the stem's colour channels, every 3x3 conv
    of a ResNet-50's first stages), which no fine-tuning brings back (top-1 at chance).
+   With ``compute_groups="all"`` the open cross-node groups compete in the same ranking
+   (closing one saves its FLOPs and its bytes). A byte budget leaves the wide late
+   layers of a MobileNet (small maps, so cheap on the wire, but 960 outputs per
+   channel) almost fully connected: there the cross blocks, not the diagonal ones,
+   hold the FLOPs above the budget, and the group lasso has already shrunk them.
 5. Fine-tune with the masks frozen (closed weights get zero gradient).
 
 Training is :func:`disco_zoo.train.fit` (the project's one loop) with the penalty as
@@ -38,7 +43,8 @@ from disco_zoo.disco.adapters import apply_partition, get_partition
 from disco_zoo.disco.partition import LayerSplit, Partition
 from disco_zoo.errors import DiscoZooError
 
-__all__ = ["SparsifyConfig", "GroupLasso", "prune_to_budget", "prune_params", "prune_compute", "sparsify"]
+__all__ = ["SparsifyConfig", "GroupLasso", "prune_to_budget", "prune_params", "prune_compute", "sparsify",
+           "COMPUTE_GROUPS"]
 
 MAX_DROPPED_FRACTION = 0.5  # compute pruning: at most this share of a node's own inputs per layer
 
@@ -53,6 +59,7 @@ class SparsifyConfig:
     weight_decay: float = 0.05
     compute: float | None = None  # optional FLOPs budget: total / dense FLOPs
     params: float | None = None  # optional storage budget: max over nodes of node params / dense params
+    compute_groups: str = "own"  # what compute pruning may close: "own" (diagonal blocks) or "all" (cross too)
     seed: int = 0
     dtype_bytes: int = 4  # activation bytes on the wire, for the budget
 
@@ -213,15 +220,23 @@ def prune_params(
             "groups_kept": kept}
 
 
-def prune_compute(model: nn.Module, compute: float, input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """Drop own-channel groups (diagonal blocks) until FLOPs <= compute x dense FLOPs."""
+COMPUTE_GROUPS = ("own", "all")
+
+
+def prune_compute(
+    model: nn.Module, compute: float, input_shape: tuple[int, ...], groups: str = "own"
+) -> dict[str, Any]:
+    """Close groups until FLOPs <= compute x dense FLOPs: node k's own input channels
+    (diagonal blocks), and with ``groups="all"`` its open cross-node ones as well."""
+    if groups not in COMPUTE_GROUPS:
+        raise DiscoZooError(f"compute groups must be one of {', '.join(COMPUTE_GROUPS)}, got {groups!r}")
     part = get_partition(model).copy()  # a copy: the model changes only on success
     acc = disco_accounting(model, input_shape)
     budget = compute * acc.flops_dense
     excess = acc.flops_total - budget
     per_entry = acc.flops_per_entry  # layer -> FLOPs of one (output, input) weight entry
     modules = dict(model.named_modules())
-    candidates = []  # (norm per FLOP, order, name, k, c, flops)
+    candidates = []  # (norm per FLOP, order, name, k, j, c, flops); j == k: an own channel
     with torch.no_grad():
         for name, layer in part.layers.items():
             if layer.mode != "split":
@@ -231,28 +246,38 @@ def prune_compute(model: nn.Module, compute: float, input_shape: tuple[int, ...]
                 layer.dropped = [[] for _ in range(layer.nodes)]
             for k in range(layer.nodes):
                 flops = per_entry[name] * len(layer.out_groups[k])
-                for c in sorted(set(layer.in_groups[k]) - set(layer.dropped[k])):
-                    candidates.append((norms[k, c].item() / max(flops, 1e-9), len(candidates), name, k, c, flops))
+                own = sorted(set(layer.in_groups[k]) - set(layer.dropped[k]))
+                cross = [(j, c) for j in range(layer.nodes) if j != k for c in layer.selected[k][j]]
+                for j, c in [(k, c) for c in own] + (cross if groups == "all" else []):
+                    candidates.append((norms[k, c].item() / max(flops, 1e-9), len(candidates), name, k, j, c, flops))
     candidates.sort(key=lambda g: (g[0], g[1]))
     room = {(name, k): int(MAX_DROPPED_FRACTION * len(layer.in_groups[k])) - len(layer.dropped[k])
             for name, layer in part.layers.items() if layer.mode == "split" for k in range(layer.nodes)}
     removed = 0.0
-    for _, _, name, k, c, flops in candidates:
+    for _, _, name, k, j, c, flops in candidates:
         if removed >= excess:
             break
-        if room[name, k] > 0:
+        if j != k:
+            part.layers[name].selected[k][j].remove(c)
+            removed += flops
+        elif room[name, k] > 0:
             room[name, k] -= 1
             part.layers[name].dropped[k].append(c)
             removed += flops
     if removed < excess:
         raise DiscoZooError(
             f"compute {compute} is below what dropping at most {MAX_DROPPED_FRACTION:g} of each layer's own "
-            "inputs on each node allows; raise --compute")
+            "inputs on each node allows" + ("" if groups == "all" else " (--compute-groups all may also close "
+                                           "cross-node channels)") + "; raise --compute")
     for layer in part.layers.values():
         layer.dropped = [sorted(d) for d in layer.dropped]
     part.check()
     apply_partition(model, part)
-    return {"flops_budget": int(budget), "flops_total": int(round(acc.flops_total - removed))}
+    after = disco_accounting(model, input_shape)
+    stats = {"flops_budget": int(budget), "flops_total": after.flops_total, "compute_groups": groups}
+    if groups == "all":  # closing cross channels also lowered the bytes and the shards
+        stats.update(disco_bytes=after.disco_bytes, params_per_node=after.params_per_node)
+    return stats
 
 
 def sparsify(
@@ -274,6 +299,8 @@ def sparsify(
         raise DiscoZooError(f"traffic must be in (0, 1], got {cfg.traffic}")
     if cfg.compute is not None and not 0 < cfg.compute <= 1:
         raise DiscoZooError(f"compute must be in (0, 1], got {cfg.compute}")
+    if cfg.compute_groups not in COMPUTE_GROUPS:
+        raise DiscoZooError(f"compute groups must be one of {', '.join(COMPUTE_GROUPS)}, got {cfg.compute_groups!r}")
     if cfg.params is not None and not 0 < cfg.params <= 1:
         raise DiscoZooError(f"params must be in (0, 1], got {cfg.params}")
     from disco_zoo.train import TrainConfig, fit, recalibrate_batchnorm
@@ -288,7 +315,7 @@ def sparsify(
     if cfg.params is not None:
         stats.update(prune_params(model, cfg.params, input_shape, cfg.dtype_bytes))
     if cfg.compute is not None:
-        stats.update(prune_compute(model, cfg.compute, input_shape))
+        stats.update(prune_compute(model, cfg.compute, input_shape, cfg.compute_groups))
     if cfg.finetune_epochs:  # the masks are frozen: closed weights get no gradient
         train = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed)
         stats["finetune_loss"] = fit(model, train_loader, train, description="fine-tune (masks frozen)",
