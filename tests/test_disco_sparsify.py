@@ -100,6 +100,48 @@ def test_compute_budget_prunes_diagonal_blocks(tmp_path):
         prune_compute(model, 1e-6, SHAPE)
 
 
+def test_compute_budget_may_close_cross_node_channels_first():
+    """With compute_groups="all" the cross blocks compete for the FLOPs cut, by norm per FLOP:
+    the traffic falls with the FLOPs, and no own channel is dropped while a weaker cross one
+    stays open."""
+    from disco_zoo.disco.sparsify import _rows_onehot, _squared_group_sums, prune_compute
+
+    model = small_resnet()
+    prune_to_budget(model, 0.5, SHAPE)
+    before = disco_accounting(model, SHAPE)
+    budget = (before.flops_total / before.flops_dense) - 0.05
+    stats = prune_compute(model, budget, SHAPE, "all")
+    after = disco_accounting(model, SHAPE)
+    assert after.flops_total <= budget * after.flops_dense < before.flops_total
+    assert stats["flops_total"] == after.flops_total and stats["disco_bytes"] == after.disco_bytes
+    assert stats["params_per_node"] == after.params_per_node
+    assert after.disco_bytes < before.disco_bytes  # cross channels were closed
+    modules, part = dict(model.named_modules()), model.disco_partition
+    weakest_open, strongest_dropped = float("inf"), 0.0
+    for name, layer in part.layers.items():
+        if layer.mode != "split":
+            continue
+        norms = _squared_group_sums(modules[name], _rows_onehot(layer).to(modules[name].weight)).sqrt()
+        per_flop = after.flops_per_entry[name]
+        for k in range(layer.nodes):
+            flops = per_flop * len(layer.out_groups[k])
+            for j in range(layer.nodes):
+                for c in layer.selected[k][j] if j != k else []:
+                    weakest_open = min(weakest_open, norms[k, c].item() / flops)
+            for c in (layer.dropped or [[]] * layer.nodes)[k]:
+                strongest_dropped = max(strongest_dropped, norms[k, c].item() / flops)
+    assert 0 < strongest_dropped <= weakest_open < float("inf")
+    with pytest.raises(DiscoZooError, match="compute groups must be one of own, all"):
+        prune_compute(model, 0.5, SHAPE, "cross")
+
+
+def test_unknown_compute_groups_is_refused_before_training():
+    model = small_resnet()
+    cfg = SparsifyConfig(traffic=0.2, epochs=1, compute=0.5, compute_groups="diagonal")
+    with pytest.raises(DiscoZooError, match="compute groups must be one of own, all, got 'diagonal'"):
+        sparsify(model, iter(()), cfg, SHAPE)
+
+
 def _dense_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

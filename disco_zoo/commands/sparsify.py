@@ -58,6 +58,9 @@ def sparsify_command(
     compute_groups: str = typer.Option(
         "own", "--compute-groups", help="What --compute may close: own (each node's own inputs, the diagonal "
                                         "blocks) or all (cross-node channels too), lowest norm per FLOP first."),
+    distill: float = typer.Option(
+        0.0, "--distill", min=0.0, help="Weight of distillation from the --init dense model (its outputs as soft "
+                                        "targets next to the labels); 0: labels only."),
     params: Optional[float] = typer.Option(
         None, "--params", help="Optional per-node storage budget: max node params / dense params (e.g. 0.125)."
     ),
@@ -92,6 +95,7 @@ def sparsify_command(
     from disco_zoo.disco.adapters import to_disco
     from disco_zoo.disco.shards import save_shards
     from disco_zoo.disco.sparsify import SparsifyConfig, sparsify
+    from disco_zoo.errors import DiscoZooError
     from disco_zoo.hub import HF_ORG
     from disco_zoo.progress import log_line
     from disco_zoo.registry import build_model, get_entry
@@ -99,6 +103,8 @@ def sparsify_command(
     from disco_zoo.weights import load_pretrained_state
 
     check_not_published(out, force)
+    if distill and init is None:
+        raise DiscoZooError("--distill needs --init: the dense weights are the teacher")
     console = Console()
     entry = get_entry(model)
     task = task_of(entry)
@@ -125,9 +131,11 @@ def sparsify_command(
         if note:
             log_line(note)
     cfg = SparsifyConfig(traffic=traffic, penalty=penalty, epochs=epochs, finetune_epochs=finetune_epochs,
-                         lr=lr, compute=compute, compute_groups=compute_groups, params=params, seed=seed)
+                         lr=lr, compute=compute, compute_groups=compute_groups, distill=distill,
+                         params=params, seed=seed)
     shape = (1, len(info.mean), input_size, input_size)
-    stats = sparsify(net, loaders["train"], cfg, shape, show_progress=True, loss=task.training_loss)
+    stats = sparsify(net, loaders["train"], cfg, shape, show_progress=True, loss=task.training_loss,
+                     divergence=task.distillation_loss)
 
     metrics = split_metrics(task, net, loaders)
     acc = disco_accounting(net, shape)

@@ -60,6 +60,7 @@ class SparsifyConfig:
     compute: float | None = None  # optional FLOPs budget: total / dense FLOPs
     params: float | None = None  # optional storage budget: max over nodes of node params / dense params
     compute_groups: str = "own"  # what compute pruning may close: "own" (diagonal blocks) or "all" (cross too)
+    distill: float = 0.0  # weight of the dense teacher's distillation loss (disco_zoo.distill); 0: labels only
     seed: int = 0
     dtype_bytes: int = 4  # activation bytes on the wire, for the budget
 
@@ -287,10 +288,13 @@ def sparsify(
     input_shape: tuple[int, ...],
     show_progress: bool = False,
     loss: Any = None,
+    divergence: Any = None,
 ) -> dict[str, Any]:
     """Group lasso -> prune to ``cfg.traffic`` (then ``cfg.params``, ``cfg.compute``) ->
     fine-tune with masks frozen -> BatchNorm statistics re-estimated (in place).
     ``loss`` is the task's training loss (:meth:`disco_zoo.tasks.Task.training_loss`; fit's default when None).
+    With ``cfg.distill > 0`` the model as it arrives (masks open: the dense function) is the
+    teacher, and ``divergence`` (:meth:`disco_zoo.tasks.Task.distillation_loss`) is weighed in.
 
     ``model`` must be a DISCO model (see :func:`disco_zoo.disco.adapters.to_disco`);
     ``input_shape`` (1, C, H, W) is the inference size the traffic budget is for.
@@ -305,7 +309,16 @@ def sparsify(
         raise DiscoZooError(f"params must be in (0, 1], got {cfg.params}")
     from disco_zoo.train import TrainConfig, fit, recalibrate_batchnorm
 
+    if cfg.distill < 0:
+        raise DiscoZooError(f"distill must be >= 0, got {cfg.distill}")
     get_partition(model)
+    if cfg.distill:
+        from disco_zoo.distill import distilled_loss
+        from disco_zoo.tasks import get_task, DEFAULT_TASK
+
+        task_loss = loss if loss is not None else get_task(DEFAULT_TASK).training_loss
+        divergence = divergence if divergence is not None else get_task(DEFAULT_TASK).distillation_loss
+        loss = distilled_loss(task_loss, model, divergence, cfg.distill)
     penalty = GroupLasso(model, input_shape)
     if cfg.epochs:
         train = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed)

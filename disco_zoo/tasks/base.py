@@ -137,6 +137,13 @@ class Task(ABC):
     def training_loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
         """The loss one training step minimises on a batch."""
 
+    def distillation_loss(self, student: Any, teacher: Any) -> torch.Tensor:
+        """How far the student's raw outputs are from the teacher's on one batch
+        (:mod:`disco_zoo.distill`); a kind without one refuses ``--distill``."""
+        from disco_zoo.errors import DiscoZooError
+
+        raise DiscoZooError(f"{self.name} models have no distillation loss; leave out --distill")
+
     # -- outputs and metrics ----------------------------------------------------------------
 
     @abstractmethod

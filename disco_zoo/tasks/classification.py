@@ -122,6 +122,11 @@ class ClassificationTask(Task):
 
         return F.cross_entropy(model(inputs), targets)
 
+    def distillation_loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        from disco_zoo.distill import logit_distillation
+
+        return logit_distillation(student, teacher)
+
     def predictions(self, outputs: Any) -> torch.Tensor:
         """Logits (or nested lists of them, as the root rank reports them) -> class ids."""
         import torch

@@ -212,6 +212,13 @@ class SegmentationTask(Task):
 
         return F.cross_entropy(_logits(model(inputs)), targets, ignore_index=IGNORE_INDEX)
 
+    def distillation_loss(self, student: Any, teacher: Any) -> torch.Tensor:
+        """Per-pixel KL of the softened class distributions, every pixel (ignored ones too:
+        the teacher has an answer there)."""
+        from disco_zoo.distill import logit_distillation
+
+        return logit_distillation(_logits(student), _logits(teacher))
+
     def predictions(self, outputs: Any) -> torch.Tensor:
         """Per-pixel logits ``[B, C, H, W]`` (or ``{"out": logits}``) -> class ids ``[B, H, W]``."""
         import torch

@@ -200,6 +200,12 @@ class SuperResolutionTask(Task):
                                 "model's scale (--arg scale) is not the data's.")
         return F.l1_loss(outputs, targets)
 
+    def distillation_loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """L1 to the teacher's image, the loss the model trains with against the HR patch."""
+        import torch.nn.functional as F
+
+        return F.l1_loss(student, teacher)
+
     def predictions(self, outputs: Any) -> torch.Tensor:
         """Model outputs (a tensor, or nested lists as the root rank reports them) ->
         images clamped to [0, 1] and rounded to 8-bit levels."""

@@ -1,0 +1,58 @@
+"""Knowledge distillation: the dense model teaches its DISCO variant while it is sparsified.
+
+Why: closing cross-node channels and diagonal groups takes capacity away, and on a small
+training set the task's labels alone let the sparse model drift (LR-ASPP on the digit
+canvases lost 3-5 mIoU points against a dense model trained as long). The dense
+teacher's outputs carry more per image than its labels (the classes it confuses, the
+soft borders of a mask), the usual remedy for a pruned network (Hinton et al. 2015).
+
+The teacher is the DISCO model itself as it arrives, masks open: it then computes the
+dense function exactly (the partition only masks weights), so no second architecture is
+built. What "close to the teacher" means is the task's (:meth:`Task.distillation_loss`);
+:func:`logit_distillation` is the one for class logits, per image or per pixel.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from disco_zoo.tasks import TrainingLoss
+
+__all__ = ["TEMPERATURE", "logit_distillation", "distilled_loss"]
+
+TEMPERATURE = 2.0  # softens both distributions so that the classes after the first still count
+
+Divergence = Callable[[Any, Any], torch.Tensor]  # (student outputs, teacher outputs) -> scalar
+
+
+def logit_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
+    """KL(teacher || student) of the softened class distributions (classes on dim 1), averaged
+    over images and pixels, times T^2 so that its gradients keep the scale of the labels' loss."""
+    log_student = F.log_softmax(student / temperature, dim=1)
+    log_teacher = F.log_softmax(teacher / temperature, dim=1)
+    per_position = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
+    return per_position.mean() * temperature ** 2
+
+
+def distilled_loss(task_loss: TrainingLoss, model: nn.Module, divergence: Divergence, weight: float) -> TrainingLoss:
+    """``task_loss + weight * divergence(student, teacher)``, the teacher a frozen copy of
+    ``model`` as it is now. The student's outputs are the ones ``task_loss`` computed (a
+    forward hook takes them), so a step still runs the student once."""
+    teacher = copy.deepcopy(model).eval().requires_grad_(False)
+
+    def loss(student: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
+        seen: list[Any] = []
+        handle = student.register_forward_hook(lambda module, args, out: seen.append(out))
+        try:
+            base = task_loss(student, inputs, targets)
+        finally:
+            handle.remove()
+        with torch.no_grad():
+            taught = teacher(inputs)
+        return base + weight * divergence(seen[-1], taught)
+
+    return loss
