@@ -199,12 +199,13 @@ def test_edgeflow_never_worse_than_any_baseline_on_the_presets(model: str) -> No
             assert placement == BASELINES[stats.origin.removeprefix("baseline ")](g, prof)
 
 
-@pytest.mark.parametrize("model", ["branchy", "mobilenet_v2"])
+@pytest.mark.parametrize("model", ["branchy", "mobilenet_v2", "densenet121"])
 def test_the_search_replay_equals_the_unit_programs_replay(model: str) -> None:
-    """:func:`predicted_latency` builds its events per layer (cached across candidates),
-    not from units: on every baseline placement and on random row splits it must give the
-    latency of the replay of :func:`plan_programs` over :func:`build_units`, the programs
-    the executor and `simulate` use, with one cache shared by all placements."""
+    """:func:`predicted_latency` plays layer by layer from per-layer compute times and sends
+    (cached across candidates), not from units: on every baseline placement and on random
+    row splits it must give the latency of the replay of :func:`plan_programs` over
+    :func:`build_units`, the programs the executor and `simulate` use, to the last bit, with
+    one cache shared by all placements (DenseNet: layers read by many concats)."""
     import random
 
     from disco_zoo.planner.programs import plan_programs
@@ -229,4 +230,4 @@ def test_the_search_replay_equals_the_unit_programs_replay(model: str) -> None:
     cache: dict = {}
     for placement in placements:
         want = replay(plan_programs(g, build_units(g, placement), prof), prof.links()).latency_s
-        assert predicted_latency(g, placement, prof, cache) == pytest.approx(want, rel=1e-12, abs=1e-15)
+        assert predicted_latency(g, placement, prof, cache) == want

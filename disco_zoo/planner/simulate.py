@@ -8,15 +8,17 @@ own linearised per-layer cost (:mod:`disco_zoo.planner.layer_cost`), a lower bou
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from disco_zoo.graph import Layer, LayerGraph
 from disco_zoo.planner.profiles import Profile
-from disco_zoo.planner.programs import message_tag, plan_programs
+from disco_zoo.planner.programs import plan_programs
 from disco_zoo.planner.units import Placement, Range, Unit, build_units, compute_seconds, input_rows, row_bytes
-from disco_zoo.timing.replay import ComputeProfile, Event, MessageCost, RankProgram, replay
+from disco_zoo.timing.links import Link
+from disco_zoo.timing.replay import MessageCost, replay
 
 __all__ = ["UnitSpan", "Simulation", "simulate", "simulate_units", "predicted_latency"]
 
@@ -66,69 +68,96 @@ def predicted_latency(graph: LayerGraph, placement: Placement, profile: Profile,
                       cache: LayerEvents | None = None) -> float:
     """:func:`simulate`'s latency alone (no timeline): what the planner's search compares candidates by.
 
-    The programs are the same as :func:`disco_zoo.planner.programs.plan_programs` makes
-    from :func:`build_units`, event for event, but built per layer without units: a
-    device's events for a layer are its receives and compute, which depend only on the
-    layer's split and its inputs' (:func:`_unit_events`), then its sends, which depend
-    only on the layer's split and its readers' (:func:`_send_events`). ``cache`` (one
-    dict per graph and profile, e.g. one plan's search) reuses them across the many
-    candidates that differ in a few layers.
+    The same replay (:func:`disco_zoo.timing.replay.replay`) of the same programs as
+    :func:`disco_zoo.planner.programs.plan_programs` makes from :func:`build_units`, to the
+    last bit, but played layer by layer without building them (:func:`_play`): a plan's
+    messages only go from a layer to a later one, so every receive of a layer's units has
+    arrived once the layers before it are played. ``cache`` (one dict per graph and
+    profile, e.g. one plan's search) keeps each layer's compute times (keyed on its split)
+    and sends (on its split and its readers') across the many candidates that differ in a
+    few layers.
     """
     cache = {} if cache is None else cache
-    order = cache.get(("order",))
-    if order is None:
-        order = cache[("order",)] = {layer.name: i for i, layer in enumerate(graph)}
-    events: list[list[Event]] = [[] for _ in range(len(profile))]
-    for layer in graph:
+    plan = cache.get(("plan",))
+    if plan is None:
+        plan = cache[("plan",)] = _LayerPlan.of(graph, profile)
+    clock = [0.0] * len(profile)
+    free = [[0.0] * len(profile) for _ in range(len(profile))]  # [src][dst]: when the link is next idle
+    ready: list[list[float] | None] = [None] * len(plan.layers)  # per reader layer: its units' last arrival
+    for index, (layer, readers) in enumerate(zip(plan.layers, plan.readers)):
         own = tuple(placement[layer.name])
-        key = ("in", layer.name, own, *(tuple(placement[p]) for p in layer.predecessors))
-        ins = cache.get(key)
-        if ins is None:
-            ins = cache[key] = _unit_events(graph, layer, placement, profile)
-        key = ("out", layer.name, own, *(tuple(placement[s]) for s in layer.successors))
-        outs = cache.get(key)
-        if outs is None:
-            outs = cache[key] = _send_events(graph, layer, placement, sorted(set(layer.successors), key=order.get))
-        for device, (received, sent) in enumerate(zip(ins, outs)):
-            events[device].extend(received)
-            events[device].extend(sent)
-    programs = [RankProgram(i, device_events) for i, device_events in enumerate(events)]
-    return replay(ComputeProfile(programs), profile.links()).latency_s
+        key = ("compute", layer.name, own)
+        seconds = cache.get(key)
+        if seconds is None:
+            seconds = cache[key] = _compute_times(layer, own, profile)
+        key = ("sends", layer.name, own, *(tuple(placement[plan.layers[r].name]) for r in readers))
+        sends = cache.get(key)
+        if sends is None:
+            sends = cache[key] = _layer_sends(graph, layer, placement, [plan.layers[r] for r in readers],
+                                              readers, plan.links)
+        _play(clock, free, ready, index, seconds, sends)
+    return max(clock)
 
 
 LayerEvents = dict[tuple, Any]
+Send = tuple[int, int, float, float]  # (receiving device, reader's index in graph order, seconds on the wire, latency)
 
 
-def _unit_events(graph: LayerGraph, layer: Layer, placement: Placement, profile: Profile) -> list[list[Event]]:
-    """Per device: its receives for its unit of ``layer`` and the compute mark (none without rows)."""
-    held = [(pred, [(src, have) for src, have in enumerate(placement[pred]) if have[1] > have[0]])
-            for pred in layer.predecessors]
-    out: list[list[Event]] = []
-    for dev, rows in enumerate(placement[layer.name]):
-        events: list[Event] = []
-        if rows[0] < rows[1]:
-            for k, (pred, haves) in enumerate(held):
-                need = input_rows(layer, k, rows)
-                tag = message_tag(pred, layer.name)
-                events.extend(Event("recv", src, tag, 0.0) for src, have in haves
-                              if src != dev and min(need[1], have[1]) > max(need[0], have[0]))
-            seconds = compute_seconds(layer, rows[1] - rows[0], profile.devices[dev].rate(layer.op))
-            events.append(Event("compute", -1, "", seconds, 0, layer.name))
-        out.append(events)
-    return out
+@dataclass(frozen=True)
+class _LayerPlan:
+    """What :func:`predicted_latency` needs of a graph and profile whatever the placement (made once per cache)."""
+
+    layers: list[Layer]
+    readers: list[list[int]]  # per layer: its successors' indices, in graph order (the forwarding-table order)
+    links: dict[tuple[int, int], Link]
+
+    @classmethod
+    def of(cls, graph: LayerGraph, profile: Profile) -> "_LayerPlan":
+        layers = list(graph)
+        order = {layer.name: i for i, layer in enumerate(layers)}
+        readers = [sorted({order[s] for s in layer.successors}) for layer in layers]
+        return cls(layers, readers, profile.links())
 
 
-def _send_events(graph: LayerGraph, layer: Layer, placement: Placement, successors: list[str]) -> list[list[Event]]:
+def _compute_times(layer: Layer, own: tuple[Range, ...], profile: Profile) -> list[float | None]:
+    """Per device: its unit's compute seconds (:func:`compute_seconds`), None without rows."""
+    return [compute_seconds(layer, b - a, profile.devices[dev].rate(layer.op)) if b > a else None
+            for dev, (a, b) in enumerate(own)]
+
+
+def _play(clock: list[float], free: list[list[float]], ready: list[list[float] | None], index: int,
+          seconds: list[float | None], sends: list[list[Send]]) -> None:
+    """Replay one layer: each unit starts when its device is free and its last input arrived
+    (the receives' max, in any order), computes, then posts its sends FIFO per link as
+    :func:`disco_zoo.timing.replay.replay` does (no message cost: the planner's replay)."""
+    arrived = ready[index]
+    for dev, sec in enumerate(seconds):
+        if sec is not None:
+            start = clock[dev] if arrived is None or arrived[dev] <= clock[dev] else arrived[dev]
+            clock[dev] = start + sec
+    for src, posts in enumerate(sends):
+        at, links = clock[src], free[src]
+        for dst, reader, wire, latency in posts:
+            begin = at if at >= links[dst] else links[dst]
+            links[dst] = begin + wire
+            arrival = links[dst] + latency
+            got = ready[reader]
+            if got is None:
+                got = ready[reader] = [-math.inf] * len(clock)
+            if arrival > got[dst]:
+                got[dst] = arrival
+
+
+def _layer_sends(graph: LayerGraph, layer: Layer, placement: Placement, readers: list[Layer],
+                 indices: list[int], links: dict[tuple[int, int], Link]) -> list[list[Send]]:
     """Per device: the sends of its unit of ``layer`` to its readers' units, in forwarding-table
-    order (reader in graph order, then its device, then which input)."""
+    order (reader in graph order, then its device, then which input), as :func:`build_units` makes them."""
     haves = placement[layer.name]
     rb = row_bytes(layer)
-    out: list[list[Event]] = [[] for _ in haves]
-    for name in successors:
-        reader = graph[name]
-        tag = message_tag(layer.name, name)
+    out: list[list[Send]] = [[] for _ in haves]
+    for reader, index in zip(readers, indices):
         inputs = [k for k, pred in enumerate(reader.predecessors) if pred == layer.name]
-        for dev, rows in enumerate(placement[name]):
+        for dev, rows in enumerate(placement[reader.name]):
             if rows[0] >= rows[1]:
                 continue
             for k in inputs:
@@ -136,5 +165,6 @@ def _send_events(graph: LayerGraph, layer: Layer, placement: Placement, successo
                 for src, have in enumerate(haves):
                     got = min(need[1], have[1]) - max(need[0], have[0])
                     if got > 0 and src != dev and have[1] > have[0]:
-                        out[src].append(Event("send", dev, tag, 0.0, int(round(got * rb))))
+                        link = links[(src, dev)]
+                        out[src].append((dev, index, link.transfer_time(int(round(got * rb))), link.latency_s))
     return out
