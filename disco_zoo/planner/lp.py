@@ -133,22 +133,18 @@ def fits_memory(graph: LayerGraph, placement: Placement, profile: Profile,
     """
     rooms = memory_rooms(graph) if rooms is None else rooms
     held = [0.0] * len(profile)
+    memory = [d.memory_bytes for d in profile.devices]
     for layer in graph:
         room = rooms[layer.name]
-        counts = [b - a for a, b in placement[layer.name]]
-        if layer.op not in ("input", "output") and not _fits(room, counts, held, profile):
-            return False
-        for i, c in enumerate(counts):
-            if c > 0:
+        pinned = layer.op in ("input", "output")
+        for i, (a, b) in enumerate(placement[layer.name]):
+            c = b - a
+            if c > 0:  # no rows always fit; the caps of devices with rows only (the search checks every candidate)
+                if not pinned and c > _room_cap(room, memory[i] - held[i] - room.weights):
+                    return False
                 held[i] += room.weights
-    return True
-
-
-def _fits(room: Room, counts: list[int], held: list[float], profile: Profile) -> bool:
-    """``_feasible(counts, room_caps(...))``, computing the caps of the devices with rows only (no rows always fit)."""
-    for i, c in enumerate(counts):
-        if c < 0 or (c > 0 and c > _room_cap(room, profile.devices[i].memory_bytes - held[i] - room.weights)):
-            return False
+            elif c < 0 and not pinned:
+                return False
     return True
 
 

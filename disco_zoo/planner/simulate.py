@@ -152,19 +152,19 @@ def _layer_sends(graph: LayerGraph, layer: Layer, placement: Placement, readers:
                  indices: list[int], links: dict[tuple[int, int], Link]) -> list[list[Send]]:
     """Per device: the sends of its unit of ``layer`` to its readers' units, in forwarding-table
     order (reader in graph order, then its device, then which input), as :func:`build_units` makes them."""
-    haves = placement[layer.name]
+    haves = [(src, a, b) for src, (a, b) in enumerate(placement[layer.name]) if b > a]
     rb = row_bytes(layer)
-    out: list[list[Send]] = [[] for _ in haves]
+    out: list[list[Send]] = [[] for _ in placement[layer.name]]
     for reader, index in zip(readers, indices):
         inputs = [k for k, pred in enumerate(reader.predecessors) if pred == layer.name]
         for dev, rows in enumerate(placement[reader.name]):
             if rows[0] >= rows[1]:
                 continue
             for k in inputs:
-                need = input_rows(reader, k, rows)
-                for src, have in enumerate(haves):
-                    got = min(need[1], have[1]) - max(need[0], have[0])
-                    if got > 0 and src != dev and have[1] > have[0]:
+                lo, hi = input_rows(reader, k, rows)
+                for src, a, b in haves:
+                    got = (hi if hi < b else b) - (lo if lo > a else a)
+                    if got > 0 and src != dev:
                         link = links[(src, dev)]
                         out[src].append((dev, index, link.transfer_time(int(round(got * rb))), link.latency_s))
     return out
