@@ -231,3 +231,34 @@ def test_the_search_replay_equals_the_unit_programs_replay(model: str) -> None:
     for placement in placements:
         want = replay(plan_programs(g, build_units(g, placement), prof), prof.links()).latency_s
         assert predicted_latency(g, placement, prof, cache) == want
+
+
+def test_a_replay_continued_from_a_prefix_equals_the_whole_replay() -> None:
+    """:func:`replay_prefix` + ``predicted_latency(prefix=...)`` (the stage re-splits' shortcut)
+    gives the whole replay's latency to the last bit for placements that differ from the
+    prefix's only in layers at or after its index, none of which the layers before it send to."""
+    import random
+
+    from disco_zoo.planner.lp import ranges_from_counts
+    from disco_zoo.planner.simulate import predicted_latency, replay_prefix
+    from disco_zoo.registry import build_model
+
+    g = trace_model(build_model("densenet121").eval(), (1, 3, 32, 32))
+    prof = three_devices()
+    layers = list(g)
+    order = {layer.name: i for i, layer in enumerate(layers)}
+    rng = random.Random(1)
+    base = BASELINES["proportional-split"](g, prof)
+    cache: dict = {}
+    for _ in range(12):
+        index = rng.randrange(1, len(layers))
+        changed = [l for l in layers[index:] if splittable(l) and l.op not in ("input", "output")
+                   and all(order[p] >= index for p in l.predecessors) and rng.random() < 0.5]
+        placement = dict(base)
+        for layer in changed:
+            cuts = sorted(rng.randint(0, extent(layer)) for _ in range(len(prof) - 1))
+            placement[layer.name] = ranges_from_counts([b - a for a, b in zip([0, *cuts], [*cuts, extent(layer)])])
+        prefix = replay_prefix(g, base, prof, cache, index)
+        want = predicted_latency(g, placement, prof, {})
+        assert predicted_latency(g, placement, prof, cache, prefix) == want
+        assert predicted_latency(g, placement, prof, cache, prefix) == want  # the prefix is not used up

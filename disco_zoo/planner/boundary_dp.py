@@ -174,9 +174,22 @@ def _compute_rows(flops: float, h: int, rates: tuple[float, ...]) -> np.ndarray:
 
 
 def _envelope(lines: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The (start, bytes per row) lines not dominated by one both later and heavier."""
-    return [(t, rb) for t, rb in lines
-            if not any((t2 >= t and rb2 >= rb) and (t2, rb2) != (t, rb) for t2, rb2 in lines)] or lines[:1]
+    """The (start, bytes per row) lines not dominated by another both no earlier and no lighter.
+
+    Latest first: a line is dominated exactly when a different one before it is at least as
+    heavy (O(L log L); a concat's group has a line per input).
+    """
+    kept: list[tuple[float, float]] = []
+    heaviest = -math.inf  # over the distinct lines before the current run of equal ones
+    run: tuple[float, float] | None = None
+    run_heaviest = -math.inf
+    for line in sorted(lines, reverse=True):
+        if line != run:
+            heaviest, run = max(heaviest, run_heaviest), line
+            run_heaviest = line[1]
+        if line[1] > heaviest:
+            kept.append(line)
+    return kept
 
 
 @functools.lru_cache(maxsize=64)

@@ -126,17 +126,20 @@ def memory_rooms(graph: LayerGraph) -> dict[str, Room]:
 
 
 def fits_memory(graph: LayerGraph, placement: Placement, profile: Profile,
-                rooms: dict[str, Room] | None = None) -> bool:
+                rooms: dict[str, Room] | None = None, known: int = 0) -> bool:
     """Does every device have room for its rows of every layer, by :func:`memory_caps`' accounting?
 
     ``rooms``: :func:`memory_rooms` of the graph, when the caller checks many placements.
+    ``known``: how many leading layers (graph order) are known to fit, e.g. where the
+    placement agrees with one that fits: only their weights are counted (what a layer
+    needs depends on its own split and the weights before it alone).
     """
     rooms = memory_rooms(graph) if rooms is None else rooms
     held = [0.0] * len(profile)
     memory = [d.memory_bytes for d in profile.devices]
-    for layer in graph:
+    for index, layer in enumerate(graph):
         room = rooms[layer.name]
-        pinned = layer.op in ("input", "output")
+        pinned = layer.op in ("input", "output") or index < known
         for i, (a, b) in enumerate(placement[layer.name]):
             c = b - a
             if c > 0:  # no rows always fit; the caps of devices with rows only (the search checks every candidate)

@@ -28,12 +28,12 @@ import time
 from dataclasses import dataclass
 
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.graph import LayerGraph
+from disco_zoo.graph import Layer, LayerGraph
 from disco_zoo.planner.baselines import BASELINES
 from disco_zoo.planner.lp import (PlanStats, Room, device_subsets, fits_memory, memory_rooms, plan_layers_until,
                                   ranges_from_counts, round_counts)
 from disco_zoo.planner.profiles import Profile
-from disco_zoo.planner.simulate import LayerEvents, predicted_latency
+from disco_zoo.planner.simulate import LayerEvents, Prefix, predicted_latency, replay_prefix
 from disco_zoo.planner.units import Placement, extent, splittable
 
 __all__ = ["MIN_GAIN", "MAX_PASSES", "plan_edgeflow", "busy_bound", "compute_bound"]
@@ -120,24 +120,36 @@ def _restage(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanS
     split in proportion to the rates of the k fastest devices, k = 1..n, or kept; the best
     by the replay is kept before the next stage."""
     by_rate = sorted(range(len(profile)), key=lambda i: -profile.devices[i].rate("conv"))
-    best = seed
+    best = seed  # fits in memory (a baseline that does, or a re-split checked), so the layers before a stage do
+    layers = list(graph)
     for rows in sorted({extent(l) for l in graph if splittable(l) and l.op not in ("input", "output")}, reverse=True):
+        stage = [i for i, layer in enumerate(layers)
+                 if splittable(layer) and extent(layer) == rows and layer.op not in ("input", "output")]
+        prefix: Prefix | None = None  # the replay up to the stage's first input: the same for all its candidates
         for k in range(1, len(profile) + 1):
             weights = [profile.devices[i].rate("conv") if i in by_rate[:k] else 0.0 for i in range(len(profile))]
             split = ranges_from_counts(round_counts(weights, rows))
             placement = dict(best.placement)
-            for layer in graph:
-                if splittable(layer) and extent(layer) == rows and layer.op not in ("input", "output"):
-                    placement[layer.name] = split
-            if placement == best.placement or not fits_memory(graph, placement, profile, rooms):
+            for i in stage:
+                placement[layers[i].name] = split
+            if placement == best.placement or not fits_memory(graph, placement, profile, rooms, known=stage[0]):
                 continue
             stats.restaged += 1
             if busy_bound(graph, placement, profile, work) >= best.latency_s:
                 continue
-            latency = predicted_latency(graph, placement, profile, events)
+            if prefix is None:
+                prefix = replay_prefix(graph, best.placement, profile, events, _first_input(graph, layers, stage))
+            latency = predicted_latency(graph, placement, profile, events, prefix)
             if latency < best.latency_s:
                 best = _Candidate(placement, latency, f"{seed.origin}, re-split by stage", _used(placement, graph))
     return best
+
+
+def _first_input(graph: LayerGraph, layers: list[Layer], stage: list[int]) -> int:
+    """The first layer (graph order) that is in ``stage`` or sends to it: the layers before it,
+    and whom they send to, are the same in every re-split of the stage (:func:`replay_prefix`)."""
+    order = {layer.name: i for i, layer in enumerate(layers)}
+    return min(min([i, *(order[p] for p in layers[i].predecessors)]) for i in stage)
 
 
 def plan_edgeflow(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanStats]:

@@ -20,7 +20,7 @@ from disco_zoo.planner.units import Placement, Range, Unit, build_units, compute
 from disco_zoo.timing.links import Link
 from disco_zoo.timing.replay import MessageCost, replay
 
-__all__ = ["UnitSpan", "Simulation", "simulate", "simulate_units", "predicted_latency"]
+__all__ = ["UnitSpan", "Simulation", "simulate", "simulate_units", "predicted_latency", "replay_prefix"]
 
 
 @dataclass
@@ -65,7 +65,7 @@ def simulate(graph: LayerGraph, placement: Placement, profile: Profile,
 
 
 def predicted_latency(graph: LayerGraph, placement: Placement, profile: Profile,
-                      cache: LayerEvents | None = None) -> float:
+                      cache: LayerEvents | None = None, prefix: Prefix | None = None) -> float:
     """:func:`simulate`'s latency alone (no timeline): what the planner's search compares candidates by.
 
     The same replay (:func:`disco_zoo.timing.replay.replay`) of the same programs as
@@ -75,16 +75,56 @@ def predicted_latency(graph: LayerGraph, placement: Placement, profile: Profile,
     arrived once the layers before it are played. ``cache`` (one dict per graph and
     profile, e.g. one plan's search) keeps each layer's compute times (keyed on its split)
     and sends (on its split and its readers') across the many candidates that differ in a
-    few layers.
+    few layers. ``prefix`` (:func:`replay_prefix` of a placement that agrees with this one
+    on the layers before its index and on their readers) continues from there.
     """
-    cache = {} if cache is None else cache
+    state = Prefix.empty(len(graph), len(profile)) if prefix is None else prefix.copy()
+    _replay_layers(graph, placement, profile, {} if cache is None else cache, state, len(graph))
+    return max(state.clock)
+
+
+def replay_prefix(graph: LayerGraph, placement: Placement, profile: Profile, cache: LayerEvents,
+                  index: int) -> Prefix:
+    """The replay of the layers before ``index`` (graph order), for :func:`predicted_latency` to continue.
+
+    Why: the search tries many placements that differ only from some layer on (a stage
+    re-split); their replays agree on every layer before the first one that is changed or
+    sends to a changed one, so that part is played once.
+    """
+    state = Prefix.empty(len(graph), len(profile))
+    _replay_layers(graph, placement, profile, cache, state, index)
+    return state
+
+
+@dataclass
+class Prefix:
+    """A replay stopped before layer ``index``: each device's clock, each link's next idle
+    time [src][dst], and per later layer its units' latest input arrival so far."""
+
+    index: int
+    clock: list[float]
+    free: list[list[float]]
+    ready: list[list[float] | None]
+
+    @classmethod
+    def empty(cls, layers: int, devices: int) -> "Prefix":
+        return cls(0, [0.0] * devices, [[0.0] * devices for _ in range(devices)], [None] * layers)
+
+    def copy(self) -> "Prefix":
+        """A copy to play on: what the layers from ``index`` on change (their arrivals too) is copied."""
+        ready = self.ready[:self.index] + [None if r is None else list(r) for r in self.ready[self.index:]]
+        return Prefix(self.index, list(self.clock), [list(f) for f in self.free], ready)
+
+
+
+def _replay_layers(graph: LayerGraph, placement: Placement, profile: Profile, cache: LayerEvents,
+                   state: Prefix, stop: int) -> None:
+    """Play layers ``state.index`` .. ``stop`` - 1 of ``placement`` onto ``state``."""
     plan = cache.get(("plan",))
     if plan is None:
         plan = cache[("plan",)] = _LayerPlan.of(graph, profile)
-    clock = [0.0] * len(profile)
-    free = [[0.0] * len(profile) for _ in range(len(profile))]  # [src][dst]: when the link is next idle
-    ready: list[list[float] | None] = [None] * len(plan.layers)  # per reader layer: its units' last arrival
-    for index, (layer, readers) in enumerate(zip(plan.layers, plan.readers)):
+    for index in range(state.index, stop):
+        layer, readers = plan.layers[index], plan.readers[index]
         own = tuple(placement[layer.name])
         key = ("compute", layer.name, own)
         seconds = cache.get(key)
@@ -95,8 +135,8 @@ def predicted_latency(graph: LayerGraph, placement: Placement, profile: Profile,
         if sends is None:
             sends = cache[key] = _layer_sends(graph, layer, placement, [plan.layers[r] for r in readers],
                                               readers, plan.links)
-        _play(clock, free, ready, index, seconds, sends)
-    return max(clock)
+        _play(state.clock, state.free, state.ready, index, seconds, sends)
+    state.index = max(state.index, stop)
 
 
 LayerEvents = dict[tuple, Any]
