@@ -220,3 +220,21 @@ def test_memory_check_is_every_layers_caps_in_turn(seed: int) -> None:
         assert fits_memory(graph, placement, profile) == want
         seen.add(want)
     assert seen == {True, False}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_finish_bound_never_stops_a_sweep_before_its_own_finish(seed: int) -> None:
+    """The sweep gives up once :func:`finish_bound` (devices' free times plus the FLOPs still to
+    place) reaches ``stop_at``: on every subset, a stop at its own plan's per-layer finish (a lower
+    bound of its replay) must never trigger, so the bound is below every plan it rules out."""
+    from disco_zoo.planner.lp import plan_layers_until
+
+    rng, graph, n, profile = _random_suite(seed)
+    for allowed in device_subsets(profile):
+        placement = plan_layers(graph, profile, allowed)
+        state = State(free=[0.0] * n)
+        for layer in graph:
+            commit(state, layer, layer_timing(graph, layer, placement[layer.name], placement, state, profile))
+        finish = max(state.free)
+        assert finish <= simulate(graph, placement, profile).latency_s * (1 + 1e-12)
+        assert plan_layers_until(graph, profile, finish * (1 + 1e-9), allowed) == placement

@@ -410,10 +410,15 @@ def plan_layers_until(graph: LayerGraph, profile: Profile, stop_at: float, allow
     Why: the per-layer cost (:mod:`disco_zoo.planner.layer_cost`) is a lower bound of the
     replay, and the finishes only grow layer by layer, so a plan under way whose finish
     has reached the best candidate's latency cannot beat it; the search stops it early.
+    "Reached" is :func:`finish_bound`: the FLOPs still to place must be computed too.
     """
     n = len(profile)
     ctx = _Ctx(graph, profile, {}, State(free=[0.0] * n), [0.0] * n, stats or PlanStats())
+    able = set(range(n)) if allowed is None else allowed | {0}  # device 0 holds the input and the output
+    rates = [max([d.flops, *d.flops_by_op.values()]) if i in able else 0.0 for i, d in enumerate(profile.devices)]
+    left = sum(layer.flops for layer in graph)
     for layer in graph:
+        left -= layer.flops
         caps = memory_caps(graph, layer, ctx.held, profile)
         if allowed is not None and layer.op not in ("input", "output"):
             caps = [c if i in allowed else 0 for i, c in enumerate(caps)]
@@ -437,12 +442,24 @@ def plan_layers_until(graph: LayerGraph, profile: Profile, stop_at: float, allow
         ranges = ranges_from_counts(counts)
         ctx.placement[layer.name] = ranges
         commit(ctx.state, layer, layer_timing(graph, layer, ranges, ctx.placement, ctx.state, profile))
-        if max(ctx.state.free) >= stop_at:
+        if finish_bound(ctx.state.free, rates, left) >= stop_at:
             return None
         for i, c in enumerate(counts):
             if c > 0:
                 ctx.held[i] += layer.params * graph.dtype_bytes
     return ctx.placement
+
+
+def finish_bound(free: list[float], rates: list[float], flops: float) -> float:
+    """A lower bound of a plan's last finish, given when each device is free and ``flops`` still to compute.
+
+    No device finishes before it is free, and the rest takes at least the time every
+    device (``rates``: its best FLOP/s, 0 for one that takes no more work) computing
+    from its free time on needs for it: the per-layer cost starts a unit no earlier.
+    """
+    last = max(free)
+    flops -= sum((last - f) * r for f, r in zip(free, rates))
+    return last if flops <= 0 else last + flops / sum(rates)
 
 
 def device_subsets(profile: Profile) -> list[set[int]]:
