@@ -148,7 +148,8 @@ def test_a_baseline_that_wins_is_said_plainly(monkeypatch) -> None:
     import disco_zoo.planner.search as search
     from disco_zoo.commands import plan as plan_cmd
 
-    def hopeless(graph, profile, stop_at, allowed=None, stats=None, solver="dp", ahead=None):  # noqa: ANN001, ANN202
+    def hopeless(graph, profile, stop_at, allowed=None, stats=None, solver="dp", ahead=None,  # noqa: ANN001, ANN202
+                 rooms=None):  # noqa: ANN001
         return equal_split(graph, profile)  # stands in for a greedy sweep that loses to the baselines
 
     monkeypatch.setattr(search, "plan_layers_until", hopeless)

@@ -83,7 +83,8 @@ def layerwise_split(graph: LayerGraph, profile: Profile) -> Placement:
     for k2 in range(2, L + 1):
         ends = n if k2 < L else 1  # the output ends on device 0
         # cand[k, d, d2]: segment [k+1, k2) on d2 after a plan of [0, k+1) ending on d; all d2 at once
-        cand = best[1:k2, :, None] + trans[1:k2, :, :ends] + (prefix[:ends, k2][:, None] - prefix[:ends, 1:k2]).T[:, None, :]
+        rest = (prefix[:ends, k2][:, None] - prefix[:ends, 1:k2]).T  # [k, d2]: the segment's compute on d2
+        cand = best[1:k2, :, None] + trans[1:k2, :, :ends] + rest[:, None, :]
         flat = cand.reshape(-1, ends)
         first = np.argmin(flat, axis=0)  # the first minimum in (k, d) order, as argmin over each d2's slice
         k, d = np.unravel_index(first, cand.shape[:2])

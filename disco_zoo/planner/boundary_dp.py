@@ -265,7 +265,10 @@ def dp_split(graph: LayerGraph, layer: Layer, placement: Placement, state: State
 
 
 def _chain_min_max(finish: np.ndarray, h: int) -> float:
-    """min over boundary chains of the slowest device's finish (the recursion in the module doc); ``finish``: [i, a, b]."""
+    """min over boundary chains of the slowest device's finish (the recursion in the module doc).
+
+    ``finish``: [i, a, b] of the devices with room, in profile order.
+    """
     d = np.full(h + 1, math.inf)
     d[0] = -math.inf  # no rows placed yet: nothing finishes
     for f in finish:
@@ -275,7 +278,8 @@ def _chain_min_max(finish: np.ndarray, h: int) -> float:
 
 
 def _chain_min_bytes(finish: np.ndarray, received: np.ndarray, h: int, limit: float) -> list[int]:
-    """Among chains with every device finishing by ``limit``: fewest bytes received; the rows of each device of ``finish``."""
+    """Among chains with every device finishing by ``limit``: fewest bytes received; the rows of
+    each device of ``finish``."""
     e = np.full(h + 1, math.inf)
     e[0] = 0.0
     cols = np.arange(h + 1)

@@ -403,14 +403,15 @@ def plan_layers(graph: LayerGraph, profile: Profile, allowed: set[int] | None = 
 
 
 def plan_layers_until(graph: LayerGraph, profile: Profile, stop_at: float, allowed: set[int] | None = None,
-                      stats: PlanStats | None = None, solver: str = "dp",
-                      ahead: Placement | None = None) -> Placement | None:
+                      stats: PlanStats | None = None, solver: str = "dp", ahead: Placement | None = None,
+                      rooms: dict[str, Room] | None = None) -> Placement | None:
     """:func:`plan_layers`, given up (None) once a committed layer finishes at ``stop_at`` or later.
 
     Why: the per-layer cost (:mod:`disco_zoo.planner.layer_cost`) is a lower bound of the
     replay, and the finishes only grow layer by layer, so a plan under way whose finish
     has reached the best candidate's latency cannot beat it; the search stops it early.
     "Reached" is :func:`finish_bound`: the FLOPs still to place must be computed too.
+    ``rooms``: :func:`memory_rooms` of the graph, when the caller plans it many times.
     """
     n = len(profile)
     ctx = _Ctx(graph, profile, {}, State(free=[0.0] * n), [0.0] * n, stats or PlanStats())
@@ -419,7 +420,7 @@ def plan_layers_until(graph: LayerGraph, profile: Profile, stop_at: float, allow
     left = sum(layer.flops for layer in graph)
     for layer in graph:
         left -= layer.flops
-        caps = memory_caps(graph, layer, ctx.held, profile)
+        caps = room_caps(rooms[layer.name] if rooms is not None else layer_room(graph, layer), ctx.held, profile)
         if allowed is not None and layer.op not in ("input", "output"):
             caps = [c if i in allowed else 0 for i, c in enumerate(caps)]
         h = extent(layer)

@@ -92,12 +92,13 @@ def _used(placement: Placement, graph: LayerGraph) -> set[int]:
 
 
 def _improve(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanStats,
-             events: LayerEvents) -> _Candidate:
+             events: LayerEvents, rooms: dict[str, Room]) -> _Candidate:
     """Look-ahead passes from ``seed`` until one gains < MIN_GAIN; the best plan seen."""
     best, current = seed, seed.placement
     for _ in range(MAX_PASSES):
         try:
-            placement = plan_layers_until(graph, profile, _beyond(best.latency_s), seed.devices, stats, ahead=current)
+            placement = plan_layers_until(graph, profile, _beyond(best.latency_s), seed.devices, stats, ahead=current,
+                                          rooms=rooms)
         except DiscoZooError:
             break
         stats.passes += 1
@@ -198,7 +199,7 @@ def _plan(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanStats]:
             stats.subsets_pruned += 1
             continue
         try:
-            placement = plan_layers_until(graph, profile, _beyond(best), allowed, stats)
+            placement = plan_layers_until(graph, profile, _beyond(best), allowed, stats, rooms=rooms)
         except DiscoZooError as err:
             if len(allowed) == len(profile):
                 full_error = err  # names every device's room, the clearest message
@@ -210,7 +211,7 @@ def _plan(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanStats]:
     if not scored:
         raise full_error or DiscoZooError("no device subset can hold the model; give devices more memory_bytes")
     seed = min(scored, key=lambda c: c.latency_s)
-    winner = _improve(graph, profile, seed, stats, events)
+    winner = _improve(graph, profile, seed, stats, events, rooms)
     if winner is seed and seed.baseline:  # a baseline stands: re-split it stage by stage
         winner = _restage(graph, profile, seed, stats, events, work, rooms)
     stats.origin = winner.origin
