@@ -6,14 +6,17 @@ layer sooner can misalign the layers after it and cost traffic later. So the can
 
 1. the greedy sweep (:func:`plan_layers`) over device subsets, largest first; a subset is
    skipped when :func:`compute_bound` (all FLOPs over its summed rates, no traffic) cannot
-   beat the best candidate so far;
+   beat the best candidate so far, and a sweep under way is given up once
+   :func:`disco_zoo.planner.lp.finish_bound` (its devices' free times plus the FLOPs
+   still to place) reaches the best;
 2. the baselines (:mod:`disco_zoo.planner.baselines`) that fit in memory, scored right after
    the sweep on every device so that the bound bites early;
 3. from the best of those, improvement passes: every layer re-solved looking ahead to its
    readers' splits in the previous pass's plan (``plan_layers(ahead=...)``), until a pass
    gains less than ``MIN_GAIN``;
 4. if a baseline's plan still stands, a hybrid of layer-wise and row splits from it
-   (:func:`_restage`): each stage (layers of one height) split over the k fastest devices.
+   (:func:`_restage`): each stage (layers of one height) split over the k fastest devices,
+   each re-split replayed from the stage's first input on (:func:`replay_prefix`).
 
 Every candidate is scored by the model of time's replay (:func:`predicted_latency`), unless
 :func:`busy_bound` (its busiest device's compute alone) already rules it out; the lowest
