@@ -123,14 +123,16 @@ def _replay_layers(graph: LayerGraph, placement: Placement, profile: Profile, ca
     plan = cache.get(("plan",))
     if plan is None:
         plan = cache[("plan",)] = _LayerPlan.of(graph, profile)
+    ids = cache.setdefault(("splits",), {})  # each distinct split a number: the keys below hash ints, not ranges
+    split = [0] * state.index + [ids.setdefault(tuple(placement[layer.name]), len(ids))
+                                 for layer in plan.layers[state.index:]]  # readers come later: these are all needed
     for index in range(state.index, stop):
         layer, readers = plan.layers[index], plan.readers[index]
-        own = tuple(placement[layer.name])
-        key = ("compute", layer.name, own)
+        key = ("compute", index, split[index])
         seconds = cache.get(key)
         if seconds is None:
-            seconds = cache[key] = _compute_times(layer, own, profile)
-        key = ("sends", layer.name, own, *(tuple(placement[plan.layers[r].name]) for r in readers))
+            seconds = cache[key] = _compute_times(layer, tuple(placement[layer.name]), profile)
+        key = ("sends", index, split[index], *(split[r] for r in readers))
         sends = cache.get(key)
         if sends is None:
             sends = cache[key] = _layer_sends(graph, layer, placement, [plan.layers[r] for r in readers],
