@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 import typer
@@ -147,7 +148,8 @@ def test_a_baseline_that_wins_is_said_plainly(monkeypatch) -> None:
     import disco_zoo.planner.search as search
     from disco_zoo.commands import plan as plan_cmd
 
-    def hopeless(graph, profile, stop_at, allowed=None, stats=None, solver="dp", ahead=None):  # noqa: ANN001, ANN202
+    def hopeless(graph, profile, stop_at, allowed=None, stats=None, solver="dp", ahead=None,  # noqa: ANN001, ANN202
+                 rooms=None):  # noqa: ANN001
         return equal_split(graph, profile)  # stands in for a greedy sweep that loses to the baselines
 
     monkeypatch.setattr(search, "plan_layers_until", hopeless)
@@ -162,3 +164,78 @@ def test_a_baseline_that_wins_is_said_plainly(monkeypatch) -> None:
     res = CliRunner().invoke(app, ["plan", "mobilenet_v2", "--devices", "four-mixed-ethernet", "--input-size", "32"])
     assert res.exit_code == 0, res.output
     assert "EdgeFlow found no plan faster than the" in " ".join(res.output.split())
+
+
+def test_dp_overlap_and_compute_caches_equal_the_direct_arrays() -> None:
+    """The DP's value-keyed caches (overlap of needed rows with a sender range, compute per range)
+    hand back exactly the arrays the direct formulas make, read-only so no caller can change them."""
+    from disco_zoo.planner.boundary_dp import _compute_rows, _needed_by_input, _overlap, _rows
+
+    graph = trace_model(Branchy(k1=5, s1=2, k2=3, d2=2, pool=3), (1, 3, 24, 24))
+    rng = random.Random(0)
+    checked = 0
+    for layer in graph:
+        if not splittable(layer) or layer.op in ("input", "output"):
+            continue
+        h = extent(layer)
+        for lo, hi, need in _needed_by_input(layer):
+            for _ in range(4):
+                c = rng.randint(0, int(hi.max()))
+                d = rng.randint(c, int(hi.max()))
+                got = _overlap(need, c, d)
+                want = np.maximum(np.minimum(hi[None, :], d) - np.maximum(lo[:, None], c), 0)
+                assert np.array_equal(got, want) and got.dtype == want.dtype and not got.flags.writeable
+                checked += 1
+        rates = (3e9, 1e10)
+        want = _rows(h)[None] * np.array([layer.flops / h / r for r in rates])[:, None, None]
+        assert np.array_equal(_compute_rows(layer.flops, h, rates), want)
+    assert checked >= 20
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_memory_check_is_every_layers_caps_in_turn(seed: int) -> None:
+    """:func:`fits_memory` (its loop inlined for the search) says what checking each layer's
+    :func:`memory_caps` in topological order says, on random splits and memories: some fit, some not."""
+    from disco_zoo.planner.lp import _feasible, fits_memory, memory_caps
+
+    rng, graph, n, _ = _random_suite(seed)
+    largest = max(layer.output_bytes + sum(graph[p].output_bytes for p in layer.predecessors) for layer in graph)
+
+    def reference(placement: dict, profile: object) -> bool:
+        held = [0.0] * len(profile)
+        for layer in graph:
+            counts = [b - a for a, b in placement[layer.name]]
+            if layer.op not in ("input", "output") and not _feasible(counts, memory_caps(graph, layer, held, profile)):
+                return False
+            for i, c in enumerate(counts):
+                if c > 0:
+                    held[i] += layer.params * graph.dtype_bytes
+        return True
+
+    seen = set()
+    for _ in range(30):
+        profile = three_devices(memory=largest * rng.choice([0.2, 0.5, 0.8, 1.5, 50.0]))
+        placement = {layer.name: ranges_from_counts(_random_counts(rng, extent(layer), 3) if splittable(layer)
+                                                    else [extent(layer), 0, 0]) for layer in graph}
+        want = reference(placement, profile)
+        assert fits_memory(graph, placement, profile) == want
+        seen.add(want)
+    assert seen == {True, False}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_finish_bound_never_stops_a_sweep_before_its_own_finish(seed: int) -> None:
+    """The sweep gives up once :func:`finish_bound` (devices' free times plus the FLOPs still to
+    place) reaches ``stop_at``: on every subset, a stop at its own plan's per-layer finish (a lower
+    bound of its replay) must never trigger, so the bound is below every plan it rules out."""
+    from disco_zoo.planner.lp import plan_layers_until
+
+    rng, graph, n, profile = _random_suite(seed)
+    for allowed in device_subsets(profile):
+        placement = plan_layers(graph, profile, allowed)
+        state = State(free=[0.0] * n)
+        for layer in graph:
+            commit(state, layer, layer_timing(graph, layer, placement[layer.name], placement, state, profile))
+        finish = max(state.free)
+        assert finish <= simulate(graph, placement, profile).latency_s * (1 + 1e-12)
+        assert plan_layers_until(graph, profile, finish * (1 + 1e-9), allowed) == placement

@@ -199,12 +199,13 @@ def test_edgeflow_never_worse_than_any_baseline_on_the_presets(model: str) -> No
             assert placement == BASELINES[stats.origin.removeprefix("baseline ")](g, prof)
 
 
-@pytest.mark.parametrize("model", ["branchy", "mobilenet_v2"])
+@pytest.mark.parametrize("model", ["branchy", "mobilenet_v2", "densenet121"])
 def test_the_search_replay_equals_the_unit_programs_replay(model: str) -> None:
-    """:func:`predicted_latency` builds its events per layer (cached across candidates),
-    not from units: on every baseline placement and on random row splits it must give the
-    latency of the replay of :func:`plan_programs` over :func:`build_units`, the programs
-    the executor and `simulate` use, with one cache shared by all placements."""
+    """:func:`predicted_latency` plays layer by layer from per-layer compute times and sends
+    (cached across candidates), not from units: on every baseline placement and on random
+    row splits it must give the latency of the replay of :func:`plan_programs` over
+    :func:`build_units`, the programs the executor and `simulate` use, to the last bit, with
+    one cache shared by all placements (DenseNet: layers read by many concats)."""
     import random
 
     from disco_zoo.planner.programs import plan_programs
@@ -229,4 +230,35 @@ def test_the_search_replay_equals_the_unit_programs_replay(model: str) -> None:
     cache: dict = {}
     for placement in placements:
         want = replay(plan_programs(g, build_units(g, placement), prof), prof.links()).latency_s
-        assert predicted_latency(g, placement, prof, cache) == pytest.approx(want, rel=1e-12, abs=1e-15)
+        assert predicted_latency(g, placement, prof, cache) == want
+
+
+def test_a_replay_continued_from_a_prefix_equals_the_whole_replay() -> None:
+    """:func:`replay_prefix` + ``predicted_latency(prefix=...)`` (the stage re-splits' shortcut)
+    gives the whole replay's latency to the last bit for placements that differ from the
+    prefix's only in layers at or after its index, none of which the layers before it send to."""
+    import random
+
+    from disco_zoo.planner.lp import ranges_from_counts
+    from disco_zoo.planner.simulate import predicted_latency, replay_prefix
+    from disco_zoo.registry import build_model
+
+    g = trace_model(build_model("densenet121").eval(), (1, 3, 32, 32))
+    prof = three_devices()
+    layers = list(g)
+    order = {layer.name: i for i, layer in enumerate(layers)}
+    rng = random.Random(1)
+    base = BASELINES["proportional-split"](g, prof)
+    cache: dict = {}
+    for _ in range(12):
+        index = rng.randrange(1, len(layers))
+        changed = [l for l in layers[index:] if splittable(l) and l.op not in ("input", "output")
+                   and all(order[p] >= index for p in l.predecessors) and rng.random() < 0.5]
+        placement = dict(base)
+        for layer in changed:
+            cuts = sorted(rng.randint(0, extent(layer)) for _ in range(len(prof) - 1))
+            placement[layer.name] = ranges_from_counts([b - a for a, b in zip([0, *cuts], [*cuts, extent(layer)])])
+        prefix = replay_prefix(g, base, prof, cache, index)
+        want = predicted_latency(g, placement, prof, {})
+        assert predicted_latency(g, placement, prof, cache, prefix) == want
+        assert predicted_latency(g, placement, prof, cache, prefix) == want  # the prefix is not used up

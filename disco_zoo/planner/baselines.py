@@ -33,12 +33,15 @@ def row_split(graph: LayerGraph, profile: Profile, weights: list[float]) -> Plac
     """Every splittable layer split by rows in proportion to ``weights``."""
     n, fast = len(profile), profile.fastest()
     out: Placement = {}
+    counts: dict[int, list[int]] = {}  # per height: the rounding is the same for every layer of it
     for layer in graph:
         h = extent(layer)
         if _pinned(layer.op):
             out[layer.name] = _whole(n, 0, h)
         elif splittable(layer):
-            out[layer.name] = ranges_from_counts(round_counts(np.array(weights, dtype=float), h))
+            if h not in counts:
+                counts[h] = round_counts(np.array(weights, dtype=float), h)
+            out[layer.name] = ranges_from_counts(counts[h])
         else:
             out[layer.name] = _whole(n, fast, h)
     return out
@@ -78,12 +81,15 @@ def layerwise_split(graph: LayerGraph, profile: Profile) -> Placement:
     back = np.zeros((L + 1, n, 2), dtype=int)
     best[1, 0] = 0.0  # the input layer, on device 0
     for k2 in range(2, L + 1):
-        for d2 in range(n):
-            if k2 == L and d2 != 0:
-                continue  # the output ends on device 0
-            cand = best[1:k2, :] + trans[1:k2, :, d2] + (prefix[d2, k2] - prefix[d2, 1:k2])[:, None]
-            k, d = np.unravel_index(np.argmin(cand), cand.shape)
-            best[k2, d2], back[k2, d2] = cand[k, d], (k + 1, d)
+        ends = n if k2 < L else 1  # the output ends on device 0
+        # cand[k, d, d2]: segment [k+1, k2) on d2 after a plan of [0, k+1) ending on d; all d2 at once
+        rest = (prefix[:ends, k2][:, None] - prefix[:ends, 1:k2]).T  # [k, d2]: the segment's compute on d2
+        cand = best[1:k2, :, None] + trans[1:k2, :, :ends] + rest[:, None, :]
+        flat = cand.reshape(-1, ends)
+        first = np.argmin(flat, axis=0)  # the first minimum in (k, d) order, as argmin over each d2's slice
+        k, d = np.unravel_index(first, cand.shape[:2])
+        best[k2, :ends] = flat[first, np.arange(ends)]
+        back[k2, :ends, 0], back[k2, :ends, 1] = k + 1, d
     owner = [0] * L
     k2, d2 = L, 0
     while k2 > 1:

@@ -83,13 +83,26 @@ def _needed(layer: Layer, k: int, h: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 @_per_layer
-def _needed_by_input(layer: Layer) -> list[tuple[np.ndarray, np.ndarray, bytes]]:
+def _needed_by_input(layer: Layer) -> list[tuple[np.ndarray, np.ndarray, tuple[bytes, bytes]]]:
     """:func:`_needed` of every input of ``layer``, with a key naming the pair (made once per layer)."""
     out = []
     for k in range(len(layer.predecessors)):
         lo, hi = _needed(layer, k, extent(layer))
-        out.append((lo, hi, lo.tobytes() + b"|" + hi.tobytes()))
+        out.append((lo, hi, (lo.tobytes(), hi.tobytes())))
     return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _overlap(need: tuple[bytes, bytes], start: int, end: int) -> np.ndarray:
+    """Rows of a sender's range [start, end) that output rows [a, b) need, [a, b] (read-only).
+
+    Why cached: a plan asks the same (needed rows, sender range) pair thousands of times
+    (every input of a concat, every layer split alike); ``need``: :func:`_needed_by_input`'s key.
+    """
+    lo, hi = (np.frombuffer(part, dtype=int) for part in need)
+    ov = np.maximum(np.minimum(hi[None, :], end) - np.maximum(lo[:, None], start), 0)
+    ov.flags.writeable = False
+    return ov
 
 
 def link_arrays(profile: Profile) -> tuple[np.ndarray, np.ndarray]:
@@ -114,47 +127,69 @@ def _device_costs(graph: LayerGraph, layer: Layer, placement: Placement, state: 
     [g, a, b]; the bytes add up, and of their arrival lines t + per_byte * rb * overlap
     only the upper envelope matters. All groups and receivers are evaluated in one
     broadcast (the link arrays are 0 on the diagonal: a device's own rows arrive when it
-    finished them).
+    finished them). Scalars are gathered in Python and each array op done once: the
+    arrays are small, so the number of numpy calls is what costs.
     """
-    lat, per_byte = links[0][:, act], links[1][:, act]
-    ready = np.empty((len(act), h + 1, h + 1))
-    ready[:] = np.asarray(state.free, dtype=float)[act][:, None, None]
-    received = np.zeros((len(act), h + 1, h + 1))
-    groups: dict[tuple, tuple[np.ndarray, np.ndarray, list[tuple[float, float]]]] = {}
-    for pred, (lo, hi, need) in zip(layer.predecessors, _needed_by_input(layer)):
+    free = np.asarray(state.free, dtype=float)[act][:, None, None]
+    groups: dict[tuple, list[tuple[float, float]]] = {}
+    for pred, (_, _, need) in zip(layer.predecessors, _needed_by_input(layer)):
         rb = row_bytes(graph[pred])
         for j, (c, d) in enumerate(placement[pred]):
             if d > c:
-                groups.setdefault((need, j, c, d), (lo, hi, []))[2].append((state.finish[pred][j], rb))
-    if groups:
-        keys, values = list(groups), list(groups.values())
-        sender = np.array([key[1] for key in keys])
-        start = np.array([key[2] for key in keys])[:, None, None]
-        end = np.array([key[3] for key in keys])[:, None, None]
-        ov = np.minimum(np.stack([v[1] for v in values])[:, None, :], end) - \
-            np.maximum(np.stack([v[0] for v in values])[:, :, None], start)  # [g, a, b]
-        ov = np.maximum(ov, 0)
-        has = ov > 0
-        total = np.array([sum(rb for _, rb in v[2]) for v in values])
-        remote = (sender[:, None] != act[None, :]).astype(float)  # [g, i]
-        received = np.einsum("gab,gi->iab", ov * total[:, None, None], remote)
-        lines = [(g, t, rb) for g, v in enumerate(values) for t, rb in _envelope(v[2])]
-        g_of = np.array([g for g, _, _ in lines])
-        t = np.array([t for _, t, _ in lines])[:, None, None, None]
-        rb = np.array([rb for _, _, rb in lines])
-        line_lat = np.where(rb[:, None] > 0, lat[sender[g_of]], 0.0)  # no bytes: no message, no latency
-        arrival = t + line_lat[:, :, None, None] + per_byte[sender[g_of]][:, :, None, None] * \
-            (ov[g_of] * rb[:, None, None])[:, None]  # [line, i, a, b]
-        arrival = np.where(has[g_of][:, None], arrival, -math.inf).max(axis=0)
-        np.maximum(ready, arrival, out=ready)
-    per_row = np.array([layer.flops / h / profile.devices[i].rate(layer.op) for i in act])
-    return ready + _rows(h)[None] * per_row[:, None, None], received
+                groups.setdefault((need, j, c, d), []).append((state.finish[pred][j], rb))
+    compute = _compute_rows(layer.flops, h, tuple(profile.devices[i].rate(layer.op) for i in act))
+    if not groups:
+        return free + compute, np.zeros((len(act), h + 1, h + 1))
+    ov = np.array([_overlap(need, c, d) for need, _, c, d in groups])  # [g, a, b]
+    has = ov > 0
+    total = np.array([sum(rb for _, rb in lines) for lines in groups.values()])
+    receivers = act.tolist()
+    remote = np.array([[float(j != i) for i in receivers] for _, j, _, _ in groups])  # [g, i]
+    received = np.einsum("gab,gi->iab", ov * total[:, None, None], remote)
+    lat, per_byte = links
+    g_of, starts, wire, rbs = [], [], [], []
+    for g, ((_, j, _, _), lines) in enumerate(groups.items()):
+        for t, rb in (lines if len(lines) == 1 else _envelope(lines)):
+            g_of.append(g)
+            starts.append([t + lat[j, i] if rb > 0 else t + 0.0 for i in receivers])  # no bytes: no message, no latency
+            wire.append([per_byte[j, i] for i in receivers])
+            rbs.append(rb)
+    if len(g_of) == len(groups):  # one line per group (the usual case): no gather
+        ov_l, has_l = ov, has
+    else:
+        ov_l, has_l = ov[g_of], has[g_of]
+    arrival = np.array(starts)[:, :, None, None] + np.array(wire)[:, :, None, None] * \
+        (ov_l * np.array(rbs)[:, None, None])[:, None]  # [line, i, a, b]
+    arrival = np.where(has_l[:, None], arrival, -math.inf).max(axis=0)
+    return np.maximum(free, arrival) + compute, received
+
+
+@functools.lru_cache(maxsize=1024)
+def _compute_rows(flops: float, h: int, rates: tuple[float, ...]) -> np.ndarray:
+    """Compute seconds of range [a, b) on each device of ``rates``, [i, a, b] (read-only: made once per layer shape)."""
+    per_row = np.array([flops / h / rate for rate in rates])
+    out = _rows(h)[None] * per_row[:, None, None]
+    out.flags.writeable = False
+    return out
 
 
 def _envelope(lines: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The (start, bytes per row) lines not dominated by one both later and heavier."""
-    return [(t, rb) for t, rb in lines
-            if not any((t2 >= t and rb2 >= rb) and (t2, rb2) != (t, rb) for t2, rb2 in lines)] or lines[:1]
+    """The (start, bytes per row) lines not dominated by another both no earlier and no lighter.
+
+    Latest first: a line is dominated exactly when a different one before it is at least as
+    heavy (O(L log L); a concat's group has a line per input).
+    """
+    kept: list[tuple[float, float]] = []
+    heaviest = -math.inf  # over the distinct lines before the current run of equal ones
+    run: tuple[float, float] | None = None
+    run_heaviest = -math.inf
+    for line in sorted(lines, reverse=True):
+        if line != run:
+            heaviest, run = max(heaviest, run_heaviest), line
+            run_heaviest = line[1]
+        if line[1] > heaviest:
+            kept.append(line)
+    return kept
 
 
 @functools.lru_cache(maxsize=64)
@@ -176,19 +211,27 @@ def _lookahead(graph: LayerGraph, layer: Layer, ahead: Placement, profile: Profi
     """
     lat, per_byte = links[0][act], links[1][act]
     extra = np.zeros((len(act), h + 1, h + 1))
-    terms = [(r, *input_rows(reader, k, rows), compute_seconds(reader, rows[1] - rows[0], profile.devices[r].rate(reader.op)))
-             for reader, k in readers(graph, layer)
-             for r, rows in enumerate(ahead.get(reader.name, [])) if rows[0] < rows[1]]
+    terms = dict.fromkeys(  # many reader units alike (concats of one split): each once, the max is the same
+        (r, *input_rows(reader, k, rows), compute_seconds(reader, rows[1] - rows[0], profile.devices[r].rate(reader.op)))
+        for reader, k in readers(graph, layer)
+        for r, rows in enumerate(ahead.get(reader.name, [])) if rows[0] < rows[1])
     if not terms:
         return extra
     r, lo, hi, comp = (np.array(col) for col in zip(*terms))  # one row per (reader unit): all at once
-    pos = np.arange(h + 1)
-    ov = np.minimum(hi[:, None], pos)[:, None, :] - np.maximum(lo[:, None], pos)[:, :, None]  # [m, a, b]
+    rows_of = _identity_need(h)
+    ov = np.array([_overlap(rows_of, a, b) for _, a, b, _ in terms])  # [m, a, b]: my rows [a, b) it reads
     has = ov > 0
     delay = comp[:, None, None, None] + lat[:, r].T[:, :, None, None] + \
-        per_byte[:, r].T[:, :, None, None] * (np.where(has, ov, 0) * row_bytes(layer))[:, None]  # [m, i, a, b]
+        per_byte[:, r].T[:, :, None, None] * (ov * row_bytes(layer))[:, None]  # [m, i, a, b]
     np.maximum(extra, np.where(has[:, None], delay, 0.0).max(axis=0), out=extra)
     return extra
+
+
+@functools.lru_cache(maxsize=64)
+def _identity_need(h: int) -> tuple[bytes, bytes]:
+    """The :func:`_overlap` key of output rows [a, b) themselves (a reader's rows met by a range of mine)."""
+    pos = np.arange(h + 1)
+    return pos.tobytes(), pos.tobytes()
 
 
 def dp_split(graph: LayerGraph, layer: Layer, placement: Placement, state: State, profile: Profile,
@@ -210,52 +253,48 @@ def dp_split(graph: LayerGraph, layer: Layer, placement: Placement, state: State
     if ahead is not None:
         costs += _lookahead(graph, layer, ahead, profile, h, links, act)
     allowed = (rows[None] > 0) & (rows[None] <= np.asarray(caps)[act][:, None, None])
-    finish: list[np.ndarray | None] = [None] * n
-    received: list[np.ndarray | None] = [None] * n
-    for idx, i in enumerate(act):
-        finish[i], received[i] = np.where(allowed[idx], costs[idx], math.inf), bytes_in[idx]
+    finish = np.where(allowed, costs, math.inf)
     best = _chain_min_max(finish, h)
     if not math.isfinite(best):
         return None
     limit = best * (1 + TIE) if best > 0 else best
-    counts = _chain_min_bytes(finish, received, h, limit)
+    counts = [0] * n
+    for i, rows_i in zip(act.tolist(), _chain_min_bytes(finish, bytes_in, h, limit)):
+        counts[i] = rows_i
     return counts, best
 
 
-def _chain_min_max(finish: list[np.ndarray | None], h: int) -> float:
-    """min over boundary chains of the slowest device's finish (the recursion in the module doc)."""
+def _chain_min_max(finish: np.ndarray, h: int) -> float:
+    """min over boundary chains of the slowest device's finish (the recursion in the module doc).
+
+    ``finish``: [i, a, b] of the devices with room, in profile order.
+    """
     d = np.full(h + 1, math.inf)
     d[0] = -math.inf  # no rows placed yet: nothing finishes
     for f in finish:
-        if f is None:
-            continue
         via = np.maximum(d[:, None], f).min(axis=0)
         d = np.minimum(d, via)
     return float(d[h])
 
 
-def _chain_min_bytes(finish: list[np.ndarray | None], received: list[np.ndarray | None], h: int,
-                     limit: float) -> list[int]:
-    """Among chains with every device finishing by ``limit``: fewest bytes received; its rows per device."""
+def _chain_min_bytes(finish: np.ndarray, received: np.ndarray, h: int, limit: float) -> list[int]:
+    """Among chains with every device finishing by ``limit``: fewest bytes received; the rows of
+    each device of ``finish``."""
     e = np.full(h + 1, math.inf)
     e[0] = 0.0
-    back: list[np.ndarray | None] = []
-    for f, r in zip(finish, received):
-        if f is None:
-            back.append(None)
-            continue
-        cost = np.where(f <= limit, e[:, None] + r, math.inf)
+    cols = np.arange(h + 1)
+    steps: list[tuple[np.ndarray, np.ndarray]] = []
+    for ok, r in zip(finish <= limit, received):
+        cost = np.where(ok, e[:, None] + r, math.inf)
         arg = cost.argmin(axis=0)
-        via = cost[arg, np.arange(h + 1)]
-        take = via < e
-        back.append(np.where(take, arg, np.arange(h + 1)))  # start of device i's range ending at b
-        e = np.where(take, via, e)
-    counts = [0] * len(finish)
+        via = cost[arg, cols]
+        steps.append((arg, via < e))  # where taken: device i's range ending at b starts at arg[b]
+        e = np.minimum(e, via)
+    counts = [0] * len(steps)
     b = h
-    for i in range(len(finish) - 1, -1, -1):
-        if back[i] is None:
-            continue
-        a = int(back[i][b])
+    for i in range(len(steps) - 1, -1, -1):
+        arg, take = steps[i]
+        a = int(arg[b]) if take[b] else b
         counts[i] = b - a
         b = a
     assert b == 0 and math.isfinite(e[h]), "the min-bytes chain must exist when the min-max one does"

@@ -126,29 +126,28 @@ def memory_rooms(graph: LayerGraph) -> dict[str, Room]:
 
 
 def fits_memory(graph: LayerGraph, placement: Placement, profile: Profile,
-                rooms: dict[str, Room] | None = None) -> bool:
+                rooms: dict[str, Room] | None = None, known: int = 0) -> bool:
     """Does every device have room for its rows of every layer, by :func:`memory_caps`' accounting?
 
     ``rooms``: :func:`memory_rooms` of the graph, when the caller checks many placements.
+    ``known``: how many leading layers (graph order) are known to fit, e.g. where the
+    placement agrees with one that fits: only their weights are counted (what a layer
+    needs depends on its own split and the weights before it alone).
     """
     rooms = memory_rooms(graph) if rooms is None else rooms
     held = [0.0] * len(profile)
-    for layer in graph:
+    memory = [d.memory_bytes for d in profile.devices]
+    for index, layer in enumerate(graph):
         room = rooms[layer.name]
-        counts = [b - a for a, b in placement[layer.name]]
-        if layer.op not in ("input", "output") and not _fits(room, counts, held, profile):
-            return False
-        for i, c in enumerate(counts):
-            if c > 0:
+        pinned = layer.op in ("input", "output") or index < known
+        for i, (a, b) in enumerate(placement[layer.name]):
+            c = b - a
+            if c > 0:  # no rows always fit; the caps of devices with rows only (the search checks every candidate)
+                if not pinned and c > _room_cap(room, memory[i] - held[i] - room.weights):
+                    return False
                 held[i] += room.weights
-    return True
-
-
-def _fits(room: Room, counts: list[int], held: list[float], profile: Profile) -> bool:
-    """``_feasible(counts, room_caps(...))``, computing the caps of the devices with rows only (no rows always fit)."""
-    for i, c in enumerate(counts):
-        if c < 0 or (c > 0 and c > _room_cap(room, profile.devices[i].memory_bytes - held[i] - room.weights)):
-            return False
+            elif c < 0 and not pinned:
+                return False
     return True
 
 
@@ -404,18 +403,24 @@ def plan_layers(graph: LayerGraph, profile: Profile, allowed: set[int] | None = 
 
 
 def plan_layers_until(graph: LayerGraph, profile: Profile, stop_at: float, allowed: set[int] | None = None,
-                      stats: PlanStats | None = None, solver: str = "dp",
-                      ahead: Placement | None = None) -> Placement | None:
+                      stats: PlanStats | None = None, solver: str = "dp", ahead: Placement | None = None,
+                      rooms: dict[str, Room] | None = None) -> Placement | None:
     """:func:`plan_layers`, given up (None) once a committed layer finishes at ``stop_at`` or later.
 
     Why: the per-layer cost (:mod:`disco_zoo.planner.layer_cost`) is a lower bound of the
     replay, and the finishes only grow layer by layer, so a plan under way whose finish
     has reached the best candidate's latency cannot beat it; the search stops it early.
+    "Reached" is :func:`finish_bound`: the FLOPs still to place must be computed too.
+    ``rooms``: :func:`memory_rooms` of the graph, when the caller plans it many times.
     """
     n = len(profile)
     ctx = _Ctx(graph, profile, {}, State(free=[0.0] * n), [0.0] * n, stats or PlanStats())
+    able = set(range(n)) if allowed is None else allowed | {0}  # device 0 holds the input and the output
+    rates = [max([d.flops, *d.flops_by_op.values()]) if i in able else 0.0 for i, d in enumerate(profile.devices)]
+    left = sum(layer.flops for layer in graph)
     for layer in graph:
-        caps = memory_caps(graph, layer, ctx.held, profile)
+        left -= layer.flops
+        caps = room_caps(rooms[layer.name] if rooms is not None else layer_room(graph, layer), ctx.held, profile)
         if allowed is not None and layer.op not in ("input", "output"):
             caps = [c if i in allowed else 0 for i, c in enumerate(caps)]
         h = extent(layer)
@@ -438,12 +443,24 @@ def plan_layers_until(graph: LayerGraph, profile: Profile, stop_at: float, allow
         ranges = ranges_from_counts(counts)
         ctx.placement[layer.name] = ranges
         commit(ctx.state, layer, layer_timing(graph, layer, ranges, ctx.placement, ctx.state, profile))
-        if max(ctx.state.free) >= stop_at:
+        if finish_bound(ctx.state.free, rates, left) >= stop_at:
             return None
         for i, c in enumerate(counts):
             if c > 0:
                 ctx.held[i] += layer.params * graph.dtype_bytes
     return ctx.placement
+
+
+def finish_bound(free: list[float], rates: list[float], flops: float) -> float:
+    """A lower bound of a plan's last finish, given when each device is free and ``flops`` still to compute.
+
+    No device finishes before it is free, and the rest takes at least the time every
+    device (``rates``: its best FLOP/s, 0 for one that takes no more work) computing
+    from its free time on needs for it: the per-layer cost starts a unit no earlier.
+    """
+    last = max(free)
+    flops -= sum((last - f) * r for f, r in zip(free, rates))
+    return last if flops <= 0 else last + flops / sum(rates)
 
 
 def device_subsets(profile: Profile) -> list[set[int]]:

@@ -6,14 +6,17 @@ layer sooner can misalign the layers after it and cost traffic later. So the can
 
 1. the greedy sweep (:func:`plan_layers`) over device subsets, largest first; a subset is
    skipped when :func:`compute_bound` (all FLOPs over its summed rates, no traffic) cannot
-   beat the best candidate so far;
+   beat the best candidate so far, and a sweep under way is given up once
+   :func:`disco_zoo.planner.lp.finish_bound` (its devices' free times plus the FLOPs
+   still to place) reaches the best;
 2. the baselines (:mod:`disco_zoo.planner.baselines`) that fit in memory, scored right after
    the sweep on every device so that the bound bites early;
 3. from the best of those, improvement passes: every layer re-solved looking ahead to its
    readers' splits in the previous pass's plan (``plan_layers(ahead=...)``), until a pass
    gains less than ``MIN_GAIN``;
 4. if a baseline's plan still stands, a hybrid of layer-wise and row splits from it
-   (:func:`_restage`): each stage (layers of one height) split over the k fastest devices.
+   (:func:`_restage`): each stage (layers of one height) split over the k fastest devices,
+   each re-split replayed from the stage's first input on (:func:`replay_prefix`).
 
 Every candidate is scored by the model of time's replay (:func:`predicted_latency`), unless
 :func:`busy_bound` (its busiest device's compute alone) already rules it out; the lowest
@@ -28,12 +31,12 @@ import time
 from dataclasses import dataclass
 
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.graph import LayerGraph
+from disco_zoo.graph import Layer, LayerGraph
 from disco_zoo.planner.baselines import BASELINES
 from disco_zoo.planner.lp import (PlanStats, Room, device_subsets, fits_memory, memory_rooms, plan_layers_until,
                                   ranges_from_counts, round_counts)
 from disco_zoo.planner.profiles import Profile
-from disco_zoo.planner.simulate import LayerEvents, predicted_latency
+from disco_zoo.planner.simulate import LayerEvents, Prefix, predicted_latency, replay_prefix
 from disco_zoo.planner.units import Placement, extent, splittable
 
 __all__ = ["MIN_GAIN", "MAX_PASSES", "plan_edgeflow", "busy_bound", "compute_bound"]
@@ -92,12 +95,13 @@ def _used(placement: Placement, graph: LayerGraph) -> set[int]:
 
 
 def _improve(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanStats,
-             events: LayerEvents) -> _Candidate:
+             events: LayerEvents, rooms: dict[str, Room]) -> _Candidate:
     """Look-ahead passes from ``seed`` until one gains < MIN_GAIN; the best plan seen."""
     best, current = seed, seed.placement
     for _ in range(MAX_PASSES):
         try:
-            placement = plan_layers_until(graph, profile, _beyond(best.latency_s), seed.devices, stats, ahead=current)
+            placement = plan_layers_until(graph, profile, _beyond(best.latency_s), seed.devices, stats, ahead=current,
+                                          rooms=rooms)
         except DiscoZooError:
             break
         stats.passes += 1
@@ -120,24 +124,36 @@ def _restage(graph: LayerGraph, profile: Profile, seed: _Candidate, stats: PlanS
     split in proportion to the rates of the k fastest devices, k = 1..n, or kept; the best
     by the replay is kept before the next stage."""
     by_rate = sorted(range(len(profile)), key=lambda i: -profile.devices[i].rate("conv"))
-    best = seed
+    best = seed  # fits in memory (a baseline that does, or a re-split checked), so the layers before a stage do
+    layers = list(graph)
     for rows in sorted({extent(l) for l in graph if splittable(l) and l.op not in ("input", "output")}, reverse=True):
+        stage = [i for i, layer in enumerate(layers)
+                 if splittable(layer) and extent(layer) == rows and layer.op not in ("input", "output")]
+        prefix: Prefix | None = None  # the replay up to the stage's first input: the same for all its candidates
         for k in range(1, len(profile) + 1):
             weights = [profile.devices[i].rate("conv") if i in by_rate[:k] else 0.0 for i in range(len(profile))]
             split = ranges_from_counts(round_counts(weights, rows))
             placement = dict(best.placement)
-            for layer in graph:
-                if splittable(layer) and extent(layer) == rows and layer.op not in ("input", "output"):
-                    placement[layer.name] = split
-            if placement == best.placement or not fits_memory(graph, placement, profile, rooms):
+            for i in stage:
+                placement[layers[i].name] = split
+            if placement == best.placement or not fits_memory(graph, placement, profile, rooms, known=stage[0]):
                 continue
             stats.restaged += 1
             if busy_bound(graph, placement, profile, work) >= best.latency_s:
                 continue
-            latency = predicted_latency(graph, placement, profile, events)
+            if prefix is None:
+                prefix = replay_prefix(graph, best.placement, profile, events, _first_input(graph, layers, stage))
+            latency = predicted_latency(graph, placement, profile, events, prefix)
             if latency < best.latency_s:
                 best = _Candidate(placement, latency, f"{seed.origin}, re-split by stage", _used(placement, graph))
     return best
+
+
+def _first_input(graph: LayerGraph, layers: list[Layer], stage: list[int]) -> int:
+    """The first layer (graph order) that is in ``stage`` or sends to it: the layers before it,
+    and whom they send to, are the same in every re-split of the stage (:func:`replay_prefix`)."""
+    order = {layer.name: i for i, layer in enumerate(layers)}
+    return min(min([i, *(order[p] for p in layers[i].predecessors)]) for i in stage)
 
 
 def plan_edgeflow(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanStats]:
@@ -186,7 +202,7 @@ def _plan(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanStats]:
             stats.subsets_pruned += 1
             continue
         try:
-            placement = plan_layers_until(graph, profile, _beyond(best), allowed, stats)
+            placement = plan_layers_until(graph, profile, _beyond(best), allowed, stats, rooms=rooms)
         except DiscoZooError as err:
             if len(allowed) == len(profile):
                 full_error = err  # names every device's room, the clearest message
@@ -198,7 +214,7 @@ def _plan(graph: LayerGraph, profile: Profile) -> tuple[Placement, PlanStats]:
     if not scored:
         raise full_error or DiscoZooError("no device subset can hold the model; give devices more memory_bytes")
     seed = min(scored, key=lambda c: c.latency_s)
-    winner = _improve(graph, profile, seed, stats, events)
+    winner = _improve(graph, profile, seed, stats, events, rooms)
     if winner is seed and seed.baseline:  # a baseline stands: re-split it stage by stage
         winner = _restage(graph, profile, seed, stats, events, work, rooms)
     stats.origin = winner.origin
