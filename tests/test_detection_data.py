@@ -101,6 +101,8 @@ def _break(root, change):
     (lambda d: d["annotations"][0].update(image_id=99), "image id 99, which the file does not list"),
     (lambda d: d["annotations"][0].update(bbox=[1, 1, 0, 3]), "box of no area"),
     (lambda d: d["images"][0].update(width=31), "is 32x24 but .* says 31x24"),
+    (lambda d: d["categories"].append({"id": 3, "name": "again"}), "category id 3 appears twice"),
+    (lambda d: d["annotations"][0].pop("bbox"), "annotation has no 'bbox'"),
 ])
 def test_each_bad_input_is_one_line_naming_the_file(tmp_path, change, message):
     root = write_coco_folder(tmp_path / "data")

@@ -79,6 +79,8 @@ def test_folder_data_checks_the_categories_and_sizes(tmp_path):
     assert len(split) == 2 and split.targets[0]["labels"].tolist() == [1, 3]
     with pytest.raises(DiscoZooError, match="categories name 3 ids .* trained on 10"):
         DET.eval_split(str(root), _config())
+    with pytest.raises(DiscoZooError, match="mean/std must be 0/1"):
+        DET.eval_split(str(root), dataclasses.replace(config, mean=(0.5,) * 3))
     with pytest.raises(DiscoZooError, match="too small"):
         DET.train_data(str(root), 32, batch_size=2, seed=0)
     with pytest.raises(DiscoZooError, match="instances_train.json is missing"):

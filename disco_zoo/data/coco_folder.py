@@ -121,6 +121,8 @@ def read_annotations(root: Path | str, split: str) -> CocoAnnotations:
         cid = _field(category, "id", int, path, "category")
         if cid < 1:
             raise DiscoZooError(f"{path}: category id {cid} is not positive; id 0 is the background.")
+        if cid in categories:
+            raise DiscoZooError(f"{path}: category id {cid} appears twice; category ids must be unique.")
         categories[cid] = str(_field(category, "name", str, path, "category"))
     folder = _image_dir(root, split)
     index: dict[int, int] = {}

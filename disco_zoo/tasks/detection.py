@@ -136,6 +136,9 @@ class DetectionTask(Task):
 
         _, height, width = config.input_size
         check_min_size(min(height, width), MIN_INPUT_SIDE, config.name)
+        if (tuple(config.mean), tuple(config.std)) != (_UNIT_STATS[0][:len(config.mean)], _UNIT_STATS[1][:len(config.std)]):
+            raise DiscoZooError(f"{config.name}: a detector takes [0, 1] images and normalises them itself, so its "
+                                f"config's mean/std must be 0/1, not {list(config.mean)}/{list(config.std)}.")
         if data == self.embedded_dataset and height != width:
             raise DiscoZooError(f"{config.name}: input_size {list(config.input_size)} is not square; the embedded "
                                 f"{self.embedded_dataset} canvases are square.")
