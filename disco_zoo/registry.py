@@ -64,6 +64,7 @@ _ENTRY_MODULES = (
     "disco_zoo.models.edsr",
     "disco_zoo.models.espcn",
     "disco_zoo.models.torchvision_segmentation",
+    "disco_zoo.models.torchvision_detection",
 )
 
 

@@ -685,3 +685,32 @@ def write_mask_folder(root, count=3, size=(32, 64), classes=("background", "a", 
         Image.fromarray(mask, mode="L").save(folder / "masks" / f"{i}.png")
     (root / "classes.txt").write_text("\n".join(classes) + "\n")
     return folder
+
+
+def write_coco_folder(root, splits=("train", "val"), size=(32, 24), count=2):
+    """A tiny COCO folder: per split ``count`` random ``size`` (w, h) PNGs in ``split/images``
+    and ``annotations/instances_<split>.json`` with two boxes per image, categories 1 "a" and 3 "c"."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    root = Path(root)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split in splits:
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for i in range(count):
+            name = f"{i:03d}.png"
+            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8), mode="RGB").save(
+                root / split / "images" / name)
+            images.append({"id": 10 + i, "file_name": name, "width": size[0], "height": size[1]})
+            for j, (box, category) in enumerate((([2, 3, 10, 8], 1), ([12.5, 4, 15, 12], 3))):
+                annotations.append({"id": 100 * i + j + 1, "image_id": 10 + i, "category_id": category, "bbox": box,
+                                    "area": box[2] * box[3], "iscrowd": 0})
+        document = {"images": images, "annotations": annotations,
+                    "categories": [{"id": 1, "name": "a"}, {"id": 3, "name": "c"}]}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(document))
+    return root

@@ -42,7 +42,8 @@ def train_command(
     model: str = typer.Argument(..., help="Dense architecture, e.g. resnet50."),
     data: Optional[str] = typer.Option(
         None, "--data", help="The task's embedded set (default: 'digits' for classification, 'digit_canvas' for "
-                             "segmentation) or a folder root with train/ and val/ (ImageFolder; mask folder)."),
+                             "segmentation, 'digit_boxes' for detection) or a folder root with train/ and val/ "
+                             "(ImageFolder; mask folder; COCO with annotations/instances_{train,val}.json)."),
     init: Optional[str] = typer.Option(
         None, "--init", help="Weights to start from: a dense model folder or name, a .safetensors state dict, or a "
                              "timm/Hugging Face folder with model.safetensors (a head for other classes is re-initialised)."),

@@ -21,12 +21,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import numpy as np
 
 __all__ = ["CANVAS_NAME", "CANVAS_CLASSES", "CANVAS_COUNTS", "CANVAS_SIZE", "CANVAS_SEED", "CACHE_ENV",
-           "digit_pools", "make_canvas", "write_canvas_folder", "cache_dir", "embedded_canvas_folder"]
+           "digit_pools", "Paste", "background", "paste_digit", "finish_canvas", "make_canvas", "write_canvas_folder",
+           "cache_dir", "embedded_canvas_folder"]
 
 CANVAS_NAME = "digit_canvas"  # what ``--data`` calls the embedded set, and the published folders' tag
 CANVAS_CLASSES = ("background",) + tuple(str(d) for d in range(10))  # mask id i is CANVAS_CLASSES[i]
@@ -61,7 +62,7 @@ def _upscaled_ink(scan: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray((scan / 16.0).astype(np.float32), mode="F").resize((side, side), Image.BILINEAR))
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
     """A dark two-colour linear gradient in a random direction (float RGB, H x W x 3)."""
     low, high = rng.uniform(0.0, 0.35, size=(2, 3))
     angle = rng.uniform(0, 2 * np.pi)
@@ -71,23 +72,47 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return low + (high - low) * t[..., None]
 
 
+class Paste(NamedTuple):
+    """Where one digit went: its window's corner and side, its inked pixels there, its digit."""
+
+    top: int
+    left: int
+    painted: np.ndarray  # bool side x side: the pixels the digit painted (and so labels)
+    digit: int
+
+
+def paste_digit(rng: np.random.Generator, image: np.ndarray, scans: np.ndarray, labels: np.ndarray,
+                pool: np.ndarray) -> Paste:
+    """Paste one digit of ``pool`` at a random place and scale into ``image`` (float RGB,
+    in place), over whatever is there; the detection canvases paste through this too."""
+    size = image.shape[0]
+    index = int(rng.choice(pool))
+    side = int(rng.integers(int(SIDE_FRACTION[0] * size), int(SIDE_FRACTION[1] * size) + 1))
+    top, left = (int(v) for v in rng.integers(0, size - side + 1, size=2))
+    ink = _upscaled_ink(scans[index], side)
+    painted = ink >= INK_THRESHOLD
+    colour = rng.uniform(0.55, 1.0, size=3)
+    window = image[top:top + side, left:left + side]
+    window[painted] = colour * (0.6 + 0.4 * ink[painted, None])
+    return Paste(top, left, painted, int(labels[index]))
+
+
+def finish_canvas(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Sensor noise, then the float canvas as RGB uint8."""
+    image = image + rng.normal(0.0, NOISE_STD, size=image.shape)
+    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
 def make_canvas(rng: np.random.Generator, scans: np.ndarray, labels: np.ndarray, pool: np.ndarray,
                 size: int = CANVAS_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """One canvas: (RGB uint8 H x W x 3, mask uint8 H x W), digits drawn from ``pool`` only."""
-    image = _background(rng, size)
+    image = background(rng, size)
     mask = np.zeros((size, size), dtype=np.uint8)
     for _ in range(rng.integers(DIGITS_PER_CANVAS[0], DIGITS_PER_CANVAS[1] + 1)):
-        index = int(rng.choice(pool))
-        side = int(rng.integers(int(SIDE_FRACTION[0] * size), int(SIDE_FRACTION[1] * size) + 1))
-        top, left = (int(v) for v in rng.integers(0, size - side + 1, size=2))
-        ink = _upscaled_ink(scans[index], side)
-        painted = ink >= INK_THRESHOLD
-        colour = rng.uniform(0.55, 1.0, size=3)
-        window = image[top:top + side, left:left + side]
-        window[painted] = colour * (0.6 + 0.4 * ink[painted, None])
-        mask[top:top + side, left:left + side][painted] = 1 + int(labels[index])
-    image = image + rng.normal(0.0, NOISE_STD, size=image.shape)
-    return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8), mask
+        paste = paste_digit(rng, image, scans, labels, pool)
+        side = len(paste.painted)
+        mask[paste.top:paste.top + side, paste.left:paste.left + side][paste.painted] = 1 + paste.digit
+    return finish_canvas(rng, image), mask
 
 
 def _write_split(folder: Path, split: str, count: int, size: int, seed: int, pool: np.ndarray,

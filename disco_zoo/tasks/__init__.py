@@ -12,13 +12,15 @@ from typing import Any
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.tasks.base import DatasetInfo, EvalSplit, Metric, Task, TrainData, TrainingLoss
 from disco_zoo.tasks.classification import ClassificationTask
+from disco_zoo.tasks.detection import DetectionTask
 from disco_zoo.tasks.segmentation import SegmentationTask
 from disco_zoo.tasks.super_resolution import SuperResolutionTask
 
 __all__ = ["TASKS", "DEFAULT_TASK", "get_task", "task_of", "find_metric", "Task", "Metric", "DatasetInfo",
            "TrainData", "EvalSplit", "TrainingLoss"]
 
-TASKS: dict[str, Task] = {task.name: task for task in (ClassificationTask(), SegmentationTask(), SuperResolutionTask())}
+TASKS: dict[str, Task] = {task.name: task for task in (ClassificationTask(), SegmentationTask(), SuperResolutionTask(),
+                                                       DetectionTask())}
 DEFAULT_TASK = "classification"  # the kind a config or entry has when it names none (store, registry)
 
 
