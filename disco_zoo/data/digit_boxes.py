@@ -16,16 +16,14 @@ read back by :mod:`disco_zoo.data.coco_folder`, the loader ``--data PATH`` uses.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from disco_zoo.data.digit_canvas import CANVAS_SEED, background, cache_dir, digit_pools, finish_canvas, paste_digit
+from disco_zoo.data.digit_canvas import (CANVAS_SEED, background, cache_dir, digit_pools, finish_canvas, paste_digit,
+                                         write_folder_atomically)
 
 __all__ = ["BOXES_NAME", "BOXES_CATEGORIES", "BOXES_COUNTS", "BOXES_SIZE", "DIGITS_PER_BOX_CANVAS", "BoxCanvas",
            "visible_boxes", "make_box_canvas", "write_boxes_folder", "embedded_boxes_folder", "SPLITS"]
@@ -105,33 +103,20 @@ def _write_split(folder: Path, split: str, count: int, size: int, seed: int, poo
 
 def write_boxes_folder(root: Path | str, size: int = BOXES_SIZE, counts: Mapping[str, int] = BOXES_COUNTS,
                        seed: int = CANVAS_SEED) -> Path:
-    """Write the canvases as a COCO folder at ``root`` (split/images, annotations/).
-
-    Written to a temporary sibling and renamed into place, so ``root`` is either absent
-    or complete; an existing ``root`` is left as it is (another process wrote it first).
-    """
+    """Write the canvases as a COCO folder at ``root`` (split/images, annotations/), atomically."""
     from sklearn.datasets import load_digits
 
-    root = Path(root)
     if size < 16:
         raise ValueError(f"canvas size must be at least 16 pixels, got {size}")
     digits = load_digits()
     pools = digit_pools(seed)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
+
+    def fill(tmp: Path) -> None:
         (tmp / "annotations").mkdir()
         for split, count in counts.items():
             _write_split(tmp, split, count, size, seed, pools[split], digits.images, digits.target)
-        tmp.chmod(0o755)
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not (root / "annotations").is_dir():  # not a concurrent writer's finished folder
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    return write_folder_atomically(root, fill, "annotations")
 
 
 def embedded_boxes_folder(size: int = BOXES_SIZE, seed: int = CANVAS_SEED) -> Path:

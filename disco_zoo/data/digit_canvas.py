@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Mapping, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 
 import numpy as np
 
@@ -128,35 +128,42 @@ def _write_split(folder: Path, split: str, count: int, size: int, seed: int, poo
         Image.fromarray(mask, mode="L").save(folder / split / "masks" / f"{i:05d}.png")
 
 
-def write_canvas_folder(root: Path | str, size: int = CANVAS_SIZE, counts: Mapping[str, int] = CANVAS_COUNTS,
-                        seed: int = CANVAS_SEED) -> Path:
-    """Write the canvases as a mask folder at ``root`` (train/val/test, classes.txt).
-
-    Written to a temporary sibling and renamed into place, so ``root`` is either absent
-    or complete; an existing ``root`` is left as it is (another process wrote it first).
-    """
-    from sklearn.datasets import load_digits
-
+def write_folder_atomically(root: Path | str, fill: Callable[[Path], None], marker: str) -> Path:
+    """Make ``root`` with ``fill(tmp)`` in a temporary sibling, then rename it into place, so
+    ``root`` is either absent or complete; where another process finished it first (its
+    ``marker`` file or folder exists), that one is kept."""
     root = Path(root)
-    if size < 16:
-        raise ValueError(f"canvas size must be at least 16 pixels, got {size}")
-    digits = load_digits()
-    pools = digit_pools(seed)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        for split, count in counts.items():
-            _write_split(tmp, split, count, size, seed, pools[split], digits.images, digits.target)
-        (tmp / "classes.txt").write_text("\n".join(CANVAS_CLASSES) + "\n")
+        fill(tmp)
         tmp.chmod(0o755)
         try:
             os.replace(tmp, root)
         except OSError:
-            if not (root / "classes.txt").is_file():  # not a concurrent writer's finished folder
+            if not (root / marker).exists():  # not a concurrent writer's finished folder
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
+
+
+def write_canvas_folder(root: Path | str, size: int = CANVAS_SIZE, counts: Mapping[str, int] = CANVAS_COUNTS,
+                        seed: int = CANVAS_SEED) -> Path:
+    """Write the canvases as a mask folder at ``root`` (train/val/test, classes.txt), atomically."""
+    from sklearn.datasets import load_digits
+
+    if size < 16:
+        raise ValueError(f"canvas size must be at least 16 pixels, got {size}")
+    digits = load_digits()
+    pools = digit_pools(seed)
+
+    def fill(tmp: Path) -> None:
+        for split, count in counts.items():
+            _write_split(tmp, split, count, size, seed, pools[split], digits.images, digits.target)
+        (tmp / "classes.txt").write_text("\n".join(CANVAS_CLASSES) + "\n")
+
+    return write_folder_atomically(root, fill, "classes.txt")
 
 
 def cache_dir() -> Path:
