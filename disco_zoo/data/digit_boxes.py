@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from disco_zoo.data.digit_canvas import (CANVAS_SEED, background, cache_dir, digit_pools, finish_canvas, paste_digit,
-                                         write_folder_atomically)
+                                         write_digit_splits)
 
 __all__ = ["BOXES_NAME", "BOXES_CATEGORIES", "BOXES_COUNTS", "BOXES_SIZE", "DIGITS_PER_BOX_CANVAS", "BoxCanvas",
            "visible_boxes", "make_box_canvas", "write_boxes_folder", "embedded_boxes_folder", "SPLITS"]
@@ -104,19 +104,8 @@ def _write_split(folder: Path, split: str, count: int, size: int, seed: int, poo
 def write_boxes_folder(root: Path | str, size: int = BOXES_SIZE, counts: Mapping[str, int] = BOXES_COUNTS,
                        seed: int = CANVAS_SEED) -> Path:
     """Write the canvases as a COCO folder at ``root`` (split/images, annotations/), atomically."""
-    from sklearn.datasets import load_digits
-
-    if size < 16:
-        raise ValueError(f"canvas size must be at least 16 pixels, got {size}")
-    digits = load_digits()
-    pools = digit_pools(seed)
-
-    def fill(tmp: Path) -> None:
-        (tmp / "annotations").mkdir()
-        for split, count in counts.items():
-            _write_split(tmp, split, count, size, seed, pools[split], digits.images, digits.target)
-
-    return write_folder_atomically(root, fill, "annotations")
+    return write_digit_splits(root, size, counts, seed, _write_split, "annotations",
+                              lambda tmp: (tmp / "annotations").mkdir())
 
 
 def embedded_boxes_folder(size: int = BOXES_SIZE, seed: int = CANVAS_SEED) -> Path:

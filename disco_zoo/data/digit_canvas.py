@@ -148,9 +148,13 @@ def write_folder_atomically(root: Path | str, fill: Callable[[Path], None], mark
     return root
 
 
-def write_canvas_folder(root: Path | str, size: int = CANVAS_SIZE, counts: Mapping[str, int] = CANVAS_COUNTS,
-                        seed: int = CANVAS_SEED) -> Path:
-    """Write the canvases as a mask folder at ``root`` (train/val/test, classes.txt), atomically."""
+SplitWriter = Callable[..., None]  # (folder, split, count, size, seed, pool, scans, labels)
+
+
+def write_digit_splits(root: Path | str, size: int, counts: Mapping[str, int], seed: int, write_split: SplitWriter,
+                       marker: str, layout: Callable[[Path], None] = lambda tmp: None) -> Path:
+    """Write every split's canvases with ``write_split`` (after ``layout`` made the folder's
+    fixed files) into ``root``, atomically; the mask and the COCO folders differ only there."""
     from sklearn.datasets import load_digits
 
     if size < 16:
@@ -159,11 +163,20 @@ def write_canvas_folder(root: Path | str, size: int = CANVAS_SIZE, counts: Mappi
     pools = digit_pools(seed)
 
     def fill(tmp: Path) -> None:
+        layout(tmp)
         for split, count in counts.items():
-            _write_split(tmp, split, count, size, seed, pools[split], digits.images, digits.target)
+            write_split(tmp, split, count, size, seed, pools[split], digits.images, digits.target)
+
+    return write_folder_atomically(root, fill, marker)
+
+
+def write_canvas_folder(root: Path | str, size: int = CANVAS_SIZE, counts: Mapping[str, int] = CANVAS_COUNTS,
+                        seed: int = CANVAS_SEED) -> Path:
+    """Write the canvases as a mask folder at ``root`` (train/val/test, classes.txt), atomically."""
+    def layout(tmp: Path) -> None:
         (tmp / "classes.txt").write_text("\n".join(CANVAS_CLASSES) + "\n")
 
-    return write_folder_atomically(root, fill, "classes.txt")
+    return write_digit_splits(root, size, counts, seed, _write_split, "classes.txt", layout)
 
 
 def cache_dir() -> Path:
