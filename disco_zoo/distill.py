@@ -9,7 +9,7 @@ soft borders of a mask), the usual remedy for a pruned network (Hinton et al. 20
 The teacher is the DISCO model itself as it arrives, masks open: it then computes the
 dense function exactly (the partition only masks weights), so no second architecture is
 built. What "close to the teacher" means is the task's (:meth:`Task.distillation_loss`);
-:func:`logit_distillation` is the one for class logits, per image or per pixel.
+:func:`~disco_zoo.tasks.distillation.logit_distillation` is the one for class logits.
 """
 from __future__ import annotations
 
@@ -17,25 +17,14 @@ import copy
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from disco_zoo.tasks import TrainingLoss
+from disco_zoo.tasks.distillation import TEMPERATURE, logit_distillation
 
 __all__ = ["TEMPERATURE", "logit_distillation", "distilled_loss"]
 
-TEMPERATURE = 2.0  # softens both distributions so that the classes after the first still count
-
 Divergence = Callable[[Any, Any], torch.Tensor]  # (student outputs, teacher outputs) -> scalar
-
-
-def logit_distillation(student: torch.Tensor, teacher: torch.Tensor, temperature: float = TEMPERATURE) -> torch.Tensor:
-    """KL(teacher || student) of the softened class distributions (classes on dim 1), averaged
-    over images and pixels, times T^2 so that its gradients keep the scale of the labels' loss."""
-    log_student = F.log_softmax(student / temperature, dim=1)
-    log_teacher = F.log_softmax(teacher / temperature, dim=1)
-    per_position = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=1)
-    return per_position.mean() * temperature ** 2
 
 
 def distilled_loss(task_loss: TrainingLoss, model: nn.Module, divergence: Divergence, weight: float) -> TrainingLoss:

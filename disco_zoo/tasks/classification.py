@@ -123,7 +123,7 @@ class ClassificationTask(Task):
         return F.cross_entropy(model(inputs), targets)
 
     def distillation_loss(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        from disco_zoo.distill import logit_distillation
+        from disco_zoo.tasks.distillation import logit_distillation
 
         return logit_distillation(student, teacher)
 

@@ -215,7 +215,7 @@ class SegmentationTask(Task):
     def distillation_loss(self, student: Any, teacher: Any) -> torch.Tensor:
         """Per-pixel KL of the softened class distributions, every pixel (ignored ones too:
         the teacher has an answer there)."""
-        from disco_zoo.distill import logit_distillation
+        from disco_zoo.tasks.distillation import logit_distillation
 
         return logit_distillation(_logits(student), _logits(teacher))
 
