@@ -74,7 +74,7 @@ def test_documents_off_the_schema_are_refused(tmp_path):
     with pytest.raises(ReportError, match="'0-1' is not 'j->k'"):
         EvalReport.from_dict(bad_pair, "r")
     uneven = copy.deepcopy(doc)
-    del uneven["accuracy"]["dense_top1"]
+    del uneven["accuracy"][next(key for key in uneven["accuracy"] if key.startswith("dense_"))]
     with pytest.raises(ReportError, match="same metrics"):
         EvalReport.from_dict(uneven, "r")
     broken = tmp_path / "broken.json"
