@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from disco_zoo.data.mask_folder import image_size
 from disco_zoo.errors import DiscoZooError
 
 __all__ = ["BACKGROUND_NAME", "UNUSED_NAME", "CocoAnnotations", "read_annotations", "annotation_path",
@@ -72,17 +73,6 @@ def _field(record: Any, key: str, kind: type | tuple[type, ...], path: Path, wha
         raise DiscoZooError(f"{path}: {what} {record.get('id', '?')} has {key} {value!r}, not a "
                             f"{getattr(kind, '__name__', 'number')}.")
     return value
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file's header, or a clear error for an unreadable file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (OSError, UnidentifiedImageError, ValueError) as err:
-        raise DiscoZooError(f"{path} is not a readable image ({err}); remove or replace it") from None
 
 
 def _image_dir(root: Path, split: str) -> Path:
@@ -135,8 +125,8 @@ def read_annotations(root: Path | str, split: str) -> CocoAnnotations:
         width, height = _field(image, "width", int, path, "image"), _field(image, "height", int, path, "image")
         if not file.is_file():
             raise DiscoZooError(f"{path}: image {iid}'s file {file} is missing; add it or remove the image.")
-        if _image_size(file) != (width, height):
-            found = _image_size(file)
+        if image_size(file) != (width, height):
+            found = image_size(file)
             raise DiscoZooError(f"{file} is {found[0]}x{found[1]} but {path} says {width}x{height}; fix the JSON.")
         index[iid] = len(files)
         files.append(file)

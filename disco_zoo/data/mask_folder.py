@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from disco_zoo.errors import DiscoZooError
 
-__all__ = ["IGNORE_INDEX", "IMAGE_SUFFIXES", "CLASSES_FILE", "MaskFolder", "read_class_names", "mask_folder_loader",
+__all__ = ["IGNORE_INDEX", "image_size", "IMAGE_SUFFIXES", "CLASSES_FILE", "MaskFolder", "read_class_names", "mask_folder_loader",
            "load_mask", "channel_stats"]
 
 IGNORE_INDEX = 255
@@ -66,7 +66,7 @@ def _pairs(folder: Path) -> list[tuple[Path, Path]]:
     return [(images[stem], masks[stem]) for stem in sorted(images)]
 
 
-def _size(path: Path) -> tuple[int, int]:
+def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the file's header, or a clear error for an unreadable file."""
     from PIL import Image, UnidentifiedImageError
 
@@ -79,9 +79,9 @@ def _size(path: Path) -> tuple[int, int]:
 
 def _check_sizes(pairs: list[tuple[Path, Path]], size_divisor: int) -> tuple[int, int]:
     """The split's one (height, width): every mask its image's size, every side a multiple of ``size_divisor``."""
-    first = _size(pairs[0][0])
+    first = image_size(pairs[0][0])
     for image_path, mask_path in pairs:
-        size, mask_size = _size(image_path), _size(mask_path)
+        size, mask_size = image_size(image_path), image_size(mask_path)
         if mask_size != size:
             raise DiscoZooError(f"{mask_path} is {mask_size[0]}x{mask_size[1]} but its image {image_path} is "
                                 f"{size[0]}x{size[1]}; a mask must have its image's size.")
