@@ -596,6 +596,28 @@ class TinyGroupedTwoOutputs(nn.Module):
         return features, nn.functional.interpolate(self.head(y), scale_factor=2.0, mode="bilinear")
 
 
+class TinyGroupNormHead(nn.Module):
+    """FCOS/RetinaNet-style conv + GroupNorm tower (groups of 4 and of 2 channels) with a
+    residual add, ending in a spatial conv head (reduced on the root)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.gn1 = nn.GroupNorm(4, 16)
+        self.conv = nn.Conv2d(16, 16, 3, padding=1)
+        self.gn2 = nn.GroupNorm(8, 16)
+        self.head = nn.Conv2d(16, 5, 3, padding=1)
+        generator = torch.Generator().manual_seed(1)
+        for gn in (self.gn1, self.gn2):  # not the identity affine, so a wrong slice shows
+            gn.weight.data = torch.rand(16, generator=generator) + 0.5
+            gn.bias.data = torch.randn(16, generator=generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.gn1(self.stem(x)))
+        x = x + torch.relu(self.gn2(self.conv(x)))
+        return self.head(x)
+
+
 class TinyMeanShift(nn.Module):
     """EDSR-style mean shift on the image and after the head, and a per-channel layer scale."""
 

@@ -141,8 +141,8 @@ def test_unsupported_architecture_is_a_clear_error():
 
     with pytest.raises(DiscoZooError, match="no DISCO adapter for Odd"):
         to_disco(Odd(), 2)
-    with pytest.raises(DiscoZooError, match="GroupNorm.*has no DISCO rule"):
-        to_disco(nn.Sequential(nn.Conv2d(3, 4, 3), nn.GroupNorm(2, 4), nn.Conv2d(4, 2, 1)), 2)
+    with pytest.raises(DiscoZooError, match="LocalResponseNorm.*has no DISCO rule"):  # mixes neighbour channels
+        to_disco(nn.Sequential(nn.Conv2d(3, 4, 3), nn.LocalResponseNorm(2), nn.Conv2d(4, 2, 1)), 2)
     with pytest.raises(DiscoZooError, match="at least 2 nodes"):
         build_partition(nn.Sequential(nn.Conv2d(3, 4, 3)), 1)
     with pytest.raises(DiscoZooError, match="heads cannot be split"):

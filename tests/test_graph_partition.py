@@ -13,7 +13,7 @@ from disco_zoo.disco.adapters import apply_partition, build_partition, to_disco
 from disco_zoo.disco.partition import Partition, contiguous_groups, output_key
 from disco_zoo.errors import DiscoZooError
 from helpers import (
-    TinyEDSR, TinyESPCN, TinyGroupedTwoOutputs, TinyMeanShift, randomise_batchnorm, tiny_deeplabv3, tiny_lraspp,
+    TinyEDSR, TinyESPCN, TinyGroupedTwoOutputs, TinyGroupNormHead, TinyMeanShift, randomise_batchnorm, tiny_deeplabv3, tiny_lraspp,
 )
 
 HUB = Path(__file__).resolve().parents[1] / "hub"
@@ -79,7 +79,8 @@ def test_published_partitions_load_and_are_reproduced():
 
 
 SEGMENTERS = {"deeplabv3_r18": tiny_deeplabv3, "lraspp": tiny_lraspp}
-SMALL = {"edsr": TinyEDSR, "espcn": TinyESPCN, "grouped_two_outputs": TinyGroupedTwoOutputs, "mean_shift": TinyMeanShift}
+SMALL = {"edsr": TinyEDSR, "espcn": TinyESPCN, "grouped_two_outputs": TinyGroupedTwoOutputs, "mean_shift": TinyMeanShift,
+         "group_norm": TinyGroupNormHead}
 
 
 def _model(name: str) -> tuple[nn.Module, torch.Tensor]:
@@ -252,11 +253,11 @@ class _AfterHead(nn.Module):
         return self.head(y) + torch.relu(y).mean((2, 3), keepdim=True)
 
 
-class _LayerNorm(nn.Module):
+class _PlainGroupNorm(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 8, 3)
-        self.norm = nn.GroupNorm(2, 8)
+        self.norm = nn.GroupNorm(2, 8, affine=False)
         self.head = nn.Conv2d(8, 2, 1)
 
     def forward(self, x):
@@ -269,7 +270,7 @@ class _LayerNorm(nn.Module):
     (_ComputedScale(), r"per-channel value 'view' of shape \[1, 8, 1, 1\] that is not a state-dict tensor"),
     (_Chunk(), r"chunk \(fx node chunk\) returns several tensors"),
     (_AfterHead(), r"joins a tensor that lives on the root only"),
-    (_LayerNorm(), r"layer 'norm' \(GroupNorm, fx node norm\) has no DISCO rule"),
+    (_PlainGroupNorm(), r"GroupNorm\(affine=False\) has no per-channel weight"),
     (nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 8, 3, groups=2)), r"leaves a node without a group"),
 ])
 def test_an_op_it_cannot_map_is_a_clear_error(model, message):

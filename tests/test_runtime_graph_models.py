@@ -16,7 +16,8 @@ from helpers import (
 )
 
 TINY = {"tiny_grouped_two_outputs": "helpers:TinyGroupedTwoOutputs", "tiny_edsr": "helpers:TinyEDSR",
-        "tiny_espcn": "helpers:TinyESPCN", "tiny_mean_shift": "helpers:TinyMeanShift"}
+        "tiny_espcn": "helpers:TinyESPCN", "tiny_mean_shift": "helpers:TinyMeanShift",
+        "tiny_group_norm": "helpers:TinyGroupNormHead"}
 
 
 @pytest.fixture

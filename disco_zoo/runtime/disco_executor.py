@@ -218,6 +218,16 @@ def _localise_grouped(conv: nn.Module, split: GroupedSplit, k: int) -> None:
     conv.in_channels, conv.out_channels = len(split.in_groups[k]), len(split.out_groups[k])
 
 
+def _localise_group_norms(model: nn.Module) -> None:
+    """A GroupNorm whose channels are split (the partition keeps its groups whole on each
+    node) normalises this node's groups only: as many as its sliced weight holds."""
+    for module in model.modules():
+        if isinstance(module, nn.GroupNorm) and module.affine and module.weight.shape[0] != module.num_channels:
+            per_group = module.num_channels // module.num_groups
+            module.num_channels = module.weight.shape[0]
+            module.num_groups = module.num_channels // per_group
+
+
 def _init_non_persistent_buffers(model: nn.Module) -> None:
     """Buffers that are not in any state dict (e.g. Swin's relative position index) are
     computed by the module itself (timm's meta-device hook); they are tiny."""
@@ -283,6 +293,7 @@ def build_node_model(folder: Path | str, transport: Transport, verify: bool = Tr
     _init_non_persistent_buffers(model)
     for name, tensor in shard.items():
         _assign(model, name, tensor)
+    _localise_group_norms(model)
     missing = [n for n, p in [*model.named_parameters(), *model.named_buffers()] if p.is_meta]
     if missing:
         raise DiscoZooError(f"node {k}'s shard lacks {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")

@@ -18,6 +18,8 @@ channel-to-node map. The rules, per op (``ops_mapped`` lists them):
   class, else its map is derived per group. It sends nothing.
 * BatchNorm, activations, pooling, dropout, identity, interpolate/upsample, flatten of
   (B, C, 1, 1), scalar add/mul: keep the map (BatchNorm's tensors are sliced by it).
+* GroupNorm: keeps the map with each of its groups whole on one node (its unit becomes
+  channels-per-group), so it is local; its weight and bias are sliced by the map.
 * a per-channel constant (a state-dict buffer/parameter read in forward, e.g. a mean
   shift or a layer scale) added to / multiplied with a split tensor is sliced by its map.
 * add/sub/mul/div of tensors (residual add, squeeze-excitation scale): union the classes.
@@ -78,7 +80,7 @@ def ops_mapped() -> dict[str, list[str]]:
     name = lambda f: getattr(f, "__name__", str(f))  # noqa: E731
     return {
         "layers": ["nn.Conv2d (groups=1: split/reduce; groups>1: grouped)", "nn.Linear (split/reduce)"],
-        "keep map (modules)": sorted({m.__name__ for m in _KEEP_MODULES} | {"BatchNorm1d", "BatchNorm2d"}),
+        "keep map (modules)": sorted({m.__name__ for m in _KEEP_MODULES} | {"BatchNorm1d", "BatchNorm2d", "GroupNorm"}),
         "keep map (functions)": sorted({name(f) for f in _KEEP_FUNCTIONS}),
         "keep map (methods)": sorted(_KEEP_METHODS),
         "union (elementwise)": sorted({name(f) for f in _BINARY_FUNCTIONS} | _BINARY_METHODS),
@@ -310,7 +312,7 @@ class _Propagation:
 
     def _unmapped(self, node: torch.fx.Node, what: str = "has no DISCO rule") -> DiscoZooError:
         return DiscoZooError(
-            f"{self._where(node)} {what} for split channels; DISCO maps conv/linear, BatchNorm, activations, pooling, "
+            f"{self._where(node)} {what} for split channels; DISCO maps conv/linear, BatchNorm, GroupNorm, activations, pooling, "
             "dropout, identity, interpolate, flatten of (B, C, 1, 1), elementwise add/mul, channel concat and "
             "pixel_shuffle. Rewrite the op with these (a reshape of channels, for one, can often be a conv)"
         )
@@ -406,6 +408,8 @@ class _Propagation:
                 if getattr(module, leaf, None) is not None:
                     self.tensors.append((f"{name}.{leaf}", 0, state))
             return state
+        if isinstance(module, nn.GroupNorm):
+            return self._group_norm(node, name, module, source)
         if isinstance(module, _KEEP_MODULES):
             return self._split_state(node, source)
         if isinstance(module, (nn.PixelShuffle, nn.PixelUnshuffle)):
@@ -456,6 +460,20 @@ class _Propagation:
         if module.bias is not None:
             self.tensors.append((f"{name}.bias", 0, out))
         return out
+
+    def _group_norm(self, node: torch.fx.Node, name: str, module: nn.GroupNorm, source: torch.fx.Node) -> Any:
+        """GroupNorm normalises each group of C/G channels together (FCOS's and RetinaNet's
+        heads): with every group whole on one node it is local, like a grouped conv. Each
+        node's module then runs its own groups, read from the length of its sliced weight."""
+        if not module.affine:
+            raise DiscoZooError(f"{self._where(node)}: GroupNorm(affine=False) has no per-channel weight from which a "
+                                "node could know its groups; DISCO splits GroupNorm(affine=True)")
+        state = self._split_state(node, source)
+        self.classes.set_unit(state, module.num_channels // module.num_groups,
+                              f"{self._where(node)} (GroupNorm, {module.num_groups} groups)")
+        for leaf in ("weight", "bias"):
+            self.tensors.append((f"{name}.{leaf}", 0, state))
+        return state
 
     def _function(self, node: torch.fx.Node, inputs: list[torch.fx.Node], states: list[Any]) -> Any:
         target = node.target
