@@ -618,6 +618,29 @@ class TinyGroupNormHead(nn.Module):
         return self.head(x)
 
 
+class TinyTwoLevelHead(nn.Module):
+    """A detector's head layout: a GroupNorm tower on two pyramid levels, one conv head per
+    level (reduced on the root), each flattened to (batch, positions, classes) and joined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 8, 3, padding=1, stride=2)
+        self.gn = nn.GroupNorm(4, 8)
+        self.head_fine = nn.Conv2d(8, 3, 3, padding=1)
+        self.head_coarse = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fine = torch.relu(self.stem(x))
+        coarse = torch.relu(self.gn(self.down(fine)))
+        outs = []
+        for head, feature in ((self.head_fine, fine), (self.head_coarse, coarse)):
+            y = head(feature)
+            n, c, h, w = y.shape
+            outs.append(y.view(n, c, h * w).permute(0, 2, 1).reshape(n, -1, c))
+        return torch.cat(outs, dim=1)
+
+
 class TinyMeanShift(nn.Module):
     """EDSR-style mean shift on the image and after the head, and a per-channel layer scale."""
 

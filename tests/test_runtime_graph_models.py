@@ -17,7 +17,7 @@ from helpers import (
 
 TINY = {"tiny_grouped_two_outputs": "helpers:TinyGroupedTwoOutputs", "tiny_edsr": "helpers:TinyEDSR",
         "tiny_espcn": "helpers:TinyESPCN", "tiny_mean_shift": "helpers:TinyMeanShift",
-        "tiny_group_norm": "helpers:TinyGroupNormHead"}
+        "tiny_group_norm": "helpers:TinyGroupNormHead", "tiny_two_level_head": "helpers:TinyTwoLevelHead"}
 
 
 @pytest.fixture

@@ -29,6 +29,8 @@ channel-to-node map. The rules, per op (``ops_mapped`` lists them):
 * a free class's map is contiguous groups by the ratios, in units of its unit, so
   ResNet's maps are exactly ``contiguous_groups(C, nodes, ratios)``.
 * every model output whose map is split is gathered on the root (``Partition.outputs``).
+* after a reduce head, on the root's whole tensor: view/reshape/permute/transpose/
+  (un)squeeze/flatten and cat/stack of root tensors (a detector's per-level outputs).
 
 Anything else touching a split tensor (reshape/view/permute of channels, per-channel
 values that are not state-dict tensors, one constant on two different maps, ops with no rule) is a :class:`DiscoZooError` naming the op, the fx node and
@@ -71,8 +73,20 @@ _BINARY_FUNCTIONS: set[Any] = {operator.add, operator.iadd, torch.add, operator.
                                operator.mul, operator.imul, torch.mul, operator.truediv, torch.div}
 _BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
 _CONCAT_FUNCTIONS: set[Any] = {torch.cat, torch.concat}
+# shape ops that move channels: never on split tensors, but free on the root's whole
+# tensor after a reduce head (a detector flattens its per-level head maps and joins them)
+_ROOT_SHAPE_METHODS = {"view", "reshape", "permute", "transpose", "unsqueeze", "squeeze", "flatten", "contiguous"}
+_ROOT_SHAPE_FUNCTIONS: set[Any] = {torch.reshape, torch.permute, torch.transpose, torch.unsqueeze, torch.squeeze,
+                                   torch.flatten, torch.cat, torch.concat, torch.stack}
 _SHUFFLE_FUNCTIONS: dict[Any, str] = {F.pixel_shuffle: "shuffle", torch.pixel_shuffle: "shuffle",
                                       F.pixel_unshuffle: "unshuffle", torch.pixel_unshuffle: "unshuffle"}
+
+
+def _reads_shape(node: torch.fx.Node) -> bool:
+    """``x.shape`` / ``x.size()`` / ``x.dim()``: metadata, the same on every node."""
+    if node.op == "call_function" and node.target is getattr:
+        return node.args[1] in ("shape", "ndim")
+    return node.op == "call_method" and node.target in ("size", "dim")
 
 
 def ops_mapped() -> dict[str, list[str]]:
@@ -85,6 +99,7 @@ def ops_mapped() -> dict[str, list[str]]:
         "keep map (methods)": sorted(_KEEP_METHODS),
         "union (elementwise)": sorted({name(f) for f in _BINARY_FUNCTIONS} | _BINARY_METHODS),
         "compose": ["cat/concat on channels", "pixel_shuffle / nn.PixelShuffle", "pixel_unshuffle / nn.PixelUnshuffle"],
+        "root only (after a reduce head)": sorted({name(f) for f in _ROOT_SHAPE_FUNCTIONS} | _ROOT_SHAPE_METHODS),
     }
 
 
@@ -331,9 +346,10 @@ class _Propagation:
             module = self.gm.get_submodule(str(node.target))
             return isinstance(module, (*_KEEP_MODULES, nn.PixelShuffle, nn.PixelUnshuffle))
         if node.op == "call_function":
-            return node.target in _KEEP_FUNCTIONS or node.target in _BINARY_FUNCTIONS or node.target in _SHUFFLE_FUNCTIONS
+            return (node.target in _KEEP_FUNCTIONS or node.target in _BINARY_FUNCTIONS or node.target in _SHUFFLE_FUNCTIONS
+                    or node.target in _ROOT_SHAPE_FUNCTIONS)
         if node.op == "call_method":
-            return node.target in _KEEP_METHODS or node.target in _BINARY_METHODS
+            return node.target in _KEEP_METHODS or node.target in _BINARY_METHODS or node.target in _ROOT_SHAPE_METHODS
         return False
 
     def _is_layer(self, node: torch.fx.Node) -> bool:
@@ -356,7 +372,7 @@ class _Propagation:
         for node in reversed(nodes):
             if self._shape(node) is None or not node.users:
                 continue
-            if all(u.op == "output" or (u.name in sink and self._passable(u)) for u in node.users):
+            if all(u.op == "output" or _reads_shape(u) or (u.name in sink and self._passable(u)) for u in node.users):
                 if node.name in rootable:
                     sink.add(node.name)
         return {n.name for n in nodes if n.name in sink and self._is_layer(n)}
@@ -478,6 +494,9 @@ class _Propagation:
     def _function(self, node: torch.fx.Node, inputs: list[torch.fx.Node], states: list[Any]) -> Any:
         target = node.target
         is_method = node.op == "call_method"
+        root_shape = target in _ROOT_SHAPE_METHODS if is_method else target in _ROOT_SHAPE_FUNCTIONS
+        if root_shape and _ROOT in states and not any(isinstance(s, int) for s in states):
+            return _ROOT  # reshaping the root's whole tensor after the head
         if (is_method and target in _KEEP_METHODS) or (not is_method and target in _KEEP_FUNCTIONS):
             if len(inputs) != 1:
                 raise self._unmapped(node, "takes several tensors")
