@@ -30,7 +30,7 @@ channel-to-node map. The rules, per op (``ops_mapped`` lists them):
   ResNet's maps are exactly ``contiguous_groups(C, nodes, ratios)``.
 * every model output whose map is split is gathered on the root (``Partition.outputs``).
 * after a reduce head, on the root's whole tensor: view/reshape/permute/transpose/
-  (un)squeeze/flatten and cat/stack of root tensors (a detector's per-level outputs).
+  (un)squeeze and cat/stack of root tensors (a detector's per-level outputs).
 
 Anything else touching a split tensor (reshape/view/permute of channels, per-channel
 values that are not state-dict tensors, one constant on two different maps, ops with no rule) is a :class:`DiscoZooError` naming the op, the fx node and
@@ -74,10 +74,11 @@ _BINARY_FUNCTIONS: set[Any] = {operator.add, operator.iadd, torch.add, operator.
 _BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
 _CONCAT_FUNCTIONS: set[Any] = {torch.cat, torch.concat}
 # shape ops that move channels: never on split tensors, but free on the root's whole
-# tensor after a reduce head (a detector flattens its per-level head maps and joins them)
-_ROOT_SHAPE_METHODS = {"view", "reshape", "permute", "transpose", "unsqueeze", "squeeze", "flatten", "contiguous"}
+# tensor after a reduce head (a detector flattens its per-level head maps and joins them);
+# flatten and contiguous already keep the map (and so stay on the root) by the rules above
+_ROOT_SHAPE_METHODS = {"view", "reshape", "permute", "transpose", "unsqueeze", "squeeze"}
 _ROOT_SHAPE_FUNCTIONS: set[Any] = {torch.reshape, torch.permute, torch.transpose, torch.unsqueeze, torch.squeeze,
-                                   torch.flatten, torch.cat, torch.concat, torch.stack}
+                                   torch.stack, *_CONCAT_FUNCTIONS}
 _SHUFFLE_FUNCTIONS: dict[Any, str] = {F.pixel_shuffle: "shuffle", torch.pixel_shuffle: "shuffle",
                                       F.pixel_unshuffle: "unshuffle", torch.pixel_unshuffle: "unshuffle"}
 
