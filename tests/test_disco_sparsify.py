@@ -288,3 +288,43 @@ def test_sparsify_command_on_an_image_folder(tmp_path):
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["args"]["num_classes"] == 3 and config["partition"]["ratios"] == [0.4, 0.2, 0.2, 0.2]
     assert len(config["files"]) == 4
+
+
+def test_pruning_schedule_is_cubic_from_where_the_model_stands_to_the_targets():
+    from disco_zoo.disco.sparsify import pruning_schedule
+
+    model = small_resnet()
+    assert pruning_schedule(model, SparsifyConfig(traffic=0.2, compute=0.6), SHAPE) == [(0.2, None, 0.6)]
+    acc = disco_accounting(model, SHAPE)  # masks open: dense traffic, dense FLOPs
+    cfg = SparsifyConfig(traffic=0.2, compute=0.6, params=0.9, prune_steps=4)
+    steps = pruning_schedule(model, cfg, SHAPE)
+    assert len(steps) == 4 and steps[-1] == (0.2, 0.9, 0.6)
+    traffic = [t for t, _, _ in steps]
+    assert traffic == sorted(traffic, reverse=True) and traffic[0] < acc.traffic_ratio
+    start = acc.traffic_ratio
+    assert traffic[0] == pytest.approx(0.2 + (start - 0.2) * (3 / 4) ** 3)  # cubic: most of the way early
+    assert traffic[1] == pytest.approx(0.2 + (start - 0.2) * (1 / 2) ** 3)
+    assert all(params == 0.9 for _, params, _ in steps)  # already met (open shards hold ~half): the target
+
+
+def test_gradual_pruning_meets_every_budget_and_closes_channels_step_by_step(monkeypatch):
+    import disco_zoo.disco.sparsify as sp
+
+    seen = []
+    real = sp.prune_to_budget
+
+    def recording(model, traffic, *args, **kwargs):
+        seen.append(traffic)
+        return real(model, traffic, *args, **kwargs)
+
+    monkeypatch.setattr(sp, "prune_to_budget", recording)
+    model = small_resnet()
+    loader = digits_loaders(size=16, batch_size=32, seed=0, limit=64)["train"]
+    cfg = SparsifyConfig(traffic=0.2, compute=0.7, epochs=0, finetune_epochs=1, prune_steps=3, seed=0)
+    stats = sparsify(model, loader, cfg, SHAPE)
+    acc = disco_accounting(model, SHAPE)
+    assert len(seen) == 3 and seen[-1] == 0.2 and seen[0] > seen[1] > 0.2
+    assert acc.traffic_ratio <= 0.2 and acc.flops_total <= 0.7 * acc.flops_dense
+    assert acc.disco_bytes == stats["disco_bytes"] and stats["finetune_loss"] < 2.5
+    with pytest.raises(DiscoZooError, match="prune steps must be >= 1"):
+        sparsify(model, loader, SparsifyConfig(prune_steps=0), SHAPE)

@@ -72,6 +72,11 @@ def sparsify_command(
     epochs: int = typer.Option(2, "--epochs", min=0, help="Epochs with the group-lasso penalty."),
     finetune_epochs: int = typer.Option(1, "--finetune-epochs", min=0, help="Epochs with masks frozen."),
     penalty: float = typer.Option(1e-3, "--penalty", help="Group-lasso strength."),
+    prune_steps: int = typer.Option(
+        1, "--prune-steps", min=1, help="Reach the budgets in this many pruning steps (cubic schedule, masks frozen "
+                                        "between steps); 1: prune once after the group lasso."),
+    prune_step_epochs: int = typer.Option(1, "--prune-step-epochs", min=0,
+                                          help="Epochs of masks-frozen training after each pruning step but the last."),
     lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images per split (quick runs)."),
@@ -132,7 +137,7 @@ def sparsify_command(
             log_line(note)
     cfg = SparsifyConfig(traffic=traffic, penalty=penalty, epochs=epochs, finetune_epochs=finetune_epochs,
                          lr=lr, compute=compute, compute_groups=compute_groups, distill=distill,
-                         params=params, seed=seed)
+                         params=params, seed=seed, prune_steps=prune_steps, prune_step_epochs=prune_step_epochs)
     shape = (1, len(info.mean), input_size, input_size)
     stats = sparsify(net, loaders["train"], cfg, shape, show_progress=True, loss=task.training_loss,
                      divergence=task.distillation_loss)

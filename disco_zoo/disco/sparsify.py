@@ -26,6 +26,12 @@
    hold the FLOPs above the budget, and the group lasso has already shrunk them.
 5. Fine-tune with the masks frozen (closed weights get zero gradient).
 
+With ``prune_steps`` S > 1, steps 2-4 are taken gradually (Zhu & Gupta 2017): every
+budget moves from where the model stands after the group lasso to its target on a
+cubic schedule over S pruning steps, each but the last followed by
+``prune_step_epochs`` of masks-frozen training, so the network adapts to a few closed
+channels at a time instead of losing them all at once.
+
 Training is :func:`disco_zoo.train.fit` (the project's one loop) with the penalty as
 its extra loss. Everything is deterministic under ``seed`` (fit seeds every generator;
 the loaders shuffle with their own seeded generator).
@@ -44,7 +50,7 @@ from disco_zoo.disco.partition import LayerSplit, Partition
 from disco_zoo.errors import DiscoZooError
 
 __all__ = ["SparsifyConfig", "GroupLasso", "prune_to_budget", "prune_params", "prune_compute", "sparsify",
-           "COMPUTE_GROUPS"]
+           "pruning_schedule", "COMPUTE_GROUPS"]
 
 MAX_DROPPED_FRACTION = 0.5  # compute pruning: at most this share of a node's own inputs per layer
 
@@ -61,6 +67,8 @@ class SparsifyConfig:
     params: float | None = None  # optional storage budget: max over nodes of node params / dense params
     compute_groups: str = "own"  # what compute pruning may close: "own" (diagonal blocks) or "all" (cross too)
     distill: float = 0.0  # weight of the dense teacher's distillation loss (disco_zoo.distill); 0: labels only
+    prune_steps: int = 1  # budgets reached in this many pruning steps (cubic schedule); 1: all at once
+    prune_step_epochs: int = 1  # masks-frozen epochs after each pruning step but the last
     seed: int = 0
     dtype_bytes: int = 4  # activation bytes on the wire, for the budget
 
@@ -281,6 +289,29 @@ def prune_compute(
     return stats
 
 
+Budgets = tuple[float, "float | None", "float | None"]  # traffic, params, compute
+
+
+def pruning_schedule(model: nn.Module, cfg: SparsifyConfig, input_shape: tuple[int, ...]) -> list[Budgets]:
+    """The (traffic, params, compute) budgets of each pruning step: from the model's own
+    ratios now to ``cfg``'s on a cubic curve (most of the way early, while the network
+    still has the capacity to adapt; the last steps small). The last step is the target
+    exactly; a budget the model already meets is the target at every step."""
+    if cfg.prune_steps == 1:
+        return [(cfg.traffic, cfg.params, cfg.compute)]
+    acc = disco_accounting(model, input_shape, cfg.dtype_bytes)
+    now = (acc.traffic_ratio, max(acc.params_per_node) / acc.params_dense, acc.flops_total / acc.flops_dense)
+    targets = (cfg.traffic, cfg.params, cfg.compute)
+
+    def at(step: int, start: float, target: "float | None") -> "float | None":
+        if target is None or start <= target:
+            return target
+        return target + (start - target) * (1 - step / cfg.prune_steps) ** 3
+
+    return [tuple(at(step, start, target) for start, target in zip(now, targets))  # type: ignore[misc]
+            for step in range(1, cfg.prune_steps + 1)]
+
+
 def sparsify(
     model: nn.Module,
     train_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -311,6 +342,9 @@ def sparsify(
 
     if cfg.distill < 0:
         raise DiscoZooError(f"distill must be >= 0, got {cfg.distill}")
+    if cfg.prune_steps < 1 or cfg.prune_step_epochs < 0:
+        raise DiscoZooError(f"prune steps must be >= 1 and epochs per step >= 0, got {cfg.prune_steps} and "
+                            f"{cfg.prune_step_epochs}")
     get_partition(model)
     if cfg.distill:
         from disco_zoo.distill import distilled_loss
@@ -324,11 +358,18 @@ def sparsify(
         train = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed)
         fit(model, train_loader, train, lambda m: cfg.penalty * penalty(), description="group lasso",
             show_progress=show_progress, loss=loss)
-    stats = prune_to_budget(model, cfg.traffic, input_shape, cfg.dtype_bytes)
-    if cfg.params is not None:
-        stats.update(prune_params(model, cfg.params, input_shape, cfg.dtype_bytes))
-    if cfg.compute is not None:
-        stats.update(prune_compute(model, cfg.compute, input_shape, cfg.compute_groups))
+    schedule = pruning_schedule(model, cfg, input_shape)
+    for step, (traffic, params, compute) in enumerate(schedule, start=1):
+        stats = prune_to_budget(model, traffic, input_shape, cfg.dtype_bytes)
+        if params is not None:
+            stats.update(prune_params(model, params, input_shape, cfg.dtype_bytes))
+        if compute is not None:
+            stats.update(prune_compute(model, compute, input_shape, cfg.compute_groups))
+        if step < len(schedule) and cfg.prune_step_epochs:
+            train = TrainConfig(epochs=cfg.prune_step_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                seed=cfg.seed + step)
+            fit(model, train_loader, train, description=f"pruning step {step}/{len(schedule)} (masks frozen)",
+                show_progress=show_progress, loss=loss)
     if cfg.finetune_epochs:  # the masks are frozen: closed weights get no gradient
         train = TrainConfig(epochs=cfg.finetune_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed)
         stats["finetune_loss"] = fit(model, train_loader, train, description="fine-tune (masks frozen)",
