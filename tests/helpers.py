@@ -765,10 +765,11 @@ class TinySharedHead(nn.Module):
     """A two-level FPN with a detector head shared across its levels: one conv + GroupNorm
     tower and one conv head (reduced on the root), each called once per level on maps of
     different sizes; each level's head map is flattened and the levels joined. The tower's
-    level-1 features are a second output (gathered on the root)."""
+    level-1 features are a second output (gathered on the root) unless ``features`` is False."""
 
-    def __init__(self) -> None:
+    def __init__(self, features: bool = True) -> None:
         super().__init__()
+        self.features = features
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
         self.down = nn.Conv2d(8, 8, 3, padding=1, stride=2)
         self.lat_fine = nn.Conv2d(8, 8, 1)
@@ -780,7 +781,7 @@ class TinySharedHead(nn.Module):
         gn.weight.data = torch.rand(8, generator=generator) + 0.5  # shift keeps the ReLU after it alive
         gn.bias.data = torch.rand(8, generator=generator) + 0.5
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
         fine = torch.relu(self.stem(x))
         coarse = torch.relu(self.down(fine))
         p_coarse = self.lat_coarse(coarse)
@@ -791,7 +792,7 @@ class TinySharedHead(nn.Module):
             y = self.cls(features[-1])
             n, c, h, w = y.shape
             outs.append(y.view(n, c, h * w).permute(0, 2, 1))
-        return torch.cat(outs, dim=1), features[1]
+        return (torch.cat(outs, dim=1), features[1]) if self.features else torch.cat(outs, dim=1)
 
 
 class DetectorCore(nn.Module):

@@ -177,3 +177,25 @@ def test_fcos_backbone_fpn_and_shared_heads_on_loopback_nodes(tmp_path, register
     tags, pairs = expected_disco_bytes(model, part, shape)
     assert merged["tags"] == tags and merged["pairs"] == pairs
     assert "head.classification_head.cls_logits@4" in tags
+
+
+def test_onnx_export_follows_each_call(tmp_path, registered):
+    """The exporter traces the executor's node model, so each call's exchange is a step of
+    its own in the node program: the lean ONNX runner's output and bytes per tag match."""
+    import numpy as np
+
+    from disco_zoo.export.onnx_node import export_onnx
+    from disco_zoo.runtime.session import run_entry
+    from helpers import ONNX_ENTRY
+
+    folder, model, part = graph_disco_folder(tmp_path, "tiny_shared_head", 2, (0.7, 0.3), args={"features": False})
+    shape = list(SHAPE)
+    export_onnx(folder, tmp_path / "onnx", shape)
+    np.save(tmp_path / "x.npy", seeded_input(shape, 0).numpy())
+    with torch.no_grad():
+        ref = model(seeded_input(shape, 0))
+    run = run_entry(ONNX_ENTRY, 2, "mpi", timeout_s=30,
+                    args={"program": str(tmp_path / "onnx"), "input_shape": shape, "input_path": str(tmp_path / "x.npy")})
+    assert (run.output - ref).abs().max().item() <= 1e-4
+    tags, pairs = expected_disco_bytes(model, part, shape)
+    assert run.bytes["tags"] == tags and run.bytes["pairs"] == pairs and "cls@1" in tags
