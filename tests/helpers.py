@@ -814,3 +814,25 @@ def fcos_core(num_classes: int = 11, side: int = 64) -> nn.Module:
     from disco_zoo.registry import build_model
 
     return DetectorCore(build_model("fcos_resnet18_fpn", num_classes=num_classes), side)
+
+
+class TinySharedDepthwise(nn.Module):
+    """Two levels through one depthwise conv and one BatchNorm (each called per level, so
+    each keeps one slice for both) and a shared 1x1 head reduced on the root."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 8, 3, padding=1, stride=2)
+        self.lat_a, self.lat_b = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fine = torch.relu(self.stem(x))
+        outs = []
+        for level in (self.lat_a(fine), self.lat_b(self.down(fine))):
+            y = self.head(torch.relu(self.bn(self.dw(level))))
+            outs.append(y.flatten(2))
+        return torch.cat(outs, dim=2)

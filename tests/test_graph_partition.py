@@ -13,8 +13,8 @@ from disco_zoo.disco.adapters import apply_partition, build_partition, to_disco
 from disco_zoo.disco.partition import Partition, call_key, contiguous_groups, layer_of, output_key
 from disco_zoo.errors import DiscoZooError
 from helpers import (
-    TinyEDSR, TinyESPCN, TinyGroupedTwoOutputs, TinyGroupNormHead, TinyMeanShift, TinySharedHead, TinyTwoLevelHead,
-    randomise_batchnorm, tiny_deeplabv3, tiny_lraspp,
+    TinyEDSR, TinyESPCN, TinyGroupedTwoOutputs, TinyGroupNormHead, TinyMeanShift, TinySharedDepthwise, TinySharedHead,
+    TinyTwoLevelHead, randomise_batchnorm, tiny_deeplabv3, tiny_lraspp,
 )
 
 HUB = Path(__file__).resolve().parents[1] / "hub"
@@ -81,7 +81,8 @@ def test_published_partitions_load_and_are_reproduced():
 
 SEGMENTERS = {"deeplabv3_r18": tiny_deeplabv3, "lraspp": tiny_lraspp}
 SMALL = {"edsr": TinyEDSR, "espcn": TinyESPCN, "grouped_two_outputs": TinyGroupedTwoOutputs, "mean_shift": TinyMeanShift,
-         "group_norm": TinyGroupNormHead, "two_level_head": TinyTwoLevelHead, "shared_head": TinySharedHead}
+         "group_norm": TinyGroupNormHead, "two_level_head": TinyTwoLevelHead, "shared_head": TinySharedHead,
+         "shared_depthwise": TinySharedDepthwise}
 
 
 def _model(name: str) -> tuple[nn.Module, torch.Tensor]:

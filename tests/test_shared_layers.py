@@ -15,7 +15,7 @@ from disco_zoo.runtime.disco_executor import build_node_model, disco_tags, infer
 from disco_zoo.runtime.session import seeded_input
 from disco_zoo.runtime.transport import ByteCounter, Transport
 from helpers import (
-    LoopbackBackend, LoopbackHub, TinySharedHead, expected_disco_bytes, graph_disco_folder, run_nodes,
+    LoopbackBackend, LoopbackHub, TinySharedDepthwise, TinySharedHead, expected_disco_bytes, graph_disco_folder, run_nodes,
 )
 
 SHAPE = (2, 3, 16, 16)  # level 0 at 16x16, level 1 at 8x8
@@ -24,7 +24,8 @@ SHAPE = (2, 3, 16, 16)  # level 0 at 16x16, level 1 at 8x8
 @pytest.fixture
 def registered():
     """Registers the tiny shared-head model and FCOS cut at its seams (backbone+FPN+head)."""
-    entries = {"tiny_shared_head": "helpers:TinySharedHead", "fcos_core": "helpers:fcos_core"}
+    entries = {"tiny_shared_head": "helpers:TinySharedHead", "tiny_shared_depthwise": "helpers:TinySharedDepthwise",
+               "fcos_core": "helpers:fcos_core"}
     for arch, builder in entries.items():
         register_model(ModelEntry(arch=arch, builder=builder, family="test-dag", source="disco", task="test"))
     yield
@@ -77,7 +78,32 @@ class _HeadAndMiddle(nn.Module):
         return self.shared(y), self.after(self.shared(y))
 
 
+class _SharedNorm(nn.Module):
+    """One BatchNorm on two concats whose halves split differently."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 1)
+        self.c, self.d = nn.Conv2d(3, 2, 1), nn.Conv2d(3, 6, 1)
+        self.bn = nn.BatchNorm2d(8)
+        self.head_1, self.head_2 = nn.Conv2d(8, 2, 1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        return (self.head_1(self.bn(torch.cat([self.a(x), self.b(x)], 1))),
+                self.head_2(self.bn(torch.cat([self.c(x), self.d(x)], 1))))
+
+
+def test_shared_grouped_convs_and_norms_keep_one_slice():
+    part = build_partition(TinySharedDepthwise(), 2, (0.7, 0.3))
+    lat = part.layers["lat_a"].out_groups
+    assert part.layers["lat_b"].out_groups == lat and part.layers["head"].in_groups == lat
+    assert part.grouped["dw"].in_groups == part.grouped["dw"].out_groups == lat
+    assert part.tensors["bn.running_mean"].groups == part.tensors["dw.weight"].groups == lat
+    assert part.layers["head"].calls == 2 and part.layers["head"].mode == "reduce"
+
+
 @pytest.mark.parametrize("model, message", [
+    (_SharedNorm(), r"'bn.weight' is used by fx nodes bn, bn_1, so all their tensors share one map"),
     (_TwoMaps(), r"fix different channel maps .*layer 'shared' is called on fx nodes shared, shared_1, so all its "
                  r"inputs share one map"),
     (_HeadAndMiddle(), r"layer 'shared' is called on fx nodes shared, shared_1; its call shared_1 is a split layer "
@@ -123,11 +149,12 @@ def test_shapes_refuse_a_partition_written_for_another_call_count():
         layer_shapes(model, SHAPE)
 
 
+@pytest.mark.parametrize("arch", ["tiny_shared_head", "tiny_shared_depthwise"])
 @pytest.mark.parametrize("nodes, ratios", [(2, None), (2, (0.7, 0.3)), (4, None)])
-def test_shared_head_on_loopback_nodes(tmp_path, registered, nodes, ratios):
+def test_shared_head_on_loopback_nodes(tmp_path, registered, arch, nodes, ratios):
     """Each call of the shared tower and head exchanges its own messages: the nodes'
     output equals the masked model's and every call's bytes are on the wire under its tag."""
-    folder, model, part = graph_disco_folder(tmp_path, "tiny_shared_head", nodes, ratios)
+    folder, model, part = graph_disco_folder(tmp_path, arch, nodes, ratios)
     shape = list(SHAPE)
     x = seeded_input(shape, 0)
     with torch.no_grad():
@@ -147,7 +174,7 @@ def test_shared_head_on_loopback_nodes(tmp_path, registered, nodes, ratios):
         merged = ByteCounter.merge([t.counter.to_dict() for t in transports])
         tags, pairs = expected_disco_bytes(model, part, shape)
         assert merged["tags"] == tags and merged["pairs"] == pairs
-        assert {"tower.0@1", "cls@1"} <= set(merged["tags"])
+        assert {"tower.0@1", "cls@1"} <= set(merged["tags"]) if arch == "tiny_shared_head" else "head@1" in merged["tags"]
 
 
 @pytest.mark.slow

@@ -316,7 +316,7 @@ class _Propagation:
         self.state: dict[str, Any] = {}  # fx node name -> class id | _ROOT | _Const | None
         self.layers: list[_LayerUse] = []  # in the order of their first calls
         self.grouped: list[tuple[str, int, int, int]] = []  # (name, groups, in class, out class)
-        self.tensors: list[tuple[str, int, int]] = []  # (tensor name, dim, class)
+        self.tensors: dict[str, tuple[int, int, list[str]]] = {}  # tensor name -> (dim, class, fx nodes using it)
         self.outputs: list[tuple[str, int]] = []  # (key, class)
         self.image: int | None = None
         self.state_names = set(model.state_dict())
@@ -358,6 +358,21 @@ class _Propagation:
         if isinstance(state, int) and self._channels(node) != self._channels(source):
             raise self._unmapped(node, f"changes {self._channels(source)} channels into {self._channels(node)}")
         return state
+
+    def _slice(self, node: torch.fx.Node, tensor: str, state: int) -> int:
+        """Slice a module's per-channel tensor by ``state``'s map. A module called again (a
+        norm in a head shared across pyramid levels) has one slice for every call, so the
+        tensors it is called on share one map; returns ``state``'s class."""
+        if tensor not in self.tensors:
+            self.tensors[tensor] = (0, state, [node.name])
+            return state
+        dim, first, nodes = self.tensors[tensor]
+        nodes.append(node.name)
+        if self.classes.find(first) != self.classes.find(state):
+            calls = f"{tensor!r} is used by fx nodes {', '.join(nodes)}, so all their tensors share one map"
+            self.classes.get(first).shared_by.append(calls)
+            self.classes.union(first, state, f"{self._where(node)} ({calls})")
+        return self.classes.find(state)
 
     # -- the head rule ------------------------------------------------------------------
     def _passable(self, node: torch.fx.Node) -> bool:
@@ -442,7 +457,7 @@ class _Propagation:
             state = self._split_state(node, source)
             for leaf in ("weight", "bias", "running_mean", "running_var"):
                 if getattr(module, leaf, None) is not None:
-                    self.tensors.append((f"{name}.{leaf}", 0, state))
+                    state = self._slice(node, f"{name}.{leaf}", state)
             return state
         if isinstance(module, nn.GroupNorm):
             return self._group_norm(node, name, module, source)
@@ -495,6 +510,14 @@ class _Propagation:
         return _ROOT if mode == "reduce" else use.dst
 
     def _grouped(self, node: torch.fx.Node, name: str, module: nn.Conv2d, state: int) -> int:
+        first = next((g for g in self.grouped if g[0] == name), None)
+        if first is not None:  # called again (shared across levels): one split, one map for every call
+            self._slice(node, f"{name}.weight", first[3])
+            calls = f"grouped layer {name!r} is called on fx nodes {', '.join(self.tensors[f'{name}.weight'][2])}"
+            if self.classes.find(first[2]) != self.classes.find(state):
+                self.classes.get(first[2]).shared_by.append(f"{calls}, so all its inputs share one map")
+                self.classes.union(first[2], state, f"{self._where(node)} ({calls})")
+            return first[3]
         groups = module.groups
         per_in, per_out = module.in_channels // groups, module.out_channels // groups
         self.classes.set_unit(state, per_in, f"{self._where(node)} (groups={groups})")
@@ -508,9 +531,9 @@ class _Propagation:
                 lambda: [self.classes.node_map(source)[(o // per_out) * per_in] for o in range(module.out_channels)],
             ))
         self.grouped.append((name, groups, state, out))
-        self.tensors.append((f"{name}.weight", 0, out))
+        self._slice(node, f"{name}.weight", out)
         if module.bias is not None:
-            self.tensors.append((f"{name}.bias", 0, out))
+            self._slice(node, f"{name}.bias", out)
         return out
 
     def _group_norm(self, node: torch.fx.Node, name: str, module: nn.GroupNorm, source: torch.fx.Node) -> Any:
@@ -524,7 +547,7 @@ class _Propagation:
         self.classes.set_unit(state, module.num_channels // module.num_groups,
                               f"{self._where(node)} (GroupNorm, {module.num_groups} groups)")
         for leaf in ("weight", "bias"):
-            self.tensors.append((f"{name}.{leaf}", 0, state))
+            state = self._slice(node, f"{name}.{leaf}", state)
         return state
 
     def _function(self, node: torch.fx.Node, inputs: list[torch.fx.Node], states: list[Any]) -> Any:
@@ -630,7 +653,7 @@ class _Propagation:
                 raise DiscoZooError(f"{name}: a grouped conv with {count} groups leaves a node without a group; "
                                     "use fewer nodes or other ratios")
             part.grouped[name] = split
-        for name, dim, cls in self.tensors:
+        for name, (dim, cls, _) in self.tensors.items():
             part.tensors[name] = TensorSplit(name, dim, groups(cls))
         for name, dim, cls, where in self.const_uses:
             split = TensorSplit(name, dim, groups(cls))
