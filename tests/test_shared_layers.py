@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from disco_zoo.disco.accounting import disco_accounting, layer_shapes
+from disco_zoo.disco.accounting import disco_accounting, layer_channel_bytes, layer_shapes
 from disco_zoo.disco.adapters import apply_partition, build_partition, to_disco
 from disco_zoo.disco.partition import Partition
 from disco_zoo.errors import DiscoZooError
@@ -124,6 +124,9 @@ def test_accounting_counts_every_call_at_its_own_size():
     # the head reduces on root 0: node 1 sends its partial 3-channel map at each level
     assert acc.bytes_per_layer["cls"] == 3 * level0 and acc.bytes_per_layer["cls@1"] == 3 * level1
     assert acc.disco_bytes == sum(acc.bytes_per_layer.values()) == sum(acc.bytes_per_pair.values())
+    # what closing one selected channel of the tower saves: its bytes at both levels
+    tower = model.disco_partition.layers["tower.0"]
+    assert layer_channel_bytes(tower, layer_shapes(model, SHAPE), 4) == level0 + level1
     # node 1 -> root: the head's partials at both levels and the gathered features, less the
     # stem's image channel (3 channels split 2/1, so node 0 sends one channel more)
     assert acc.bytes_per_pair[(1, 0)] - acc.bytes_per_pair[(0, 1)] == 3 * (level0 + level1) + 4 * level1 - level0

@@ -59,6 +59,7 @@ from disco_zoo.errors import DiscoZooError
 __all__ = [
     "DiscoAccounting", "disco_accounting", "disco_traffic", "layer_pair_bytes", "layer_shapes", "channel_bytes",
     "input_pair_bytes", "wire_bytes_per_pair", "gather_pair_bytes", "calls_of", "call_shares",
+    "layer_channel_bytes",
 ]
 
 Pairs = dict[tuple[int, int], int]
@@ -195,6 +196,12 @@ def _per_channel(shape: tuple[int, ...], channels: int) -> int:
 def channel_bytes(layer: LayerSplit, in_shape: tuple[int, ...], dtype_bytes: int) -> int:
     """Bytes one input channel of ``layer`` costs on the wire (what every S_kj entry moves)."""
     return _per_channel(in_shape, layer.in_channels) * dtype_bytes
+
+
+def layer_channel_bytes(layer: LayerSplit, shapes: dict[str, Any], dtype_bytes: int) -> int:
+    """Bytes one input channel of ``layer`` costs on the wire over all its calls: what
+    closing one S_kj entry saves (a layer shared across pyramid levels moves it at each)."""
+    return sum(channel_bytes(layer, shapes[key][0], dtype_bytes) for key in calls_of(shapes, layer.name))
 
 
 def input_pair_bytes(partition: Partition, input_shape: tuple[int, ...], dtype_bytes: int) -> Pairs:
