@@ -759,3 +759,80 @@ def write_coco_folder(root, splits=("train", "val"), size=(32, 24), count=2):
                     "categories": [{"id": 1, "name": "a"}, {"id": 3, "name": "c"}]}
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(document))
     return root
+
+
+class TinySharedHead(nn.Module):
+    """A two-level FPN with a detector head shared across its levels: one conv + GroupNorm
+    tower and one conv head (reduced on the root), each called once per level on maps of
+    different sizes; each level's head map is flattened and the levels joined. The tower's
+    level-1 features are a second output (gathered on the root) unless ``features`` is False."""
+
+    def __init__(self, features: bool = True) -> None:
+        super().__init__()
+        self.features = features
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 8, 3, padding=1, stride=2)
+        self.lat_fine = nn.Conv2d(8, 8, 1)
+        self.lat_coarse = nn.Conv2d(8, 8, 1)
+        self.tower = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.GroupNorm(4, 8), nn.ReLU())
+        self.cls = nn.Conv2d(8, 3, 3, padding=1)
+        generator = torch.Generator().manual_seed(1)
+        gn = self.tower[1]  # not the identity affine, so a wrong slice shows; a positive
+        gn.weight.data = torch.rand(8, generator=generator) + 0.5  # shift keeps the ReLU after it alive
+        gn.bias.data = torch.rand(8, generator=generator) + 0.5
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+        fine = torch.relu(self.stem(x))
+        coarse = torch.relu(self.down(fine))
+        p_coarse = self.lat_coarse(coarse)
+        p_fine = self.lat_fine(fine) + nn.functional.interpolate(p_coarse, scale_factor=2.0, mode="nearest")
+        outs, features = [], []
+        for level in (p_fine, p_coarse):
+            features.append(self.tower(level))
+            y = self.cls(features[-1])
+            n, c, h, w = y.shape
+            outs.append(y.view(n, c, h * w).permute(0, 2, 1))
+        return (torch.cat(outs, dim=1), features[1]) if self.features else torch.cat(outs, dim=1)
+
+
+class DetectorCore(nn.Module):
+    """A torchvision detector cut at its natural seams: the backbone + FPN and the head,
+    from the image tensor to the head's outputs (FCOS: a dict of per-level maps flattened
+    and joined). The transform and the box decoding stay outside (they run on the root)."""
+
+    def __init__(self, detector: nn.Module, side: int = 64) -> None:
+        super().__init__()
+        self.backbone, self.head = detector.backbone, detector.head
+        self.pretrained_cfg = {"input_size": (3, side, side)}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.head(list(self.backbone(x).values()))
+
+
+def fcos_core(num_classes: int = 11, side: int = 64) -> nn.Module:
+    """torchvision FCOS on a ResNet-18 FPN (the zoo's ``fcos_resnet18_fpn``), backbone+FPN+head."""
+    from disco_zoo.registry import build_model
+
+    return DetectorCore(build_model("fcos_resnet18_fpn", num_classes=num_classes), side)
+
+
+class TinySharedDepthwise(nn.Module):
+    """Two levels through one depthwise conv and one BatchNorm (each called per level, so
+    each keeps one slice for both) and a shared 1x1 head reduced on the root."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 8, 3, padding=1, stride=2)
+        self.lat_a, self.lat_b = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.bn = nn.BatchNorm2d(8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fine = torch.relu(self.stem(x))
+        outs = []
+        for level in (self.lat_a(fine), self.lat_b(self.down(fine))):
+            y = self.head(torch.relu(self.bn(self.dw(level))))
+            outs.append(y.flatten(2))
+        return torch.cat(outs, dim=2)

@@ -10,10 +10,11 @@ from torch import nn
 from torch.utils._pytree import tree_flatten_with_path, tree_leaves
 
 from disco_zoo.disco.adapters import apply_partition, build_partition, to_disco
-from disco_zoo.disco.partition import Partition, contiguous_groups, output_key
+from disco_zoo.disco.partition import Partition, call_key, contiguous_groups, layer_of, output_key
 from disco_zoo.errors import DiscoZooError
 from helpers import (
-    TinyEDSR, TinyESPCN, TinyGroupedTwoOutputs, TinyGroupNormHead, TinyMeanShift, TinyTwoLevelHead, randomise_batchnorm, tiny_deeplabv3, tiny_lraspp,
+    TinyEDSR, TinyESPCN, TinyGroupedTwoOutputs, TinyGroupNormHead, TinyMeanShift, TinySharedDepthwise, TinySharedHead,
+    TinyTwoLevelHead, randomise_batchnorm, tiny_deeplabv3, tiny_lraspp,
 )
 
 HUB = Path(__file__).resolve().parents[1] / "hub"
@@ -80,7 +81,8 @@ def test_published_partitions_load_and_are_reproduced():
 
 SEGMENTERS = {"deeplabv3_r18": tiny_deeplabv3, "lraspp": tiny_lraspp}
 SMALL = {"edsr": TinyEDSR, "espcn": TinyESPCN, "grouped_two_outputs": TinyGroupedTwoOutputs, "mean_shift": TinyMeanShift,
-         "group_norm": TinyGroupNormHead, "two_level_head": TinyTwoLevelHead}
+         "group_norm": TinyGroupNormHead, "two_level_head": TinyTwoLevelHead, "shared_head": TinySharedHead,
+         "shared_depthwise": TinySharedDepthwise}
 
 
 def _model(name: str) -> tuple[nn.Module, torch.Tensor]:
@@ -91,12 +93,13 @@ def _model(name: str) -> tuple[nn.Module, torch.Tensor]:
 
 
 def _reduce_inputs(model: nn.Module, part: Partition, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The input of every reduce layer and every model output, for one forward."""
+    """The input of every call of every reduce layer (``name``, ``name@1``, ... for a layer
+    shared across levels) and every model output, for one forward."""
     seen: dict[str, torch.Tensor] = {}
     modules = dict(model.named_modules())
     def keep(name: str):
         def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-            seen.setdefault(name, args[0].detach())
+            seen[call_key(name, sum(layer_of(key) == name for key in seen))] = args[0].detach()
 
         return hook
 
@@ -133,7 +136,7 @@ def _check_open_and_block_diagonal(name: str, nodes: int, ratios) -> None:
         if key.startswith("output:"):
             own = next(o for o in part.outputs if f"output:{o.key}" == key).groups[0]
         else:
-            own = part.layers[key].in_groups[0]
+            own = part.layers[layer_of(key)].in_groups[0]
         assert torch.equal(value[:, own], seen_y[key][:, own]), key
         assert not torch.equal(value, seen_y[key]), key
     with torch.no_grad():

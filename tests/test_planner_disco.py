@@ -42,14 +42,32 @@ def tiny_two_outputs():
     unregister_model("tiny_grouped_two_outputs")
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2", "two outputs"])
+@pytest.fixture
+def tiny_shared():
+    from disco_zoo.registry import ModelEntry, register_model, unregister_model
+
+    entries = {"tiny_shared_head": "helpers:TinySharedHead", "tiny_shared_depthwise": "helpers:TinySharedDepthwise"}
+    for arch, builder in entries.items():
+        register_model(ModelEntry(arch, builder, "test", "test"))
+    yield
+    for arch in entries:
+        unregister_model(arch)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2", "two outputs", "shared head", "shared depthwise"])
 def test_derived_programs_follow_the_executors_message_schedule_and_bytes(tmp_path, arch, request):
-    """ResNet (splits, reduce head), MobileNetV2 (depthwise convs), and a DAG with grouped
-    convs, a concat, a pixel shuffle and a gathered second output."""
+    """ResNet (splits, reduce head), MobileNetV2 (depthwise convs), a DAG with grouped
+    convs, a concat, a pixel shuffle and a gathered second output, and a two-level FPN
+    whose tower and head are shared across its levels (each call its own messages)."""
     if arch == "resnet18":
         folder, model, part = sparse_disco_folder(tmp_path, 2)
     elif arch == "mobilenet_v2":
         folder, model, part = graph_disco_folder(tmp_path, "mobilenet_v2", 2, args={"num_classes": 10})
+    elif arch.startswith("shared"):
+        request.getfixturevalue("tiny_shared")
+        folder, model, part = graph_disco_folder(tmp_path, f"tiny_{arch.replace(' ', '_')}", 2, (0.7, 0.3))
+        assert {n: l.calls for n, l in part.layers.items() if l.calls > 1} == (
+            {"tower.0": 2, "cls": 2} if arch == "shared head" else {"head": 2})
     else:
         folder, model, part = graph_disco_folder(tmp_path, request.getfixturevalue("tiny_two_outputs"), 2)
     measured = profile_compute(folder, DISCO_SHAPE, repeats=1, warmup=0)

@@ -4,7 +4,9 @@ tuple outputs. Outputs equal the single-process masked model; bytes equal the ac
 per pair and per tag."""
 import pytest
 import torch
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_flatten_with_path
+
+from disco_zoo.disco.partition import output_key, output_tag
 
 from disco_zoo.registry import ModelEntry, register_model, unregister_model
 from disco_zoo.runtime.disco_executor import build_node_model, inference_fn
@@ -17,7 +19,8 @@ from helpers import (
 
 TINY = {"tiny_grouped_two_outputs": "helpers:TinyGroupedTwoOutputs", "tiny_edsr": "helpers:TinyEDSR",
         "tiny_espcn": "helpers:TinyESPCN", "tiny_mean_shift": "helpers:TinyMeanShift",
-        "tiny_group_norm": "helpers:TinyGroupNormHead", "tiny_two_level_head": "helpers:TinyTwoLevelHead"}
+        "tiny_group_norm": "helpers:TinyGroupNormHead", "tiny_two_level_head": "helpers:TinyTwoLevelHead",
+        "tiny_shared_head": "helpers:TinySharedHead"}
 
 
 @pytest.fixture
@@ -54,7 +57,10 @@ def test_tiny_dags_on_loopback_nodes(tmp_path, tiny_entries, arch, nodes, ratios
     tags, pairs = expected_disco_bytes(model, part, shape)
     assert merged["tags"] == tags and merged["pairs"] == pairs
     if part.outputs:  # the gathered feature map is on the wire and in the accounting
-        assert tags["output.0"] == sum(len(g) for g in part.outputs[0].groups[1:]) * 16 * 16 * 2 * 4  # (B=2, 16x16), fp32
+        gather = part.outputs[0]
+        leaf = {output_key(path): leaf for path, leaf in tree_flatten_with_path(ref)[0]}[gather.key]
+        per_channel = leaf.numel() // leaf.shape[1] * 4  # fp32
+        assert tags[output_tag(gather.key)] == sum(len(g) for g in gather.groups[1:]) * per_channel
 
 
 @pytest.mark.parametrize("arch, args", [

@@ -13,6 +13,10 @@ What is counted (bytes per inference, ``dtype_bytes`` per activation element):
 * output gathers: every model output whose channels are split (``Partition.outputs``)
   is sent to the root, node k's channels at the output's size, under the tag
   ``output[.key]`` (:func:`~disco_zoo.disco.partition.output_tag`).
+* a layer called more than once (a head shared across pyramid levels) has one split for
+  every call; each call moves its own channels at its own input size and is counted
+  under its own key (``name``, ``name@1``, ...; :func:`layer_shapes`), as the runtime
+  tags it. Its FLOPs and activation peaks are those of all its calls.
 * Nothing else moves: BatchNorm, activations, pooling, residual adds, grouped and
   depthwise convs (whole groups per node) and attention (whole heads per node) are local.
 * The image itself lives on rank 0 (one camera): rank 0 sends node k its channels I_k of
@@ -49,11 +53,13 @@ import torch
 from torch import nn
 
 from disco_zoo.disco.adapters import get_partition
-from disco_zoo.disco.partition import LayerSplit, Partition, output_key, output_tag
+from disco_zoo.disco.partition import LayerSplit, Partition, call_key, layer_of, output_key, output_tag
+from disco_zoo.errors import DiscoZooError
 
 __all__ = [
     "DiscoAccounting", "disco_accounting", "disco_traffic", "layer_pair_bytes", "layer_shapes", "channel_bytes",
-    "input_pair_bytes", "wire_bytes_per_pair", "gather_pair_bytes",
+    "input_pair_bytes", "wire_bytes_per_pair", "gather_pair_bytes", "calls_of", "call_shares",
+    "layer_channel_bytes",
 ]
 
 Pairs = dict[tuple[int, int], int]
@@ -77,7 +83,7 @@ class DiscoAccounting:
     flops_total: int
     flops_dense: int
     flops_per_node: list[int]
-    flops_per_entry: dict[str, float]  # layer -> FLOPs of one (output, input) weight entry
+    flops_per_entry: dict[str, float]  # layer -> FLOPs of one (output, input) weight entry, all its calls
     params_per_node: list[int]
     params_dense: int
     params_bytes_per_node: list[int]  # by the storage dtype
@@ -119,15 +125,20 @@ def _add_pairs(a: Pairs, b: Pairs) -> Pairs:
 
 
 def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
-    """(input shape, output shape) of every module the partition names, from one forward
-    pass, and of every gathered model output under its tag (``output[.key]``)."""
+    """(input shape, output shape) of every call of every module the partition names, from
+    one forward pass, in the order they run, keyed by call (:func:`call_key`: a layer's
+    name for its first call, ``name@1``, ... for a layer shared across pyramid levels);
+    then every gathered model output under its tag (``output[.key]``)."""
     part = get_partition(model)
     modules = dict(model.named_modules())
-    shapes: dict[str, Any] = {}
+    seen: dict[str, list[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
+    order: list[str] = []
 
     def record(name: str) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> None:
-            shapes.setdefault(name, (tuple(args[0].shape), tuple(out.shape)))
+            calls = seen.setdefault(name, [])
+            order.append(call_key(name, len(calls)))
+            calls.append((tuple(args[0].shape), tuple(out.shape)))
 
         return hook
 
@@ -141,12 +152,37 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
         model.train(was_training)
         for hook in hooks:
             hook.remove()
+    _check_calls(part, {name: len(calls) for name, calls in seen.items()})
+    shapes: dict[str, Any] = {key: seen[layer_of(key)][_call_index(key)] for key in order}
     from torch.utils._pytree import tree_flatten_with_path
 
     leaves = {output_key(path): tuple(leaf.shape) for path, leaf in tree_flatten_with_path(out)[0]}
     for gather in part.outputs:
         shapes[output_tag(gather.key)] = (leaves[gather.key], leaves[gather.key])
     return shapes
+
+
+def _call_index(key: str) -> int:
+    """0 for a layer's first call (its bare name), i for ``name@i``."""
+    return int(key[len(layer_of(key)) + 1:] or 0)
+
+
+def _check_calls(part: Partition, counted: dict[str, int]) -> None:
+    """The forward calls every layer as often as its split says: each call exchanges its own
+    messages, so a partition written for another call count would not match the wire."""
+    for name, layer in part.layers.items():
+        if counted.get(name, 0) != layer.calls:
+            raise DiscoZooError(f"layer {name!r} ran {counted.get(name, 0)} time(s) in one forward but its partition "
+                                f"says {layer.calls}; rebuild the partition from this model (to_disco)")
+    for name in part.norms:
+        if counted.get(name, 0) > 1:
+            raise DiscoZooError(f"split norm {name!r} ran {counted[name]} times in one forward; a split LayerNorm "
+                                "exchanges its statistics once per forward (give each call its own norm)")
+
+
+def calls_of(shapes: dict[str, Any], name: str) -> list[str]:
+    """The call keys of layer/norm/grouped conv ``name`` in ``shapes`` (see :func:`layer_shapes`)."""
+    return [key for key in shapes if layer_of(key) == name]
 
 
 def _per_channel(shape: tuple[int, ...], channels: int) -> int:
@@ -160,6 +196,12 @@ def _per_channel(shape: tuple[int, ...], channels: int) -> int:
 def channel_bytes(layer: LayerSplit, in_shape: tuple[int, ...], dtype_bytes: int) -> int:
     """Bytes one input channel of ``layer`` costs on the wire (what every S_kj entry moves)."""
     return _per_channel(in_shape, layer.in_channels) * dtype_bytes
+
+
+def layer_channel_bytes(layer: LayerSplit, shapes: dict[str, Any], dtype_bytes: int) -> int:
+    """Bytes one input channel of ``layer`` costs on the wire over all its calls: what
+    closing one S_kj entry saves (a layer shared across pyramid levels moves it at each)."""
+    return sum(channel_bytes(layer, shapes[key][0], dtype_bytes) for key in calls_of(shapes, layer.name))
 
 
 def input_pair_bytes(partition: Partition, input_shape: tuple[int, ...], dtype_bytes: int) -> Pairs:
@@ -212,10 +254,13 @@ def gather_pair_bytes(groups: list[list[int]], root: int, shape: tuple[int, ...]
 def disco_traffic(
     partition: Partition, shapes: dict[str, Any], dtype_bytes: int
 ) -> tuple[dict[str, int], dict[tuple[int, int], int]]:
-    """(bytes per layer/norm name or output tag, bytes per (sender, receiver)) for one inference."""
+    """(bytes per exchange, bytes per (sender, receiver)) for one inference. An exchange is
+    a layer's or norm's call, keyed as in ``shapes`` (the name; ``name@i`` for the later
+    calls of a shared layer), or an output tag: the keys the runtime's tags carry."""
     per_layer: dict[str, int] = {}
     per_pair: dict[tuple[int, int], int] = {}
-    items = [(n, layer_pair_bytes(l, *shapes[n], dtype_bytes)) for n, l in partition.layers.items()]
+    items = [(key, layer_pair_bytes(partition.layers[name], *shapes[key], dtype_bytes))
+             for name in partition.layers for key in calls_of(shapes, name)]
     items += [(n, norm_pair_bytes(s.groups, shapes[n][0], dtype_bytes)) for n, s in partition.norms.items()]
     for gather in partition.outputs:
         tag = output_tag(gather.key)
@@ -232,6 +277,39 @@ def _open_fraction(layer: LayerSplit, k: int) -> float:
     if layer.mode == "reduce":
         return len(layer.in_groups[k]) / layer.in_channels
     return len(layer.out_groups[k]) * len(layer.columns(k)) / (layer.out_channels * layer.in_channels)
+
+
+def _act_peak(part: Partition, shapes: dict[str, Any], k: int, dtype_bytes: int) -> int:
+    """Node k's largest per-call working set: the input channels it holds or receives plus
+    the outputs it computes, over every call of every layer and grouped conv."""
+    peak = 0
+    for key, (in_shape, out_shape) in shapes.items():
+        name = layer_of(key)
+        if name in part.layers:
+            layer = part.layers[name]
+            held = len(layer.columns(k)) * _per_channel(in_shape, layer.in_channels)
+            made = len(layer.rows(k)) * _per_channel(out_shape, layer.out_channels)
+        elif name in part.grouped:
+            grouped = part.grouped[name]
+            held = len(grouped.in_groups[k]) * _per_channel(in_shape, in_shape[1])
+            made = len(grouped.out_groups[k]) * _per_channel(out_shape, out_shape[1])
+        else:
+            continue
+        peak = max(peak, (held + made) * dtype_bytes)
+    return peak
+
+
+def call_shares(part: Partition, shapes: dict[str, Any]) -> dict[str, float]:
+    """Each call's share of its layer's FLOPs (1.0 for a layer called once). A conv/linear
+    weight entry costs the same per output position (conv) or token (linear) in every
+    call, so a call's share is its output positions over all the calls' together."""
+    shares: dict[str, float] = {}
+    for name, layer in part.layers.items():
+        keys = calls_of(shapes, name)
+        positions = [_per_channel(shapes[key][1], layer.out_channels) for key in keys]
+        total = sum(positions)
+        shares.update({key: p / total if total else 1.0 / len(keys) for key, p in zip(keys, positions)})
+    return shares
 
 
 def disco_accounting(
@@ -261,7 +339,9 @@ def disco_accounting(
     model.train(was_training)
     dense = dense_tp_traffic(graph, n, dtype_bytes, part.ratios)
 
-    layer_flops = {l.target: l.flops for l in graph.of_op("conv", "linear")}
+    layer_flops: dict[str, int] = {}  # module -> FLOPs of all its calls
+    for call in graph.of_op("conv", "linear"):
+        layer_flops[call.target] = layer_flops.get(call.target, 0) + call.flops
     other = graph.total_flops - sum(layer_flops.values())
     share = [r / sum(part.ratios) for r in part.ratios]
     flops = [other * share[k] for k in range(n)]
@@ -281,18 +361,7 @@ def disco_accounting(
         params.append(sum(t.numel() for t in tensors.values()))
         params_bytes.append(sum(t.numel() * storage_tensor(t, storage_dtype == "fp16").element_size()
                                 for t in tensors.values()))
-        peak = 0
-        for name, layer in part.layers.items():
-            in_shape, out_shape = shapes[name]
-            held = len(layer.columns(k)) * _per_channel(in_shape, layer.in_channels)
-            made = len(layer.rows(k)) * _per_channel(out_shape, layer.out_channels)
-            peak = max(peak, (held + made) * dtype_bytes)
-        for name, grouped in part.grouped.items():
-            in_shape, out_shape = shapes[name]
-            held = len(grouped.in_groups[k]) * _per_channel(in_shape, in_shape[1])
-            made = len(grouped.out_groups[k]) * _per_channel(out_shape, out_shape[1])
-            peak = max(peak, (held + made) * dtype_bytes)
-        peaks.append(peak)
+        peaks.append(_act_peak(part, shapes, k, dtype_bytes))
 
     return DiscoAccounting(
         input_shape=input_shape,

@@ -25,6 +25,12 @@ node k computes the groups whose input channels it holds, so they exchange nothi
 their weight and bias are sliced by output channel (listed in ``tensors``). Every model
 output whose channels are split across nodes is gathered on ``root`` after the forward
 (``outputs``, one message per node and output, tag :func:`output_tag`).
+
+A layer may be called more than once in one forward (a detector head shared across FPN
+levels): it keeps one split (one mask set, one weight shard) for every call, and
+``calls`` says how many there are. Each call exchanges its own messages, named by
+:func:`call_key` (``name`` for the first call, ``name@1``, ``name@2``, ... after it),
+the key the accounting, the runtime's tags and the planner's programs share.
 """
 from __future__ import annotations
 
@@ -38,7 +44,7 @@ from disco_zoo.errors import DiscoZooError
 
 __all__ = [
     "LayerSplit", "TensorSplit", "NormSplit", "GroupedSplit", "OutputGather", "Partition", "output_tag",
-    "output_key",
+    "output_key", "call_key", "layer_of",
     "contiguous_groups", "interleave_groups", "to_runs", "from_runs",
 ]
 
@@ -92,6 +98,11 @@ class LayerSplit:
     selected: list[list[list[int]]]  # selected[k][j] = S_kj, sorted; [] when k == j
     root: int = 0  # reduce mode: the node that sums the partial products
     dropped: list[list[int]] = field(default_factory=list)  # dropped[k]: own channels node k skips
+    calls: int = 1  # how many times one forward calls the layer (every call uses this split)
+
+    def call_keys(self) -> list[str]:
+        """The name of each call's exchange: ``name``, ``name@1``, ... (:func:`call_key`)."""
+        return [call_key(self.name, i) for i in range(self.calls)]
 
     @property
     def nodes(self) -> int:
@@ -124,6 +135,8 @@ class LayerSplit:
                     raise DiscoZooError(f"{self.name}: selected[{k}][{k}] must be empty")
                 if not chosen <= set(self.in_groups[j]):
                     raise DiscoZooError(f"{self.name}: S_{k}{j} has channels node {j} does not hold")
+        if self.calls < 1:
+            raise DiscoZooError(f"{self.name}: calls must be >= 1, got {self.calls}")
 
 
 @dataclass
@@ -176,6 +189,20 @@ def output_key(path: Sequence[Any]) -> str:
 def output_tag(key: str) -> str:
     """The wire tag (and accounting name) of the gather of model output ``key``."""
     return "output" if key == "" else f"output.{key}"
+
+
+CALL_SEPARATOR = "@"  # module names never hold it (torch joins them with ".")
+
+
+def call_key(name: str, call: int) -> str:
+    """The key of call ``call`` (0-based) of layer ``name``: the name itself for the first
+    call, so a layer called once keeps exactly its name as its tag and accounting key."""
+    return name if call == 0 else f"{name}{CALL_SEPARATOR}{call}"
+
+
+def layer_of(key: str) -> str:
+    """The layer (or norm, or output tag) a call key belongs to: ``name@2`` -> ``name``."""
+    return key.split(CALL_SEPARATOR, 1)[0]
 
 
 _LIST_FIELDS = ("in_groups", "out_groups", "dropped", "groups")  # node -> channel index list
@@ -286,6 +313,8 @@ class Partition:
                     d[key] = [to_runs(g) for g in d[key]]
             if "selected" in d:
                 d["selected"] = [[to_runs(s) for s in row] for row in d["selected"]]
+            if d.get("calls") == 1:
+                del d["calls"]  # a layer called once: the JSON (and its digest) as before calls existed
             return d
 
         return {

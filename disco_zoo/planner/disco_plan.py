@@ -50,12 +50,12 @@ class DiscoFacts:
     entry_bytes: dict[str, int]
     memory_per_node: list[int]  # shard parameter bytes + activation peak, per node
     dtype_bytes: int = 4
-    grouped_flops: dict[str, float] = field(default_factory=dict)  # dense FLOPs of each grouped conv
+    grouped_flops: dict[str, float] = field(default_factory=dict)  # dense FLOPs of each grouped conv call
 
 
 def disco_facts(model: Any, name: str, input_shape: tuple[int, ...], dtype_bytes: int = 4) -> DiscoFacts:
     """Read :class:`DiscoFacts` off a loaded DISCO model (its accounting and one forward)."""
-    from disco_zoo.disco.accounting import disco_accounting, layer_shapes
+    from disco_zoo.disco.accounting import calls_of, disco_accounting, layer_shapes
     from disco_zoo.disco.adapters import get_partition
 
     part = get_partition(model)
@@ -67,7 +67,8 @@ def disco_facts(model: Any, name: str, input_shape: tuple[int, ...], dtype_bytes
         weight = modules[layer_name].weight
         entry_bytes[layer_name] = weight.numel() // (layer.out_channels * layer.in_channels) * COMPUTE_BYTES
     # a conv costs 2 FLOPs per weight element per output position (FlopCounterMode's count)
-    grouped = {g: 2.0 * modules[g].weight.numel() * _positions(shapes[g][1]) for g in part.grouped}
+    grouped = {key: 2.0 * modules[g].weight.numel() * _positions(shapes[key][1])
+               for g in part.grouped for key in calls_of(shapes, g)}  # per call (a shared conv runs at each)
     # in a device's memory every node computes in fp32, whatever its shard's storage dtype
     memory = [p * COMPUTE_BYTES + a for p, a in zip(acc.params_per_node, acc.act_peak_per_node)]
     return DiscoFacts(name, part, tuple(input_shape), shapes, acc.flops_per_entry, entry_bytes, memory, dtype_bytes,

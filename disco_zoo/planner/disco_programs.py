@@ -16,6 +16,9 @@ node over each device's rate, in the order the DISCO executor
 * a grouped (depthwise) conv: each node computes its whole groups, nothing moves;
 * after the forward, each split model output is gathered on its root.
 
+A layer called more than once (a head shared across pyramid levels) does the above at
+each call, under the call's tag (``name``, ``name@1``, ...).
+
 Bytes per message are the accounting's (:func:`disco_zoo.disco.accounting.layer_pair_bytes`
 and its siblings), so the bytes replayed are the bytes the runtime counts.
 """
@@ -24,8 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from disco_zoo.disco.accounting import gather_pair_bytes, input_pair_bytes, layer_pair_bytes, norm_pair_bytes
-from disco_zoo.disco.partition import LayerSplit, Partition, output_tag
+from disco_zoo.disco.accounting import (
+    call_shares, gather_pair_bytes, input_pair_bytes, layer_pair_bytes, norm_pair_bytes,
+)
+from disco_zoo.disco.partition import LayerSplit, Partition, layer_of, output_tag
 from disco_zoo.timing.replay import ComputeProfile, Event, RankProgram
 
 __all__ = ["NodeWork", "node_work", "disco_programs", "INPUT_TAG"]
@@ -82,10 +87,13 @@ def disco_programs(
 ) -> ComputeProfile:
     """Every node's program at compute ``rates[k]`` FLOP/s (node k's device).
 
-    ``shapes`` maps each layer and norm to its (input, output) shape, in execution order
-    (:func:`disco_zoo.disco.accounting.layer_shapes`); the FLOPs of a weight entry come from
-    the accounting (``DiscoAccounting.flops_per_entry``); ``grouped_flops`` are the dense
-    FLOPs of each grouped conv, which its nodes share by output channels.
+    ``shapes`` maps each call of a layer and norm to its (input, output) shape, in execution
+    order (:func:`disco_zoo.disco.accounting.layer_shapes`; a shared layer's later calls are
+    ``name@i``, which is also their tag); the FLOPs of a weight entry over all of a layer's
+    calls come from the accounting (``DiscoAccounting.flops_per_entry``), each call taking
+    its share (:func:`~disco_zoo.disco.accounting.call_shares`); ``grouped_flops`` are the
+    dense FLOPs of each grouped conv call (keyed as in ``shapes``), which its nodes share by
+    output channels.
     """
     gathers = {output_tag(g.key): g for g in part.outputs}
     n = part.nodes
@@ -95,36 +103,38 @@ def disco_programs(
         nodes[dst].event("recv", src, INPUT_TAG)
     for (src, dst) in input_pair_bytes(part, tuple(input_shape), dtype_bytes):
         nodes[src].event("send_done", dst, INPUT_TAG)
-    for name, (in_shape, out_shape) in shapes.items():
+    shares = call_shares(part, shapes)
+    for key, (in_shape, out_shape) in shapes.items():
+        name = layer_of(key)  # a shared layer's later calls are keyed name@i, their tag
         if name in part.layers:
             layer = part.layers[name]
             pairs = layer_pair_bytes(layer, in_shape, out_shape, dtype_bytes)
             for k, node in enumerate(nodes):
-                work = node_work(layer, flops_per_entry[name], k)
+                work = node_work(layer, flops_per_entry[name] * shares[key], k)
                 if layer.mode == "reduce":
                     node.compute(work.own_flops)
                     if k != layer.root and (k, layer.root) in pairs:
-                        node.event("send", layer.root, name, pairs[(k, layer.root)])
-                        node.event("send_done", layer.root, name)
+                        node.event("send", layer.root, key, pairs[(k, layer.root)])
+                        node.event("send_done", layer.root, key)
                     elif k == layer.root:
                         for j in range(n):
                             if (j, k) in pairs:
-                                node.event("recv", j, name)
+                                node.event("recv", j, key)
                     continue
                 sends = [p for p in range(n) if (k, p) in pairs]
                 for p in sends:
-                    node.event("send", p, name, pairs[(k, p)])
+                    node.event("send", p, key, pairs[(k, p)])
                 node.compute(work.own_flops)
                 for j, flops in work.peer_flops.items():
-                    node.event("recv", j, name)
+                    node.event("recv", j, key)
                     node.compute(flops)
                 for p in sends:
-                    node.event("send_done", p, name)
+                    node.event("send_done", p, key)
         elif name in part.grouped:
             groups = part.grouped[name].out_groups
             total = sum(len(g) for g in groups)
             for k, node in enumerate(nodes):
-                node.compute((grouped_flops or {}).get(name, 0.0) * len(groups[k]) / total)
+                node.compute((grouped_flops or {}).get(key, 0.0) * len(groups[k]) / total)
         elif name in gathers:
             gather = gathers[name]
             pairs = gather_pair_bytes(gather.groups, gather.root, in_shape, dtype_bytes)

@@ -28,7 +28,9 @@ Grouped and depthwise convs compute their own whole groups (the module's ``group
 to the node's count; its weight slice is in the shard) and send nothing. After the
 forward, every model output whose channels are split is gathered on the root
 (:func:`gather_outputs`, tag ``output[.key]``); the output keeps the model's structure
-(a tensor, tuple or dict). A layer the executor has no node computation for fails,
+(a tensor, tuple or dict). A layer called several times in one forward (a head shared
+across pyramid levels) exchanges its own messages at each call, under the call's tag
+(``name``, ``name@1``, ...). A layer the executor has no node computation for fails,
 naming it, when the node model is built.
 
 Input, tags, the output rank and result merging are the session's
@@ -39,7 +41,7 @@ from __future__ import annotations
 import resource
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +59,7 @@ from disco_zoo.store import load_folder_config
 __all__ = [
     "DiscoSplitLayer", "DiscoReduceLayer", "DiscoLayerNorm", "build_node_model", "load_node", "inference_fn",
     "run_disco", "node_folder", "scatter_input", "gather_outputs", "current_rss_bytes", "disco_tags", "output_rank",
-    "INPUT_TAG",
+    "INPUT_TAG", "reset_calls",
 ]
 
 INPUT_TAG = "input"
@@ -79,14 +81,43 @@ def _layer_fn(module: nn.Module) -> tuple[Callable[..., torch.Tensor], int]:
     raise DiscoZooError(f"partition layer is a {type(module).__name__}, expected a conv or linear")
 
 
-class DiscoSplitLayer(nn.Module):
+class _Calls:
+    """The tag of each call of a layer: a layer shared across pyramid levels runs once per
+    level in one forward, and each call exchanges its own messages under its own tag
+    (``split.call_keys()``, through the session's tag policy). The calls come in the same
+    order every forward, so the layer steps through its tags and wraps around."""
+
+    def _init_calls(self, split: LayerSplit, tag: str | Sequence[str] | None) -> None:
+        tags = [tag] if isinstance(tag, str) else list(tag or split.call_keys())
+        if len(tags) != split.calls:
+            raise DiscoZooError(f"{split.name}: {len(tags)} tag(s) for {split.calls} call(s)")
+        self.tags, self.call = tags, 0
+
+    @property
+    def tag(self) -> str:
+        """The tag of the call about to run (or running)."""
+        return self.tags[self.call]
+
+    def _next_call(self) -> None:
+        if len(self.tags) > 1:  # a layer called once keeps no state between forwards
+            self.call = (self.call + 1) % len(self.tags)
+
+
+def reset_calls(model: nn.Module) -> None:
+    """Start every shared layer at its first call (before an inference)."""
+    for module in model.modules():
+        if isinstance(module, _Calls):
+            module.call = 0
+
+
+class DiscoSplitLayer(_Calls, nn.Module):
     """Node k's part of a split conv/linear: diagonal block + received channels."""
 
     def __init__(self, split: LayerSplit, k: int, transport: Transport, like: nn.Module,
-                 weight: torch.Tensor, bias: torch.Tensor | None, tag: str | None = None) -> None:
+                 weight: torch.Tensor, bias: torch.Tensor | None, tag: str | Sequence[str] | None = None) -> None:
         super().__init__()
         self.name, self.k, self.transport = split.name, k, transport
-        self.tag = tag or split.name
+        self._init_calls(split, tag)
         self.fn, self.dim = _layer_fn(like)
         self.out_channels, self.out_local = split.out_channels, len(split.out_groups[k])
         position = {c: i for i, c in enumerate(split.columns(k))}
@@ -116,13 +147,14 @@ class DiscoSplitLayer(nn.Module):
         ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        t, dim = self.transport, self.dim % x.dim()
+        t, dim, tag = self.transport, self.dim % x.dim(), self.tag
+        self._next_call()
         recvs = []
         for j, count in self.recv_from:
             shape = list(x.shape)
             shape[dim] = count
-            recvs.append(t.irecv(shape, x.dtype, j, self.tag))
-        sends = [t.isend(x.index_select(dim, idx), p, self.tag) for p, idx in self.send_to]
+            recvs.append(t.irecv(shape, x.dtype, j, tag))
+        sends = [t.isend(x.index_select(dim, idx), p, tag) for p, idx in self.send_to]
         if self.no_input:
             own = x.new_zeros(x.shape[:dim] + (1,) + x.shape[dim + 1:])
         else:
@@ -135,27 +167,29 @@ class DiscoSplitLayer(nn.Module):
         return y
 
 
-class DiscoReduceLayer(nn.Module):
+class DiscoReduceLayer(_Calls, nn.Module):
     """The head (a classifier, or a segmentation/SR model's last conv): partial products
     summed on ``root`` (others return theirs)."""
 
     def __init__(self, split: LayerSplit, k: int, transport: Transport, like: nn.Module,
-                 weight: torch.Tensor, bias: torch.Tensor | None, tag: str | None = None) -> None:
+                 weight: torch.Tensor, bias: torch.Tensor | None, tag: str | Sequence[str] | None = None) -> None:
         super().__init__()
         self.name, self.k, self.root, self.transport = split.name, k, split.root, transport
-        self.tag = tag or split.name
+        self._init_calls(split, tag)
         self.fn, self.dim = _layer_fn(like)
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
         self.senders = [j for j in range(split.nodes) if j != split.root and split.in_groups[j]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tag = self.tag
+        self._next_call()
         partial = self.fn(x, self.weight, None)
         if self.k != self.root:
             if self.k in self.senders:
-                self.transport.send(partial, self.root, self.tag)
+                self.transport.send(partial, self.root, tag)
             return partial
-        handles = [self.transport.irecv(partial.shape, partial.dtype, j, self.tag) for j in self.senders]
+        handles = [self.transport.irecv(partial.shape, partial.dtype, j, tag) for j in self.senders]
         for handle in handles:
             partial = partial + handle.wait()
         if self.bias is None:
@@ -282,7 +316,7 @@ def build_node_model(folder: Path | str, transport: Transport, verify: bool = Tr
         like = model.get_submodule(name)
         weight, bias = shard.pop(f"{name}.weight"), shard.pop(f"{name}.bias", None)
         cls = DiscoReduceLayer if split.mode == "reduce" else DiscoSplitLayer
-        model.set_submodule(name, cls(split, k, transport, like, weight, bias, tags[name]))
+        model.set_submodule(name, cls(split, k, transport, like, weight, bias, [tags[c] for c in split.call_keys()]))
     for name, split in part.norms.items():
         like = model.get_submodule(name)
         weight, bias = shard.pop(f"{name}.weight", None), shard.pop(f"{name}.bias", None)
@@ -302,10 +336,12 @@ def build_node_model(folder: Path | str, transport: Transport, verify: bool = Tr
 
 def disco_tags(part: Partition) -> dict[str, str]:
     """The session's tag policy over a DISCO run's messages: the image scatter, then every
-    exchanging layer and norm in partition order. A tag is the layer's name (what the
-    accounting and the byte counters key by) unless its backend id is taken."""
+    exchanging layer's calls and norm in partition order, then the output gathers. A tag is
+    the call's key (the layer's name; ``name@i`` for the later calls of a shared layer:
+    what the accounting and the byte counters key by) unless its backend id is taken."""
     gathers = {output_tag(o.key): output_tag(o.key) for o in part.outputs}
-    return unique_tags({INPUT_TAG: INPUT_TAG, **{n: n for n in part.layers}, **{n: n for n in part.norms}, **gathers})
+    calls = {key: key for layer in part.layers.values() for key in layer.call_keys()}
+    return unique_tags({INPUT_TAG: INPUT_TAG, **calls, **{n: n for n in part.norms}, **gathers})
 
 
 def _gather(t: Transport, gather: OutputGather, local: torch.Tensor, tag: str) -> torch.Tensor:
@@ -396,7 +432,12 @@ def inference_fn(t: Transport, model: nn.Module, part: Partition, input_shape: l
     """One inference of this rank's part, input scatter included (``x`` on rank 0 only)."""
     first = next(iter(part.layers.values()))
     tags = disco_tags(part)
-    return lambda: gather_outputs(t, part, model(scatter_input(t, x, first, input_shape)), tags)
+
+    def forward() -> Any:
+        reset_calls(model)  # a shared layer's first call takes its first tag, even after a failed run
+        return gather_outputs(t, part, model(scatter_input(t, x, first, input_shape)), tags)
+
+    return forward
 
 
 def output_rank(part: Partition) -> int:

@@ -29,6 +29,10 @@ channel-to-node map. The rules, per op (``ops_mapped`` lists them):
 * a free class's map is contiguous groups by the ratios, in units of its unit, so
   ResNet's maps are exactly ``contiguous_groups(C, nodes, ratios)``.
 * every model output whose map is split is gathered on the root (``Partition.outputs``).
+* a conv/linear called more than once (a head shared across FPN levels) keeps one split:
+  every call's input joins one class (they must share a map; a clash names the layer and
+  its calls), every call's output is the first call's class, and all calls are split or
+  all reduce. ``LayerSplit.calls`` counts them; each call exchanges its own messages.
 * after a reduce head, on the root's whole tensor: view/reshape/permute/transpose/
   (un)squeeze and cat/stack of root tensors (a detector's per-level outputs).
 
@@ -113,6 +117,7 @@ class _Class:
     origin: str  # the fx node that created it (for messages)
     unit: int = 1  # the map assigns whole blocks of ``unit`` channels to one node
     derived: list[tuple[str, Callable[[], list[int]]]] = field(default_factory=list)  # (why, node per channel)
+    shared_by: list[str] = field(default_factory=list)  # why tensors that are not added together share the map
 
 
 class _Classes:
@@ -156,6 +161,7 @@ class _Classes:
         self.parent[rb] = ra
         ia.unit = math.lcm(ia.unit, ib.unit)
         ia.derived += ib.derived
+        ia.shared_by += ib.shared_by
         ia.origin = ia.origin or ib.origin
         return ra
 
@@ -173,8 +179,9 @@ class _Classes:
             why0, found = maps[0]
             for why, other in maps[1:]:
                 if other != found:
+                    shared = f" ({'; '.join(item.shared_by)})" if item.shared_by else ""
                     raise DiscoZooError(f"{why} and {why0} fix different channel maps on tensors that must share one "
-                                        "(e.g. a residual add); DISCO cannot split this graph")
+                                        f"(e.g. a residual add){shared}; DISCO cannot split this graph")
             for start in range(0, item.width, item.unit):
                 if len(set(found[start:start + item.unit])) > 1:
                     raise DiscoZooError(f"{why0}: its channel map splits a block of {item.unit} channels that a "
@@ -192,6 +199,18 @@ class _Classes:
         for channel, k in enumerate(self.node_map(c)):
             out[k].append(channel)
         return out
+
+
+@dataclass
+class _LayerUse:
+    """A conv/linear the walk met: its classes, its mode and the fx nodes that call it."""
+
+    name: str
+    kind: str  # "conv" | "linear"
+    src: int  # input class (every call's)
+    dst: int  # output class (every call's)
+    mode: str  # "split" | "reduce"
+    nodes: list[str]  # fx node of each call, in forward order
 
 
 # -- tracing --------------------------------------------------------------------------------
@@ -295,9 +314,9 @@ class _Propagation:
         self.classes = _Classes(nodes, ratios)
         self.part = Partition(family, nodes, ratios)
         self.state: dict[str, Any] = {}  # fx node name -> class id | _ROOT | _Const | None
-        self.layers: list[tuple[str, str, int, int, str]] = []  # (name, kind, in class, out class, mode)
+        self.layers: list[_LayerUse] = []  # in the order of their first calls
         self.grouped: list[tuple[str, int, int, int]] = []  # (name, groups, in class, out class)
-        self.tensors: list[tuple[str, int, int]] = []  # (tensor name, dim, class)
+        self.tensors: dict[str, tuple[int, int, list[str]]] = {}  # tensor name -> (dim, class, fx nodes using it)
         self.outputs: list[tuple[str, int]] = []  # (key, class)
         self.image: int | None = None
         self.state_names = set(model.state_dict())
@@ -339,6 +358,21 @@ class _Propagation:
         if isinstance(state, int) and self._channels(node) != self._channels(source):
             raise self._unmapped(node, f"changes {self._channels(source)} channels into {self._channels(node)}")
         return state
+
+    def _slice(self, node: torch.fx.Node, tensor: str, state: int) -> int:
+        """Slice a module's per-channel tensor by ``state``'s map. A module called again (a
+        norm in a head shared across pyramid levels) has one slice for every call, so the
+        tensors it is called on share one map; returns ``state``'s class."""
+        if tensor not in self.tensors:
+            self.tensors[tensor] = (0, state, [node.name])
+            return state
+        dim, first, nodes = self.tensors[tensor]
+        nodes.append(node.name)
+        if self.classes.find(first) != self.classes.find(state):
+            calls = f"{tensor!r} is used by fx nodes {', '.join(nodes)}, so all their tensors share one map"
+            self.classes.get(first).shared_by.append(calls)
+            self.classes.union(first, state, f"{self._where(node)} ({calls})")
+        return self.classes.find(state)
 
     # -- the head rule ------------------------------------------------------------------
     def _passable(self, node: torch.fx.Node) -> bool:
@@ -423,7 +457,7 @@ class _Propagation:
             state = self._split_state(node, source)
             for leaf in ("weight", "bias", "running_mean", "running_var"):
                 if getattr(module, leaf, None) is not None:
-                    self.tensors.append((f"{name}.{leaf}", 0, state))
+                    state = self._slice(node, f"{name}.{leaf}", state)
             return state
         if isinstance(module, nn.GroupNorm):
             return self._group_norm(node, name, module, source)
@@ -452,14 +486,38 @@ class _Propagation:
         out_channels = self._channels(node)
         if kind == "conv" and module.groups > 1:
             return self._grouped(node, name, module, state)
-        if name in [l[0] for l in self.layers]:
-            raise DiscoZooError(f"{self._where(node)} is called twice; DISCO needs each layer once in the graph")
-        out = self.classes.new(out_channels, node.name)
         mode = "reduce" if node.name in self.reduce else "split"
-        self.layers.append((name, kind, state, out, mode))
+        use = next((u for u in self.layers if u.name == name), None)
+        if use is not None:
+            return self._call_again(node, use, state, mode)
+        out = self.classes.new(out_channels, node.name)
+        self.layers.append(_LayerUse(name, kind, state, out, mode, [node.name]))
         return _ROOT if mode == "reduce" else out
 
+    def _call_again(self, node: torch.fx.Node, use: "_LayerUse", state: int, mode: str) -> Any:
+        """A later call of a layer (a head shared across pyramid levels): one split serves
+        every call, so its input shares the first call's map and its output is the same class."""
+        calls = f"layer {use.name!r} is called on fx nodes {', '.join([*use.nodes, node.name])}"
+        if mode != use.mode:
+            raise DiscoZooError(f"{calls}; its call {node.name} is a {mode} layer but {use.nodes[0]} a {use.mode} one. "
+                                "One split serves every call: make every call feed the model outputs alike (all "
+                                "through parameter-free ops for a head, or none)")
+        use.nodes.append(node.name)
+        if self.classes.find(state) != self.classes.find(use.src):
+            self.classes.get(use.src).shared_by.append(f"{calls}, so all its inputs share one map")
+            self.classes.union(use.src, state, f"{self._where(node)} ({calls})")
+            use.src = self.classes.find(use.src)
+        return _ROOT if mode == "reduce" else use.dst
+
     def _grouped(self, node: torch.fx.Node, name: str, module: nn.Conv2d, state: int) -> int:
+        first = next((g for g in self.grouped if g[0] == name), None)
+        if first is not None:  # called again (shared across levels): one split, one map for every call
+            self._slice(node, f"{name}.weight", first[3])
+            calls = f"grouped layer {name!r} is called on fx nodes {', '.join(self.tensors[f'{name}.weight'][2])}"
+            if self.classes.find(first[2]) != self.classes.find(state):
+                self.classes.get(first[2]).shared_by.append(f"{calls}, so all its inputs share one map")
+                self.classes.union(first[2], state, f"{self._where(node)} ({calls})")
+            return first[3]
         groups = module.groups
         per_in, per_out = module.in_channels // groups, module.out_channels // groups
         self.classes.set_unit(state, per_in, f"{self._where(node)} (groups={groups})")
@@ -473,9 +531,9 @@ class _Propagation:
                 lambda: [self.classes.node_map(source)[(o // per_out) * per_in] for o in range(module.out_channels)],
             ))
         self.grouped.append((name, groups, state, out))
-        self.tensors.append((f"{name}.weight", 0, out))
+        self._slice(node, f"{name}.weight", out)
         if module.bias is not None:
-            self.tensors.append((f"{name}.bias", 0, out))
+            self._slice(node, f"{name}.bias", out)
         return out
 
     def _group_norm(self, node: torch.fx.Node, name: str, module: nn.GroupNorm, source: torch.fx.Node) -> Any:
@@ -489,7 +547,7 @@ class _Propagation:
         self.classes.set_unit(state, module.num_channels // module.num_groups,
                               f"{self._where(node)} (GroupNorm, {module.num_groups} groups)")
         for leaf in ("weight", "bias"):
-            self.tensors.append((f"{name}.{leaf}", 0, state))
+            state = self._slice(node, f"{name}.{leaf}", state)
         return state
 
     def _function(self, node: torch.fx.Node, inputs: list[torch.fx.Node], states: list[Any]) -> Any:
@@ -584,18 +642,18 @@ class _Propagation:
         part, groups = self.part, self.classes.groups
         if not self.layers:
             raise DiscoZooError(f"{type(self.model).__name__} has no conv/linear layer on its image path to split")
-        if self.classes.find(self.layers[0][2]) != self.classes.find(self.image):
-            raise DiscoZooError(f"{self.layers[0][0]}: the first split layer must read the image (the image is "
+        if self.classes.find(self.layers[0].src) != self.classes.find(self.image):
+            raise DiscoZooError(f"{self.layers[0].name}: the first split layer must read the image (the image is "
                                 "scattered by the first layer's input channels)")
-        for name, kind, src, dst, mode in self.layers:
-            part.add_layer(name, kind, groups(src), groups(dst), mode=mode)
+        for use in self.layers:
+            part.add_layer(use.name, use.kind, groups(use.src), groups(use.dst), mode=use.mode).calls = len(use.nodes)
         for name, count, src, dst in self.grouped:
             split = GroupedSplit(name, count, groups(src), groups(dst))
             if any(not g for g in split.out_groups):
                 raise DiscoZooError(f"{name}: a grouped conv with {count} groups leaves a node without a group; "
                                     "use fewer nodes or other ratios")
             part.grouped[name] = split
-        for name, dim, cls in self.tensors:
+        for name, (dim, cls, _) in self.tensors.items():
             part.tensors[name] = TensorSplit(name, dim, groups(cls))
         for name, dim, cls, where in self.const_uses:
             split = TensorSplit(name, dim, groups(cls))
