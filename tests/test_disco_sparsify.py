@@ -328,3 +328,15 @@ def test_gradual_pruning_meets_every_budget_and_closes_channels_step_by_step(mon
     assert acc.disco_bytes == stats["disco_bytes"] and stats["finetune_loss"] < 2.5
     with pytest.raises(DiscoZooError, match="prune steps must be >= 1"):
         sparsify(model, loader, SparsifyConfig(prune_steps=0), SHAPE)
+
+
+def test_the_traffic_budget_counts_every_call_of_a_shared_head():
+    from helpers import TinySharedHead
+
+    torch.manual_seed(0)
+    model = to_disco(TinySharedHead(), 2)
+    shape = (1, 3, 16, 16)
+    stats = prune_to_budget(model, 0.4, shape)
+    acc = disco_accounting(model, shape)  # the accounting counts each call's exchange
+    assert acc.disco_bytes == stats["disco_bytes"] <= stats["budget_bytes"]
+    assert acc.traffic_ratio <= 0.4

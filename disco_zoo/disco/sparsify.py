@@ -44,7 +44,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
-from disco_zoo.disco.accounting import channel_bytes, disco_accounting, disco_traffic, layer_shapes
+from disco_zoo.disco.accounting import disco_accounting, disco_traffic, layer_channel_bytes, layer_shapes
 from disco_zoo.disco.adapters import apply_partition, get_partition
 from disco_zoo.disco.partition import LayerSplit, Partition
 from disco_zoo.errors import DiscoZooError
@@ -106,7 +106,7 @@ class GroupLasso:
         modules = dict(model.named_modules())
         self.terms: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         splits = {name: layer for name, layer in part.layers.items() if layer.mode == "split"}
-        costs = {name: channel_bytes(layer, shapes[name][0], 1) for name, layer in splits.items()}
+        costs = {name: layer_channel_bytes(layer, shapes, 1) for name, layer in splits.items()}  # every call's
         mean = sum(costs.values()) / max(len(costs), 1)
         for name, cost in costs.items():
             layer = part.layers[name]
@@ -148,7 +148,7 @@ def prune_to_budget(
         for name, layer in part.layers.items():
             if layer.mode != "split":
                 continue
-            cost = channel_bytes(layer, shapes[name][0], dtype_bytes)
+            cost = layer_channel_bytes(layer, shapes, dtype_bytes)  # a head shared across levels: every call's bytes
             norms = _squared_group_sums(modules[name], _rows_onehot(layer).to(modules[name].weight)).sqrt()
             for k in range(layer.nodes):
                 for j in range(layer.nodes):
