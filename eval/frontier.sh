@@ -23,7 +23,7 @@ BUDGETS="0.1 0.05 0.3 0.03"  # the target first
 # short name -> "arch dense_folder published_folder recipe-options-without---traffic"
 recipe() {
   case "$1" in
-    resnet18) echo "resnet18_disco_2node hub/resnet18.digits hub/resnet18_disco_2node.digits --epochs 4 --finetune-epochs 3 --seed 0" ;;
+    resnet18) echo "resnet18_disco_2node hub/resnet18.digits hub/resnet18_disco_2node.digits --params 0.3 --epochs 4 --finetune-epochs 3 --seed 0" ;;
     resnet50) echo "resnet50_disco_2node hub/resnet50.digits hub/resnet50_disco_2node.digits --params 0.3 --epochs 3 --finetune-epochs 3 --seed 0" ;;
     *) echo "unknown architecture '$1': use resnet18 or resnet50" >&2; return 2 ;;
   esac

@@ -49,6 +49,17 @@ def test_the_published_index_is_generated_from_hub_and_up_to_date():
         assert item["hf_hub_id"] == config["hf_hub_id"]  # every folder names its repository
 
 
+HUB_BUDGET_BYTES = 250_000_000  # issue 14: hub/ (in git, every blob kept for ever) stays under 250 MB in all
+
+
+def test_the_hub_stays_within_its_budget():
+    sizes = {folder.name: sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+             for folder in REPO_HUB.iterdir() if folder.is_dir()}
+    total = sum(sizes.values()) + sum(f.stat().st_size for f in REPO_HUB.iterdir() if f.is_file())
+    largest = ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in sorted(sizes.items(), key=lambda i: -i[1])[:3])
+    assert total < HUB_BUDGET_BYTES, f"hub/ holds {total / 1e6:.1f} MB (largest: {largest})"
+
+
 def test_every_data_file_in_the_package_is_package_data():
     patterns = PYPROJECT["tool"]["setuptools"]["package-data"]
     data = [p for p in (REPO / "disco_zoo").rglob("*") if p.is_file() and p.suffix not in (".py", ".pyc")
