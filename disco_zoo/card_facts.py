@@ -12,13 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import metadata
 
+from disco_zoo.harness.break_even import link_profile, recorded_profile
 from disco_zoo.harness.intervals import correct_count, wilson_interval
 from disco_zoo.harness.report import EvalReport, LatencyResult, LinkLatency
 from disco_zoo.store import FolderConfig
 from disco_zoo.tasks import task_of
 
 __all__ = ["DatasetFacts", "dataset_facts", "Accuracy", "accuracy", "package_license", "license_of",
-           "SpeedRow", "speed_rows", "BreakEvenCheck", "break_even_check", "bandwidth_text"]
+           "SpeedRow", "speed_rows", "BreakEvenCheck", "break_even_check", "bandwidth_text", "link_compute_ratios",
+           "link_programs_text"]
 
 DISTRIBUTION = "disco-zoo"
 
@@ -172,3 +174,26 @@ def break_even_check(latency: LatencyResult) -> BreakEvenCheck | None:
                    + [link for link in above if link.disco_ms >= latency.dense_single_ms and link not in close])
     return BreakEvenCheck(be.bandwidth_bps, be.dense_single_ms, be.disco_unlimited_predicted_ms, below, above,
                           disagreeing, close)
+
+
+def link_compute_ratios(latency: LatencyResult, run: str = "disco") -> list[tuple[LinkLatency, float]]:
+    """Per link that records its own launch's programs (schema 3), slowest link first: the
+    slowest rank's compute in that launch over the slowest rank's in the localhost launch,
+    i.e. how much the machine's speed moved between the launches (each link is predicted
+    from its own launch's compute, the break-even from the localhost launch's)."""
+    if latency.programs is None:
+        return []
+    local = max(recorded_profile(latency, run).compute_s)
+    return [(link, max(link_profile(latency, link, run).compute_s) / local)
+            for link in sorted(latency.links, key=lambda link: link.bandwidth_bps) if link.programs is not None]
+
+
+def link_programs_text(latency: LatencyResult) -> str | None:
+    """A card's sentence on the links' own programs; None for a result without them."""
+    ratios = link_compute_ratios(latency)
+    if not ratios:
+        return None
+    spread = ", ".join(f"{ratio:.2f}x at {link.bandwidth}" for link, ratio in ratios)
+    return (f"each link's prediction replays the programs measured in that link's own launch; against the "
+            f"localhost launch, DISCO's slowest rank computed {spread} as long there (the machine's speed "
+            f"between launches)")

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from disco_zoo.card_facts import (
-    Accuracy, DatasetFacts, accuracy, bandwidth_text, break_even_check, dataset_facts, license_of, speed_rows,
+    Accuracy, DatasetFacts, accuracy, bandwidth_text, break_even_check, dataset_facts, license_of, link_programs_text,
+    speed_rows,
 )
 from disco_zoo.harness.report import EvalReport, LatencyResult
 from disco_zoo.hub import REPO_HUB, list_pretrained
@@ -168,6 +169,9 @@ def _speed_lines(result: EvalReport, plot_link: str) -> list[str]:
                   f"| {row.vs_one_device:.2f}x |" for row in speed_rows(lat)]
         check = break_even_check(lat)
         lines += ["", f"Break-even at {size}: " + (check.text() if check else "not recorded (schema 1 result).") + ".", ""]
+        own = link_programs_text(lat)
+        if own:
+            lines += [f"At {size}, {own}.", ""]
     programs = [lat.programs.source for lat in _sections(result) if lat.programs is not None]
     if programs:
         lines += [f"Cost-model programs: {programs[0]}.", "", f"![latency against bandwidth]({plot_link})", ""]

@@ -7,7 +7,7 @@ import re
 import pytest
 from huggingface_hub import ModelCard
 
-from disco_zoo.card_facts import bandwidth_text, package_license
+from disco_zoo.card_facts import bandwidth_text, link_programs_text, package_license
 from disco_zoo.harness.intervals import correct_count, wilson_interval
 from disco_zoo.hub import REPO_HUB, list_pretrained
 from disco_zoo.model_cards import CARDS_FILE, card_data, load_results, render_folder_card, render_model_cards
@@ -79,6 +79,8 @@ def test_folder_card_names_both_baselines_and_the_break_even(name, results):
         said = (f"beats one dense device above **{bandwidth_text(be)}**" if be
                 else "does not beat one dense device at any bandwidth")
         assert f"Break-even at {lat.input_size}x{lat.input_size}: DISCO {said}" in text
+        own = link_programs_text(lat)  # schema 3: each link against its own launch's compute
+        assert own is None or f"At {lat.input_size}x{lat.input_size}, {own}." in text
     links = re.findall(r"!\[latency against bandwidth\]\(([^)]+)\)", text)
     if report.latency is None:
         assert not links and "Latency not recorded yet" in text

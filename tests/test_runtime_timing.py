@@ -67,3 +67,11 @@ def test_latency_report_is_made_of_per_round_ratios(tmp_path):
 
     assert lat.programs.source.startswith("measured") and len(lat.programs.disco) == len(lat.programs.dense_tp) == 2
     assert lat.break_even == break_even_of(lat) and lat.break_even.dense_single_ms == lat.dense_single_ms
+    # schema 3: the link's own launch's programs, on the section's events, replay its prediction
+    from disco_zoo.harness.break_even import link_predicted_ms
+
+    assert link.programs.source.startswith("measured") and len(link.programs.disco) == len(link.programs.dense_tp) == 2
+    assert [len(g) for g in link.programs.disco] == [len(p["events"]) + 1 for p in lat.programs.disco]
+    assert link.rounds.disco == 3  # a quick link: the localhost rounds; its median round is replayed exactly
+    assert link_predicted_ms(lat, link, "disco") == pytest.approx(link.disco_predicted_ms, rel=1e-9)
+    assert link_predicted_ms(lat, link, "dense_tp") == pytest.approx(link.dense_tp_predicted_ms, rel=1e-9)

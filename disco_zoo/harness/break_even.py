@@ -7,17 +7,25 @@ replay that predicts every measured link) puts DISCO's latency equal to one dens
 device's measured latency. The replay's latency never grows with bandwidth (every
 arrival time is a max of sums with non-negative 8·bytes/B terms), so bisection on
 log B finds it; if DISCO is slower even over an unlimited link there is none.
+
+Each emulated link is timed in a launch of its own, and its prediction was made from the
+compute measured in that launch. A schema-3 result records that compute (the link's
+:class:`~disco_zoo.harness.report.LinkPrograms`), and :func:`link_predicted_ms` replays it;
+the section's programs (the localhost launch, beside the one-device latency the break-even
+is measured against) can be minutes older, and on a shared machine its speed moves by tens
+of percent over minutes.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.harness.report import BreakEven, LatencyResult
+from disco_zoo.harness.report import BreakEven, LatencyResult, LinkLatency
 from disco_zoo.timing import ComputeProfile, Link, MessageCost, RankProgram, predict_latency
 
 __all__ = ["LOWEST_BPS", "HIGHEST_BPS", "RUNS", "break_even_bandwidth", "recorded_profile", "recorded_message_cost",
-           "predicted_ms", "break_even_of"]
+           "predicted_ms", "break_even_of", "program_gaps", "with_gaps", "link_profile", "link_predicted_ms"]
 
 RUNS = ("disco", "dense_tp")  # the recorded programs' runs
 
@@ -60,6 +68,50 @@ def recorded_profile(latency: LatencyResult, run: str) -> ComputeProfile:
         raise DiscoZooError(f"this result at {latency.input_size}x{latency.input_size} records no programs "
                             "(schema 1); re-record it with `disco-zoo eval MODEL --out FILE`.")
     return ComputeProfile([RankProgram.from_dict(d) for d in getattr(latency.programs, run)])
+
+
+def program_gaps(program: RankProgram, like: RankProgram | None = None) -> list[float]:
+    """A program's compute gaps, one per event, then its tail: what a link records
+    (:class:`~disco_zoo.harness.report.LinkPrograms`). With ``like``, the program must have
+    ``like``'s events (kind, peer, tag, bytes), so that the gaps can be put back on them."""
+    if like is not None and _structure(program) != _structure(like):
+        raise DiscoZooError(f"rank {program.rank}'s messages differ from those of the section's programs "
+                            f"({len(program.events)} events against {len(like.events)}); a link launch must run "
+                            "the same model as the localhost launch")
+    return [e.gap_s for e in program.events] + [program.tail_s]
+
+
+def with_gaps(program: RankProgram, gaps: list[float]) -> RankProgram:
+    """``program``'s events with ``gaps`` (one per event, then the tail) as their compute."""
+    if len(gaps) != len(program.events) + 1:
+        raise DiscoZooError(f"rank {program.rank}: {len(gaps)} recorded gaps for a program of {len(program.events)} "
+                            f"events (expected one per event plus the tail, {len(program.events) + 1})")
+    return RankProgram(program.rank, [dataclasses.replace(e, gap_s=float(g)) for e, g in zip(program.events, gaps)],
+                       float(gaps[-1]))
+
+
+def _structure(program: RankProgram) -> list[tuple]:
+    return [(e.kind, e.peer, e.tag, e.nbytes) for e in program.events]
+
+
+def link_profile(latency: LatencyResult, link: LinkLatency, run: str) -> ComputeProfile:
+    """The programs ``link``'s own launch measured for ``run`` (schema 3); a result that
+    records none for the link (schema 2) gives the section's programs."""
+    section = recorded_profile(latency, run)
+    if link.programs is None:
+        return section
+    gaps = getattr(link.programs, run)
+    if len(gaps) != len(section.programs):
+        raise DiscoZooError(f"the {link.bandwidth} link records gaps for {len(gaps)} ranks; the section's "
+                            f"{run} programs have {len(section.programs)}")
+    return ComputeProfile([with_gaps(p, g) for p, g in zip(section.programs, gaps)])
+
+
+def link_predicted_ms(latency: LatencyResult, link: LinkLatency, run: str) -> float:
+    """The model of time's latency (ms) of ``run`` over ``link``, from the compute its own
+    launch measured (:func:`link_profile`) and the section's message cost."""
+    return 1000.0 * predict_latency(link_profile(latency, link, run), Link(link.bandwidth_bps),
+                                    recorded_message_cost(latency))
 
 
 def recorded_message_cost(latency: LatencyResult) -> MessageCost:

@@ -5,7 +5,8 @@ parallelism (TP, the same executor with every cross-node channel kept) on N rank
 against the dense model in one process. Each launch interleaves its measurements
 round by round (:mod:`disco_zoo.runtime.rounds`); every ratio is the median of
 per-round ratios, and every link's prediction comes from the model of time
-(:mod:`disco_zoo.timing.replay`) fed with compute measured in the same launch.
+(:mod:`disco_zoo.timing.replay`) fed with compute measured in the same launch, and that
+compute is recorded with the link (schema 3), so the prediction can be replayed later.
 """
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ import torch
 from disco_zoo.disco.adapters import apply_partition, get_partition
 from disco_zoo.disco.shards import save_shards
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.harness.break_even import break_even_of
+from disco_zoo.harness.break_even import break_even_of, program_gaps
 from disco_zoo.harness.options import EvalOptions
 from disco_zoo.harness.report import (
-    CostModelPrograms, LatencyResult, LinkLatency, LinkRoundCounts, LinkRounds, LocalRounds,
+    CostModelPrograms, LatencyResult, LinkLatency, LinkPrograms, LinkRoundCounts, LinkRounds, LocalRounds,
 )
 from disco_zoo.harness.runs import run_rounds
 from disco_zoo.hub import get_pretrained_cfg, is_model_path, load
@@ -93,6 +94,18 @@ def _per_round_predictions(results: list[dict[str, Any]], link: Link, message_co
             for programs in zip(*(r["programs"] for r in results))]
 
 
+def _median_round_gaps(results: list[dict[str, Any]], predictions: list[float],
+                       like: ComputeProfile) -> list[list[float]]:
+    """The ranks' programs of the link launch's median round (the round whose prediction is
+    the median, the lower one of an even count), as compute gaps on the events of ``like``
+    (the localhost launch's programs of the same run). Why that round's, not an event-wise
+    median: a round that ran, so replaying it gives back the prediction recorded for it; on
+    a loaded machine each round has a stall or two at a different event, which the
+    event-wise median drops (EDSR at 24x24 over 1 Gbit/s: 29 ms against the median round's 78)."""
+    index = sorted(range(len(predictions)), key=predictions.__getitem__)[(len(predictions) - 1) // 2]
+    return [program_gaps(RankProgram.from_dict(r["programs"][index]), q) for r, q in zip(results, like.programs)]
+
+
 def _link_latency(bandwidth: str, folder: Path, dense_tp_folder: Path, nodes: int, shape: list[int],
                   opts: EvalOptions, local_profiles: dict[str, ComputeProfile], message_cost: MessageCost,
                   dense_single_ms: float, link_warmup: int, link_repeats: int) -> LinkLatency:
@@ -124,6 +137,10 @@ def _link_latency(bandwidth: str, folder: Path, dense_tp_folder: Path, nodes: in
         speedup_vs_dense_tp=_median_ms(real_tp) / _median_ms(real_disco),
         per_round=LinkRounds(disco_ms=_ms(real_disco), disco_predicted_ms=_ms(predicted_disco),
                              dense_tp_ms=_ms(real_tp), dense_tp_predicted_ms=_ms(predicted_tp)),
+        # the compute the predictions above were made from, measured in this link's launch
+        programs=LinkPrograms(source="measured: the ranks' concurrent programs of this link launch's median round",
+                              disco=_median_round_gaps(disco, predicted_disco, local_profiles["disco"]),
+                              dense_tp=_median_round_gaps(tp, predicted_tp, local_profiles["tp"])),
     )
 
 

@@ -7,8 +7,11 @@ this JSON. Every field's name is its JSON key; a field that is ``None`` is left 
 accounting-only size). The document carries :data:`SCHEMA_VERSION`; documents from
 before the version was written load as version 1. Version 2 added, per latency size, the
 programs the model of time replays (so any bandwidth can be predicted after the run) and
-the break-even bandwidth against one dense device; a version-1 document has neither. A missing or unknown key is a clear
-error naming the record, so the schema cannot drift silently.
+the break-even bandwidth against one dense device; a version-1 document has neither. Version 3
+added, per emulated link, that link launch's own programs (:class:`LinkPrograms`): each link
+is timed in a launch of its own, minutes after the localhost launch on a machine whose speed
+drifts, so its prediction is checked against the compute measured beside it. A missing or
+unknown key is a clear error naming the record, so the schema cannot drift silently.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ __all__ = [
     "LocalRounds",
     "LinkRounds",
     "LinkRoundCounts",
+    "LinkPrograms",
     "LinkLatency",
     "CostModelPrograms",
     "BreakEven",
@@ -39,8 +43,8 @@ __all__ = [
     "EvalReport",
 ]
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # every version adds optional keys only, so older documents still load
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)  # every version adds optional keys only, so older documents still load
 Pairs = dict[tuple[int, int], int]  # (sender, receiver) -> bytes; JSON keys "j->k"
 R = TypeVar("R", bound="Record")
 
@@ -237,6 +241,21 @@ class LinkRoundCounts(Record):
 
 
 @dataclass(frozen=True)
+class LinkPrograms(Record):
+    """The programs of one link's own launch, as compute gaps (seconds): per rank, the gap
+    before each event of the section's programs (:attr:`LatencyResult.programs`: the same
+    events, peers, tags and bytes), then the tail, from the link's median round (the round
+    whose prediction is the median of its rounds', the lower one of an even count). Why:
+    the link's prediction (``disco_predicted_ms``) was made from compute measured in its
+    own launch, not in the localhost launch minutes earlier; these gaps replay it after the
+    run (:func:`disco_zoo.harness.break_even.link_profile`), exactly for an odd count."""
+
+    source: str
+    disco: list[list[float]]
+    dense_tp: list[list[float]]
+
+
+@dataclass(frozen=True)
 class LinkLatency(Record):
     """DISCO and dense within-layer parallelism through one emulated link, and the model of time's prediction."""
 
@@ -252,6 +271,7 @@ class LinkLatency(Record):
     speedup_vs_dense_single: float
     speedup_vs_dense_tp: float
     per_round: LinkRounds
+    programs: LinkPrograms | None = None  # schema 3: this link launch's own compute gaps
 
 
 @dataclass(frozen=True)
