@@ -81,9 +81,8 @@ class StagedFCOS(FCOS):
 
     def before_core(self, images: Any, targets: list[dict[str, torch.Tensor]] | None = None
                     ) -> tuple[torch.Tensor, DetectionContext]:
-        """The model's transform of a list (or a batch tensor) of [0, 1] images."""
-        if self.training and targets is None:
-            raise DiscoZooError("a detector in train mode needs targets (boxes and labels per image)")
+        """The model's transform of a list (or a batch tensor) of [0, 1] images (and their
+        targets' boxes, resized alike)."""
         original = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
         image_list, targets = self.transform(images, targets)
         if targets is not None:
@@ -100,6 +99,9 @@ class StagedFCOS(FCOS):
         anchors = self._anchor_generator()(context.images, levels)
         per_level = [int(h) * int(w) for h, w in level_sizes]
         if self.training:
+            if context.targets is None:
+                raise DiscoZooError("a detector in train mode needs targets (boxes and labels per image) for its "
+                                    "losses; call .eval() to predict")
             return self.compute_loss(context.targets, head_outputs, anchors, per_level)
         split = {key: list(value.split(per_level, dim=1)) for key, value in head_outputs.items()}
         split_anchors = [list(a.split(per_level)) for a in anchors]
