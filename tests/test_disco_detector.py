@@ -213,3 +213,17 @@ def test_train_sparsify_and_eval_a_disco_detector(small_boxes):
     assert accuracy["disco_box_ap"] == pytest.approx(accuracy["disco_single_process_box_ap"], abs=1e-6)
     assert traffic["measured_bytes_per_pair"] == traffic["bytes_per_pair"]
     assert traffic["traffic_ratio"] <= 0.2
+
+
+@pytest.mark.slow
+def test_run_untrained_reports_detections_and_the_accountings_bytes():
+    """``disco-zoo run fcos-resnet18-fpn-disco-2node --untrained``: each rank builds the
+    variant on the meta device; a 96-pixel input is resized to the model's 128 on rank 0."""
+    from disco_zoo.commands.run import run_report
+
+    report = run_report("fcos-resnet18-fpn-disco-2node", input_size=96, untrained=True, timeout_s=120)
+    assert report["task"] == "detection" and report["nodes"] == 2 and "boxes" in report and "top" in report
+    torch.manual_seed(0)
+    acc = disco_accounting(build_model("fcos_resnet18_fpn_disco_2node").eval(), (1, 3, 96, 96))
+    assert acc.input_bytes_per_pair == {(0, 1): 128 * 128 * 4}  # the transformed image's third channel
+    assert report["bytes_total"] == acc.disco_bytes + sum(acc.input_bytes_per_pair.values())
