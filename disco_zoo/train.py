@@ -101,7 +101,10 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable[tuple[Any, Any]]) -
     After pruning and a short fine-tune the exponential running averages lag the weights
     they describe (seen here: a 4-node ResNet-18 at 22% top-1 in eval mode, 99% with batch
     statistics, 100% after this). Returns whether the model had any BatchNorm.
+    A model with stages (:mod:`disco_zoo.graph.stages`) runs its pre-processing and core.
     """
+    from disco_zoo.graph.stages import before_core, core_of
+
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not norms:
         return False
@@ -111,8 +114,9 @@ def recalibrate_batchnorm(model: nn.Module, loader: Iterable[tuple[Any, Any]]) -
         m.momentum = None  # cumulative average
     was_training = model.training
     model.train()
-    for inputs, _ in loader:
-        model(inputs)
+    core = core_of(model)  # a model with stages (a detector) has its BatchNorms in its core:
+    for inputs, _ in loader:  # no targets needed, no losses or box decoding run
+        core(before_core(model, inputs)[0])
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)

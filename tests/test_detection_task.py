@@ -5,6 +5,7 @@ import dataclasses
 
 import pytest
 import torch
+from torchvision.models.detection.fcos import FCOS
 
 from disco_zoo.commands.common import split_metrics
 from disco_zoo.errors import DiscoZooError
@@ -44,7 +45,7 @@ def test_fcos_builds_without_download_and_keeps_the_canvas_side():
     model = build_model("fcos_resnet18_fpn").eval()
     assert model.pretrained_cfg["input_size"] == (3, 128, 128) and model.pretrained_cfg["num_classes"] == 11
     assert model.transform.min_size == (128,) and model.transform.max_size == 128
-    assert type(model).__name__ == "FCOS" and type(model.backbone.body.layer1[0]).__name__ == "BasicBlock"
+    assert isinstance(model, FCOS) and type(model.backbone.body.layer1[0]).__name__ == "BasicBlock"
     images, _ = model.transform([torch.rand(3, 128, 128)])
     assert images.tensors.shape == (1, 3, 128, 128)  # not upscaled to torchvision's default 800
 

@@ -20,7 +20,11 @@ What is counted (bytes per inference, ``dtype_bytes`` per activation element):
 * Nothing else moves: BatchNorm, activations, pooling, residual adds, grouped and
   depthwise convs (whole groups per node) and attention (whole heads per node) are local.
 * The image itself lives on rank 0 (one camera): rank 0 sends node k its channels I_k of
-  the first layer's input under the tag ``"input"``. These bytes are counted apart
+  the first layer's input under the tag ``"input"``. A model with pre/post-processing
+  stages (:mod:`disco_zoo.graph.stages`, e.g. a detector's resize and normalisation,
+  box decoding and NMS) runs them on rank 0 alone: what is scattered is the core's
+  input, at :func:`~disco_zoo.graph.stages.core_input_shape`, and nothing of the stages
+  moves. These bytes are counted apart
   (:func:`input_pair_bytes`, ``DiscoAccounting.input_bytes_per_pair``) so that
   ``disco_bytes`` stays comparable with the dense baseline's layer exchanges;
   :func:`wire_bytes_per_pair` is both together, exactly what the runtime counts.
@@ -55,6 +59,7 @@ from torch import nn
 from disco_zoo.disco.adapters import get_partition
 from disco_zoo.disco.partition import LayerSplit, Partition, call_key, layer_of, output_key, output_tag
 from disco_zoo.errors import DiscoZooError
+from disco_zoo.graph.stages import before_core, core_input_shape, core_of
 
 __all__ = [
     "DiscoAccounting", "disco_accounting", "disco_traffic", "layer_pair_bytes", "layer_shapes", "channel_bytes",
@@ -128,7 +133,8 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
     """(input shape, output shape) of every call of every module the partition names, from
     one forward pass, in the order they run, keyed by call (:func:`call_key`: a layer's
     name for its first call, ``name@1``, ... for a layer shared across pyramid levels);
-    then every gathered model output under its tag (``output[.key]``)."""
+    then every gathered model output under its tag (``output[.key]``). A model with
+    pre/post-processing stages runs its pre-processing, then its core (what is split)."""
     part = get_partition(model)
     modules = dict(model.named_modules())
     seen: dict[str, list[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
@@ -147,7 +153,8 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
     was_training = model.training
     try:
         with torch.no_grad():
-            out = model.eval()(torch.zeros(input_shape, device=next(model.parameters()).device))
+            x, _ = before_core(model.eval(), torch.zeros(input_shape, device=next(model.parameters()).device))
+            out = core_of(model)(x)  # the core's outputs are what the partition gathers
     finally:
         model.train(was_training)
         for hook in hooks:
@@ -156,7 +163,8 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
     shapes: dict[str, Any] = {key: seen[layer_of(key)][_call_index(key)] for key in order}
     from torch.utils._pytree import tree_flatten_with_path
 
-    leaves = {output_key(path): tuple(leaf.shape) for path, leaf in tree_flatten_with_path(out)[0]}
+    leaves = {output_key(path): tuple(leaf.shape) for path, leaf in tree_flatten_with_path(out)[0]
+              if isinstance(leaf, torch.Tensor)}  # a core may also return sizes (a detector's level sizes)
     for gather in part.outputs:
         shapes[output_tag(gather.key)] = (leaves[gather.key], leaves[gather.key])
     return shapes
@@ -370,7 +378,7 @@ def disco_accounting(
         dense_tp_bytes=dense.total,
         bytes_per_pair=per_pair,
         bytes_per_layer=per_layer,
-        input_bytes_per_pair=input_pair_bytes(part, input_shape, dtype_bytes),
+        input_bytes_per_pair=input_pair_bytes(part, core_input_shape(model, input_shape), dtype_bytes),
         flops_total=int(round(sum(flops))),
         flops_dense=graph.total_flops,
         flops_per_node=[int(round(f)) for f in flops],

@@ -266,10 +266,16 @@ def trace_model(
     input_shape: tuple[int, ...] = (1, 3, 224, 224),
     dtype_bytes: int = 4,
 ) -> LayerGraph:
-    """Trace ``model`` (put in eval mode) and measure every layer on a zero input."""
+    """Trace ``model`` (put in eval mode) and measure every layer on a zero input.
+
+    A model with pre/post-processing stages (:mod:`disco_zoo.graph.stages`) is its core,
+    measured on the input its pre-processing makes of ``input_shape``."""
     if len(input_shape) != 4:
         raise DiscoZooError(f"input_shape must be (batch, channels, height, width), got {input_shape}")
-    model = model.eval()
+    from disco_zoo.graph.stages import core_input_shape, core_of
+
+    input_shape = core_input_shape(model.eval(), input_shape)
+    model = core_of(model).eval()
     gm = _symbolic_trace(model)
     values: dict[str, Any] = {}
     flops: dict[str, int] = {}

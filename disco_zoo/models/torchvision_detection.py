@@ -8,6 +8,12 @@ own transform normalises (ImageNet mean/std) and resizes; ``min_size`` = ``max_s
 the canvas side so the embedded 128-pixel canvases are taken as they are, not upscaled
 to 800. Models take [0, 1] images, so the config's mean/std are 0/1. In train mode with
 targets a model returns its losses; in eval mode, a list of ``{boxes, labels, scores}``.
+
+The model is :class:`~disco_zoo.models.staged_fcos.StagedFCOS`, FCOS with its forward in
+stages (transform | backbone + FPN + heads | anchors, decoding, NMS), so DISCO splits the
+middle and the ends run on the root. The ``_disco_Nnode`` variants are the dense model
+converted by the generic graph adapter (``to_disco``), heads shared across the five
+pyramid levels keeping one split.
 """
 from __future__ import annotations
 
@@ -35,12 +41,13 @@ def build_fcos_resnet18_fpn(num_classes: int = DEFAULT_NUM_CLASSES, min_size: in
     BatchNorm trainable (no pretrained statistics to freeze)."""
     from torchvision.models import resnet18
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
-    from torchvision.models.detection.fcos import FCOS
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    from disco_zoo.models.staged_fcos import StagedFCOS
 
     backbone = _resnet_fpn_extractor(resnet18(weights=None), trainable_layers=5, returned_layers=[2, 3, 4],
                                      extra_blocks=LastLevelP6P7(256, 256))
-    model = FCOS(backbone, num_classes, min_size=min_size, max_size=max_size, **kwargs)
+    model = StagedFCOS(backbone, num_classes, min_size=min_size, max_size=max_size, **kwargs)
     return _describe(model, num_classes, min_size)
 
 
@@ -48,6 +55,14 @@ _DENSE = (
     ("fcos_resnet18_fpn", "build_fcos_resnet18_fpn", "torchvision FCOS on a ResNet-18 FPN (P3-P7)"),
 )
 
+_DISCO_NODES = {"fcos_resnet18_fpn": (2, 4)}  # the DISCO variants of each dense detector
+
 for _arch, _builder, _description in _DENSE:
     register_model(ModelEntry(arch=_arch, builder=f"{_MODULE}:{_builder}", family="torchvision-detection",
                               source="torchvision", description=f"{_description} (dense)", task="detection"))
+    for _nodes in _DISCO_NODES.get(_arch, ()):
+        register_model(ModelEntry(
+            arch=f"{_arch}_disco_{_nodes}node", builder="disco_zoo.models.disco_variants:build_disco",
+            family="torchvision-detection", source="disco", kwargs={"dense": _arch, "nodes": _nodes}, task="detection",
+            description=f"{_arch} split over {_nodes} nodes with sparse cross-node channels (DISCO): backbone, FPN "
+                        "and heads split; transform, box decoding and NMS on the root"))

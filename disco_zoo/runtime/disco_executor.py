@@ -33,6 +33,12 @@ across pyramid levels) exchanges its own messages at each call, under the call's
 (``name``, ``name@1``, ...). A layer the executor has no node computation for fails,
 naming it, when the node model is built.
 
+A model with pre/post-processing stages (:mod:`disco_zoo.graph.stages`; a detector's
+transform before its backbone, its anchors, box decoding and NMS after its heads) runs
+them on rank 0 around its split core: rank 0 pre-processes the image and scatters the
+core's input, every rank runs the core, and rank 0 post-processes the gathered outputs,
+so the output is the model's own (detections). The stages move nothing.
+
 Input, tags, the output rank and result merging are the session's
 (:mod:`disco_zoo.runtime.session`), shared with the EdgeFlow executor.
 """
@@ -51,6 +57,7 @@ from torch.utils._pytree import tree_flatten_with_path, tree_unflatten
 from disco_zoo.disco.partition import GroupedSplit, LayerSplit, OutputGather, Partition, output_key, output_tag
 from disco_zoo.disco.shards import read_node_shard
 from disco_zoo.errors import DiscoZooError
+from disco_zoo.graph.stages import after_core, before_core, core_input_shape, core_of, has_stages
 from disco_zoo.registry import build_model
 from disco_zoo.runtime.session import load_input, rank_report, unique_tags
 from disco_zoo.runtime.transport import Transport
@@ -429,13 +436,26 @@ def load_node(t: Transport, folder: str, verify: bool = True) -> tuple[nn.Module
 
 def inference_fn(t: Transport, model: nn.Module, part: Partition, input_shape: list[int],
                  x: torch.Tensor | None) -> Callable[[], torch.Tensor]:
-    """One inference of this rank's part, input scatter included (``x`` on rank 0 only)."""
+    """One inference of this rank's part, input scatter included (``x`` on rank 0 only).
+
+    A model with pre/post-processing stages (:mod:`disco_zoo.graph.stages`: a detector's
+    transform, its box decoding and NMS) runs them on rank 0 around its split core: rank 0
+    pre-processes the image and scatters the core's input; every rank runs the core; rank 0
+    post-processes the gathered outputs, so its output is the model's own (detections)."""
     first = next(iter(part.layers.values()))
     tags = disco_tags(part)
+    core = core_of(model)
+    core_shape = list(core_input_shape(model, input_shape))  # every rank knows what it receives
+    staged = has_stages(model)
+    if staged and output_rank(part) != 0:
+        raise DiscoZooError(f"{type(model).__name__} pre- and post-processes on rank 0, which holds the image, but "
+                            f"its outputs end on rank {output_rank(part)}; reduce its heads on rank 0")
 
     def forward() -> Any:
         reset_calls(model)  # a shared layer's first call takes its first tag, even after a failed run
-        return gather_outputs(t, part, model(scatter_input(t, x, first, input_shape)), tags)
+        core_in, context = before_core(model, x) if t.rank == 0 else (None, None)
+        out = gather_outputs(t, part, core(scatter_input(t, core_in, first, core_shape)), tags)
+        return after_core(model, out, context) if staged and t.rank == 0 else out
 
     return forward
 

@@ -1,6 +1,8 @@
 """Family adapters: turn a dense model into its DISCO form (same weights, masked layers).
 
-``to_disco(model, nodes, ratios)`` picks the adapter for the model's family (ViT and Swin
+``to_disco(model, nodes, ratios)`` picks the adapter for the model's core
+(:func:`~disco_zoo.graph.stages.core_of`: the model itself, or the traced middle of a
+model with pre/post-processing stages, e.g. a detector) family (ViT and Swin
 are attention-aware; every other model goes through the generic graph adapter,
 :mod:`disco_zoo.disco.adapters.graph`), builds the
 :class:`~disco_zoo.disco.partition.Partition` and swaps every conv/linear it names for a
@@ -16,6 +18,7 @@ from torch import nn
 from disco_zoo.disco.masked import to_masked
 from disco_zoo.disco.partition import Partition
 from disco_zoo.errors import DiscoZooError
+from disco_zoo.graph.stages import core_of
 
 __all__ = ["to_disco", "apply_partition", "get_partition", "find_partition", "build_partition", "families"]
 
@@ -44,9 +47,10 @@ def build_partition(model: nn.Module, nodes: int, ratios: Sequence[float] | None
     if ratios is not None and (len(ratios) != nodes or any(r <= 0 for r in ratios)):
         raise DiscoZooError(f"ratios must be {nodes} positive numbers, got {list(ratios)}")
     ratios = [float(r) for r in ratios] if ratios is not None else [1.0] * nodes
+    core = core_of(model)  # a detector's backbone+FPN+heads; its pre/post-processing stays on the root
     for _, matches, make in _families():
-        if matches(model):
-            part = make(model, nodes, ratios)
+        if matches(core):
+            part = make(core, nodes, ratios)
             part.check()
             return part
     raise AssertionError("the graph adapter matches every model")  # pragma: no cover

@@ -1,0 +1,122 @@
+"""torchvision's FCOS with its forward cut at its natural seams, so DISCO can split the middle.
+
+Why: DISCO splits the backbone, the FPN and the heads (a conv DAG torch.fx traces) and
+nothing else; the transform before them and the anchors, box decoding and NMS after them
+run on the root (:mod:`disco_zoo.graph.stages`). :class:`StagedFCOS` is torchvision's
+``FCOS`` whose ``forward`` is the three stages in a row:
+
+* ``before_core``: the model's own transform (normalise, resize, batch);
+* ``traced_core``: :class:`FCOSCore`, backbone + FPN + heads, the transformed image tensor
+  in, the heads' outputs and the pyramid's level sizes out;
+* ``after_core``: torchvision's anchor generator, then its ``compute_loss`` (train mode)
+  or ``postprocess_detections`` and ``transform.postprocess`` (eval mode).
+
+Every stage calls torchvision's code; nothing is forked, and ``forward`` returns what
+``FCOS.forward`` returns (losses in train mode, ``[{boxes, labels, scores}]`` in eval
+mode). Its state dict is FCOS's, so FCOS weights load as they are.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torchvision.models.detection.fcos import FCOS
+from torchvision.models.detection.image_list import ImageList
+
+from disco_zoo.errors import DiscoZooError
+
+__all__ = ["StagedFCOS", "FCOSCore", "DetectionContext"]
+
+HeadOutputs = tuple[dict[str, torch.Tensor], list[tuple[int, int]]]
+
+
+@dataclass
+class DetectionContext:
+    """What the root keeps from the pre-processing for the post-processing: the batch as
+    the transform made it (its padded size and each image's resized size: the anchors and
+    the box decoding read them), the original sizes the boxes are mapped back to, and the
+    transformed targets (train mode)."""
+
+    images: ImageList
+    original_sizes: list[tuple[int, int]]
+    targets: list[dict[str, torch.Tensor]] | None
+
+
+class FCOSCore(nn.Module):
+    """FCOS's backbone + FPN + heads: the transformed image tensor in; the heads' outputs
+    (class logits, box regression and centerness per location, levels joined) and each
+    pyramid level's (height, width) out. The level sizes are metadata, the same on every
+    node (the root's anchors need them). It holds the detector's own modules under their
+    own names, so a partition of it names the detector's layers."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, cfg: Any = None) -> None:
+        super().__init__()
+        self.backbone, self.head = backbone, head
+        self.pretrained_cfg = cfg
+
+    def forward(self, x: torch.Tensor) -> HeadOutputs:
+        features = list(self.backbone(x).values())
+        return self.head(features), [(f.shape[-2], f.shape[-1]) for f in features]
+
+
+def _check_boxes(targets: list[dict[str, torch.Tensor]]) -> None:
+    """Boxes without area make FCOS's losses NaN: a clear error instead (as FCOS asserts)."""
+    for index, target in enumerate(targets):
+        boxes = target["boxes"]
+        bad = (boxes[:, 2:] <= boxes[:, :2]).any(dim=1)
+        if bad.any():
+            raise DiscoZooError(f"image {index}'s target has a box without area {boxes[bad][0].tolist()}; boxes "
+                                "are [x1, y1, x2, y2] with x2 > x1 and y2 > y1")
+
+
+class StagedFCOS(FCOS):
+    """torchvision's FCOS, its forward in three stages (see the module docstring)."""
+
+    def traced_core(self) -> FCOSCore:
+        core = FCOSCore(self.backbone, self.head, getattr(self, "pretrained_cfg", None))
+        core.training = self.training  # a view: its children keep their own mode
+        return core
+
+    def before_core(self, images: Any, targets: list[dict[str, torch.Tensor]] | None = None
+                    ) -> tuple[torch.Tensor, DetectionContext]:
+        """The model's transform of a list (or a batch tensor) of [0, 1] images (and their
+        targets' boxes, resized alike)."""
+        original = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
+        image_list, targets = self.transform(images, targets)
+        if targets is not None:
+            _check_boxes(targets)
+        return image_list.tensors, DetectionContext(image_list, original, targets)
+
+    def after_core(self, outputs: HeadOutputs, context: DetectionContext) -> Any:
+        """torchvision's anchors, then its losses (train mode) or its decoded, NMS-ed boxes
+        in the original images' coordinates (eval mode), from the heads' outputs."""
+        head_outputs, level_sizes = outputs
+        like = head_outputs["cls_logits"]
+        # the anchor generator reads only the levels' sizes, dtype and device
+        levels = [like.new_empty((0, 0, int(h), int(w))) for h, w in level_sizes]
+        anchors = self._anchor_generator()(context.images, levels)
+        per_level = [int(h) * int(w) for h, w in level_sizes]
+        if self.training:
+            if context.targets is None:
+                raise DiscoZooError("a detector in train mode needs targets (boxes and labels per image) for its "
+                                    "losses; call .eval() to predict")
+            return self.compute_loss(context.targets, head_outputs, anchors, per_level)
+        split = {key: list(value.split(per_level, dim=1)) for key, value in head_outputs.items()}
+        split_anchors = [list(a.split(per_level)) for a in anchors]
+        detections = self.postprocess_detections(split, split_anchors, context.images.image_sizes)
+        return self.transform.postprocess(detections, context.images.image_sizes, context.original_sizes)
+
+    def _anchor_generator(self) -> nn.Module:
+        """The anchor generator, its cell anchors made anew when the model was built on the
+        meta device (a node model): they are plain attributes, in no state dict or shard."""
+        generator = self.anchor_generator
+        if any(a.is_meta for a in generator.cell_anchors):
+            generator.cell_anchors = [generator.generate_anchors(size, ratio)
+                                      for size, ratio in zip(generator.sizes, generator.aspect_ratios)]
+        return generator
+
+    def forward(self, images: Any, targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
+        x, context = self.before_core(images, targets)
+        return self.after_core(self.traced_core()(x), context)

@@ -1,0 +1,229 @@
+"""The DISCO FCOS detector end to end: torchvision's FCOS in stages (transform | backbone +
+FPN + heads | anchors, box decoding, NMS), its core split across nodes, the stages on the
+root; masked model, loopback and real-rank runs, sparsify and eval."""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.models.detection.fcos import FCOS
+from typer.testing import CliRunner
+
+from disco_zoo.disco.accounting import disco_accounting
+from disco_zoo.disco.adapters import apply_partition, to_disco
+from disco_zoo.errors import DiscoZooError
+from disco_zoo.graph.stages import core_input_shape, core_of, has_stages
+from disco_zoo.registry import build_model, get_entry
+from disco_zoo.runtime.disco_executor import build_node_model, inference_fn
+from disco_zoo.runtime.session import seeded_input
+from disco_zoo.runtime.transport import ByteCounter, Transport
+from helpers import LoopbackBackend, LoopbackHub, expected_disco_bytes, graph_disco_folder, run_nodes
+
+SIDE = 64
+# score_thresh 0: an untrained detector's scores are all under torchvision's 0.2, and an
+# empty list of boxes would compare equal to anything
+ARGS = {"min_size": SIDE, "max_size": SIDE, "score_thresh": 0.0}
+HEADS = {"head.classification_head.cls_logits", "head.regression_head.bbox_reg", "head.regression_head.bbox_ctrness"}
+
+
+def _images(count: int = 2, side: int = SIDE) -> torch.Tensor:
+    return torch.rand(count, 3, side, side, generator=torch.Generator().manual_seed(1))
+
+
+def _max_box_gap(got, want) -> float:
+    """The largest difference of boxes and scores between two detection lists (their
+    labels and counts must agree, or the gap is infinite)."""
+    gap = 0.0
+    for a, b in zip(got, want, strict=True):
+        if a["boxes"].shape != b["boxes"].shape or not torch.equal(a["labels"], b["labels"]):
+            return float("inf")
+        gap = max(gap, (a["boxes"] - b["boxes"]).abs().max().item(), (a["scores"] - b["scores"]).abs().max().item())
+    return gap
+
+
+@pytest.fixture(scope="module")
+def dense():
+    torch.manual_seed(0)
+    return build_model("fcos_resnet18_fpn", **ARGS).eval()
+
+
+def test_the_staged_forward_is_torchvisions_fcos(dense):
+    """Eval: the same detections as FCOS.forward; train: the same losses (on 80-pixel
+    images, which the transform resizes to 64 and the boxes are mapped back from)."""
+    x = _images(side=80)
+    with torch.no_grad():
+        got, want = dense(x), FCOS.forward(dense, list(x))
+    assert [len(d["boxes"]) for d in got] == [100, 100] and _max_box_gap(got, want) == 0.0
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([3])}] * 2
+    dense.train()
+    try:
+        torch.manual_seed(0)
+        losses = dense(list(x), targets)
+        torch.manual_seed(0)
+        reference = FCOS.forward(dense, list(x), targets)
+    finally:
+        dense.eval()
+    assert set(losses) == {"classification", "bbox_regression", "bbox_ctrness"}
+    assert all(torch.allclose(losses[k], reference[k]) for k in losses)
+
+
+def test_bad_targets_are_one_clear_error(dense):
+    dense.train()
+    try:
+        with pytest.raises(DiscoZooError, match=r"box without area \[4.0, 6.0, 4.0, 40.0\]"):
+            dense([torch.rand(3, SIDE, SIDE)], [{"boxes": torch.tensor([[4.0, 6.0, 4.0, 40.0]]),
+                                                 "labels": torch.tensor([1])}])
+        with pytest.raises(DiscoZooError, match="needs targets"):
+            dense([torch.rand(3, SIDE, SIDE)])
+    finally:
+        dense.eval()
+
+
+def test_the_variants_split_the_core_and_keep_the_stages_on_the_root():
+    for nodes in (2, 4):
+        entry = get_entry(f"fcos_resnet18_fpn_disco_{nodes}node")
+        assert entry.task == "detection" and entry.kwargs == {"dense": "fcos_resnet18_fpn", "nodes": nodes}
+    torch.manual_seed(0)
+    model = build_model("fcos_resnet18_fpn_disco_2node", **ARGS)
+    part = model.disco_partition
+    assert has_stages(model) and isinstance(model, FCOS)
+    assert len(part.layers) == 39 and part.outputs == []  # the heads reduce on the root: nothing to gather
+    shared = {n for n, l in part.layers.items() if l.calls == 5}
+    assert len(shared) == 11 and {n for n, l in part.layers.items() if l.mode == "reduce"} == HEADS <= shared
+    assert next(iter(part.layers)) == "backbone.body.conv1"  # the first split layer reads the transformed image
+    # the core runs on what the transform makes: an 80-pixel image is resized to the model's 64
+    assert core_input_shape(model, (1, 3, 80, 80)) == (1, 3, SIDE, SIDE)
+    assert set(dict(core_of(model).named_modules())) <= set(dict(model.named_modules()))
+
+
+def test_masks_open_give_the_dense_detections(dense):
+    x = _images()
+    with torch.no_grad():
+        want = dense(x)
+        model = to_disco(copy.deepcopy(dense), 2)  # the dense weights, masked layers
+        try:
+            got = model(x)
+            part = model.disco_partition
+            closed = apply_partition(model, part.with_all_closed())(x)  # the masks matter: a wrong split shows
+        finally:
+            apply_partition(model, part)
+    assert _max_box_gap(got, want) <= 1e-4
+    assert _max_box_gap(closed, want) > 1e-2
+
+
+def _loopback(folder, part, nodes: int, shape: list[int], x: torch.Tensor) -> tuple[list, dict]:
+    hub = LoopbackHub()
+    transports = [Transport(LoopbackBackend(hub, k, nodes), timeout_s=60) for k in range(nodes)]
+    node_models = [build_node_model(folder, t)[0] for t in transports]
+    with torch.inference_mode():
+        outs = run_nodes(lambda k: inference_fn(transports[k], node_models[k], part, shape,
+                                                x if k == 0 else None)(), nodes)
+    return outs, ByteCounter.merge([t.counter.to_dict() for t in transports])
+
+
+@pytest.mark.parametrize("nodes, side", [(2, SIDE), (2, 80), (4, SIDE)])
+def test_nodes_give_the_masked_models_detections(tmp_path, nodes, side):
+    """Rank 0 transforms the image, scatters the core's input, and decodes the boxes from
+    the heads' outputs reduced on it: the masked model's detections; every byte on the
+    wire is the accounting's (an 80-pixel image is resized to 64 before the scatter)."""
+    folder, model, part = graph_disco_folder(tmp_path, "fcos_resnet18_fpn", nodes, args=ARGS)
+    shape = [2, 3, side, side]
+    x = seeded_input(shape, 0).clamp(0, 1)
+    with torch.no_grad():
+        want = model(x)
+    outs, counted = _loopback(folder, part, nodes, shape, x)
+    assert isinstance(outs[0], list) and [len(d["boxes"]) for d in outs[0]] == [100, 100]
+    assert _max_box_gap(outs[0], want) <= 1e-4
+    assert isinstance(outs[1], tuple)  # the other ranks end with their core's partial outputs
+    tags, pairs = expected_disco_bytes(model, part, [2, 3, SIDE, SIDE])
+    assert counted["tags"] == tags and counted["pairs"] == pairs
+    assert {f"{h}@4" for h in HEADS} <= set(tags)  # the heads' outputs reach the root at every level
+    acc = disco_accounting(model, tuple(shape))
+    assert sum(counted["pairs"].values()) == acc.disco_bytes + sum(acc.input_bytes_per_pair.values())
+
+
+@pytest.mark.slow
+def test_real_ranks_give_the_masked_models_detections(tmp_path):
+    """Two MPI processes, each loading its own shard: the root's detections and the bytes."""
+    import numpy as np
+
+    from disco_zoo.harness.runs import DISCO_ENTRY
+    from disco_zoo.runtime.session import run_entry
+
+    folder, model, part = graph_disco_folder(tmp_path, "fcos_resnet18_fpn", 2, args=ARGS)
+    shape = [1, 3, SIDE, SIDE]
+    x = _images(1)
+    np.save(tmp_path / "x.npy", x.numpy())
+    with torch.no_grad():
+        want = model(x)
+    run = run_entry(DISCO_ENTRY, 2, "mpi", args={"folder": str(folder), "input_shape": shape,
+                                                 "input_path": str(tmp_path / "x.npy")}, timeout_s=60)
+    assert run.output_rank == 0 and _max_box_gap(run.output, want) <= 1e-4
+    tags, pairs = expected_disco_bytes(model, part, shape)
+    assert run.bytes["tags"] == tags and run.bytes["pairs"] == pairs
+
+
+@pytest.fixture
+def small_boxes(tmp_path, monkeypatch):
+    import disco_zoo.data.digit_boxes as boxes
+
+    monkeypatch.setenv("DISCO_ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(boxes, "BOXES_COUNTS", {"train": 8, "val": 2, "test": 3})
+    monkeypatch.chdir(tmp_path)
+
+
+def _cli(*args: str):
+    from disco_zoo.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, f"{args}: {result.output}{result.exception!r}"
+    return result
+
+
+@pytest.mark.slow
+def test_train_sparsify_and_eval_a_disco_detector(small_boxes):
+    """The zoo's path: a dense FCOS trained a step, sparsified to 20% of dense traffic from
+    it, loaded back from its folder, evaluated (box AP of DISCO over 2 processes, of the
+    single-process DISCO model and of the dense model; bytes counted = accounting)."""
+    from disco_zoo.hub import load_folder
+    from disco_zoo.tasks import get_task
+
+    common = ["--data", "digit_boxes", "--input-size", str(SIDE), "--batch-size", "4"]
+    _cli("train", "fcos_resnet18_fpn", *common, "--epochs", "1", "--out", "models/fcos_resnet18_fpn.t")
+    _cli("sparsify", "fcos_resnet18_fpn_disco_2node", *common, "--init", "models/fcos_resnet18_fpn.t",
+         "--traffic", "0.2", "--epochs", "1", "--finetune-epochs", "0", "--limit", "4",
+         "--out", "models/fcos_resnet18_fpn_disco_2node.t")
+    folder = Path("models/fcos_resnet18_fpn_disco_2node.t")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["task"] == "detection" and config["nodes"] == 2 and config["dense"] == "fcos_resnet18_fpn.t"
+    assert config["accounting"]["traffic_ratio"] <= 0.2 and config["input_size"] == [3, SIDE, SIDE]
+    model = load_folder(folder)
+    assert isinstance(model, FCOS) and model.disco_partition.layers["head.classification_head.cls_logits"].calls == 5
+    with torch.no_grad():
+        detections = model.eval()(_images(1))
+    assert set(get_task("detection").predictions(detections)[0]) == {"boxes", "labels", "scores"}
+
+    _cli("eval", str(folder), "--no-latency", "--paper-size", "0", "--json", "--out", "result.json")
+    report = json.loads(Path("result.json").read_text())
+    accuracy, traffic = report["accuracy"], report["at_input"]
+    assert accuracy["images"] == 3 and report["dense_model"] == "fcos_resnet18_fpn.t"
+    for run in ("disco", "disco_single_process", "dense"):
+        assert all(0.0 <= accuracy[f"{run}_{m}"] <= 1.0 for m in ("box_ap", "ap50", "ap75"))
+    assert accuracy["disco_box_ap"] == pytest.approx(accuracy["disco_single_process_box_ap"], abs=1e-6)
+    assert traffic["measured_bytes_per_pair"] == traffic["bytes_per_pair"]
+    assert traffic["traffic_ratio"] <= 0.2
+
+
+@pytest.mark.slow
+def test_run_untrained_reports_detections_and_the_accountings_bytes():
+    """``disco-zoo run fcos-resnet18-fpn-disco-2node --untrained``: each rank builds the
+    variant on the meta device; a 96-pixel input is resized to the model's 128 on rank 0."""
+    from disco_zoo.commands.run import run_report
+
+    report = run_report("fcos-resnet18-fpn-disco-2node", input_size=96, untrained=True, timeout_s=120)
+    assert report["task"] == "detection" and report["nodes"] == 2 and "boxes" in report and "top" in report
+    torch.manual_seed(0)
+    acc = disco_accounting(build_model("fcos_resnet18_fpn_disco_2node").eval(), (1, 3, 96, 96))
+    assert acc.input_bytes_per_pair == {(0, 1): 128 * 128 * 4}  # the transformed image's third channel
+    assert report["bytes_total"] == acc.disco_bytes + sum(acc.input_bytes_per_pair.values())
