@@ -14,12 +14,12 @@ from importlib import metadata
 
 from disco_zoo.harness.break_even import link_profile, recorded_profile
 from disco_zoo.harness.intervals import correct_count, wilson_interval
-from disco_zoo.harness.report import EvalReport, LatencyResult, LinkLatency
+from disco_zoo.harness.report import Environment, EvalReport, LatencyResult, LinkLatency
 from disco_zoo.store import FolderConfig
 from disco_zoo.tasks import task_of
 
 __all__ = ["DatasetFacts", "dataset_facts", "Accuracy", "accuracy", "package_license", "license_of",
-           "SpeedRow", "speed_rows", "BreakEvenCheck", "break_even_check", "bandwidth_text", "link_compute_ratios",
+           "SpeedRow", "speed_rows", "BreakEvenCheck", "break_even_check", "shared_cores", "bandwidth_text", "link_compute_ratios",
            "link_programs_text"]
 
 DISTRIBUTION = "disco-zoo"
@@ -127,6 +127,7 @@ class BreakEvenCheck:
     above: list[LinkLatency]
     disagreeing: list[LinkLatency]  # measured faster where predicted slower, or the reverse
     close: list[LinkLatency]  # predicted within CALL_MARGIN of the device: not counted either way
+    shared_cores: tuple[int, int] | None = None  # (ranks, cores) when the ranks had fewer cores than they needed
 
     @property
     def consistent(self) -> bool:
@@ -139,6 +140,10 @@ class BreakEvenCheck:
         measured = ", ".join(point(link) for link in [*self.below, *self.above])
         verdict = ("consistent" if self.consistent else
                    "disagrees at " + ", ".join(link.bandwidth for link in self.disagreeing))
+        if self.shared_cores:
+            ranks, cores = self.shared_cores
+            verdict = (f"not checkable on this machine: its {ranks} ranks shared {cores} cores, so no measured link "
+                       f"can show a speed-up that needs a device per rank")
         if self.close:
             verdict += (f"; too close to call at {', '.join(link.bandwidth for link in self.close)} "
                         f"(predicted within {CALL_MARGIN:.0%} of the device)")
@@ -160,8 +165,17 @@ def _too_close_to_call(link: LinkLatency, dense_single_ms: float) -> bool:
     return abs(link.disco_predicted_ms / dense_single_ms - 1) < CALL_MARGIN
 
 
-def break_even_check(latency: LatencyResult) -> BreakEvenCheck | None:
-    """None when the result records no break-even (schema 1)."""
+def shared_cores(nodes: int, environment: Environment) -> tuple[int, int] | None:
+    """(ranks, cores) when a run's ranks needed more cores than its machine had (a 4-node
+    model on 2 cores): its ranks took turns, while the cost model predicts a device each."""
+    needed = nodes * environment.threads_per_rank
+    return (nodes, environment.cores) if environment.cores is not None and needed > environment.cores else None
+
+
+def break_even_check(latency: LatencyResult, shared: tuple[int, int] | None = None) -> BreakEvenCheck | None:
+    """None when the result records no break-even (schema 1). ``shared`` (:func:`shared_cores`):
+    the run's ranks shared too few cores, so its measured links cannot confirm or refute a
+    prediction for one device per rank; none of them counts against the break-even."""
     if latency.break_even is None:
         return None
     be = latency.break_even
@@ -173,7 +187,7 @@ def break_even_check(latency: LatencyResult) -> BreakEvenCheck | None:
     disagreeing = ([link for link in below if link.disco_ms < latency.dense_single_ms and link not in close]
                    + [link for link in above if link.disco_ms >= latency.dense_single_ms and link not in close])
     return BreakEvenCheck(be.bandwidth_bps, be.dense_single_ms, be.disco_unlimited_predicted_ms, below, above,
-                          disagreeing, close)
+                          [] if shared else disagreeing, close, shared)
 
 
 def link_compute_ratios(latency: LatencyResult, run: str = "disco") -> list[tuple[LinkLatency, float]]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from disco_zoo.card_facts import (
     Accuracy, DatasetFacts, accuracy, bandwidth_text, break_even_check, dataset_facts, license_of, link_programs_text,
-    speed_rows,
+    shared_cores, speed_rows,
 )
 from disco_zoo.harness.report import EvalReport, LatencyResult
 from disco_zoo.hub import REPO_HUB, list_pretrained
@@ -167,7 +167,7 @@ def _speed_lines(result: EvalReport, plot_link: str) -> list[str]:
                   "|---|---|---|---|---|"]
         lines += [f"| {row.where} | {row.disco_ms:.1f} | {row.dense_tp_ms:.1f} | {row.vs_dense_tp:.2f}x "
                   f"| {row.vs_one_device:.2f}x |" for row in speed_rows(lat)]
-        check = break_even_check(lat)
+        check = break_even_check(lat, shared_cores(result.nodes, result.environment))
         lines += ["", f"Break-even at {size}: " + (check.text() if check else "not recorded (schema 1 result).") + ".", ""]
         own = link_programs_text(lat)
         if own:
@@ -335,13 +335,14 @@ def _speed_table(results: list[EvalReport]) -> list[str]:
             for _, name in links:
                 row = by_name.get(name)
                 cells += ["-", "-"] if row is None else [f"{row.vs_dense_tp:.2f}x", f"{row.vs_one_device:.2f}x"]
-            check = break_even_check(lat)
+            check = break_even_check(lat, shared_cores(r.nodes, r.environment))
             if check is None:
                 even = "not recorded"
             elif check.bandwidth_bps is None:
                 even = "never (slower even with an unlimited link)"
             else:
-                even = bandwidth_text(check.bandwidth_bps) + ("" if check.consistent else " (measured disagrees)")
+                even = bandwidth_text(check.bandwidth_bps) + (" (not checkable here: ranks shared cores)" if check.shared_cores
+                                                              else "" if check.consistent else " (measured disagrees)")
             lines.append(f"| `{r.model}` | {lat.input_size}x{lat.input_size} | {lat.dense_single_ms:.1f} | "
                          + " | ".join(cells) + f" | {by_name['localhost'].vs_one_device:.2f}x | {even} |")
     return lines

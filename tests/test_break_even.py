@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from disco_zoo.card_facts import break_even_check, link_compute_ratios, link_programs_text
+from disco_zoo.card_facts import break_even_check, link_compute_ratios, link_programs_text, shared_cores
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.harness.break_even import (
     LOWEST_BPS, break_even_bandwidth, break_even_of, link_predicted_ms, link_profile, predicted_ms, program_gaps,
@@ -60,7 +60,8 @@ def test_recorded_break_even_is_the_cost_models_and_agrees_with_the_measured_lin
         else:
             assert predicted_ms(lat, "disco", None) > lat.dense_single_ms
         # the measured point on each side of the break-even is on the side the model says
-        assert break_even_check(lat).consistent, break_even_check(lat).text()
+        check = break_even_check(lat, shared_cores(report.nodes, report.environment))
+        assert check.consistent, check.text()
         # the programs reproduce the predictions recorded in the run at every timed link: each
         # link's own launch's programs where the result records them (schema 3), else the
         # section's (20%, or 3 ms: a 32x32 inference takes ~10 ms, where this VM's scheduling
@@ -158,3 +159,17 @@ def test_a_measured_point_counts_against_the_break_even_only_where_the_model_is_
     near = dataclasses.replace(wrong, disco_predicted_ms=lat.dense_single_ms * 1.05)
     check = break_even_check(dataclasses.replace(lat, links=[near if l is slowest else l for l in lat.links]))
     assert check.consistent and check.close == [near] and "too close to call" in check.text()
+
+
+def test_ranks_that_shared_too_few_cores_cannot_refute_a_break_even():
+    report = EvalReport.read(RESULTS_DIR / "resnet50_disco_2node.digits.json")
+    lat = report.latency_paper_size
+    slowest = min(lat.links, key=lambda link: link.bandwidth_bps)
+    wrong = dataclasses.replace(slowest, disco_ms=lat.dense_single_ms * 0.5)  # a disagreement (as above)
+    lat = dataclasses.replace(lat, links=[wrong if l is slowest else l for l in lat.links])
+    assert shared_cores(2, dataclasses.replace(report.environment, cores=2)) is None
+    assert not break_even_check(lat, shared_cores(2, dataclasses.replace(report.environment, cores=2))).consistent
+    shared = shared_cores(4, dataclasses.replace(report.environment, cores=2, threads_per_rank=1))
+    assert shared == (4, 2) and shared_cores(2, dataclasses.replace(report.environment, cores=None)) is None
+    check = break_even_check(lat, shared)
+    assert check.consistent and check.disagreeing == [] and "4 ranks shared 2 cores" in check.text()

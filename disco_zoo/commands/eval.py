@@ -10,15 +10,16 @@ if TYPE_CHECKING:
     from disco_zoo.harness.report import EvalReport, LatencyResult, TrafficFigures
 
 
-def _break_even_text(latency: LatencyResult) -> str:
-    from disco_zoo.card_facts import bandwidth_text, break_even_check
+def _break_even_text(report: EvalReport, latency: LatencyResult) -> str:
+    from disco_zoo.card_facts import bandwidth_text, break_even_check, shared_cores
 
-    check = break_even_check(latency)
+    check = break_even_check(latency, shared_cores(report.nodes, report.environment))
     if check is None:
         return "not recorded"
     if check.bandwidth_bps is None:
         return f"never (unlimited link: {check.disco_unlimited_predicted_ms:.1f} ms predicted)"
-    agree = "measured agrees" if check.consistent else "measured disagrees at " + ", ".join(
+    agree = ("not checkable here: ranks shared cores" if check.shared_cores else "measured agrees")
+    agree = agree if check.consistent else "measured disagrees at " + ", ".join(
         link.bandwidth for link in check.disagreeing)
     return f"{bandwidth_text(check.bandwidth_bps)} ({agree})"
 
@@ -79,7 +80,7 @@ def _print_report(report: EvalReport) -> None:
                   lambda d: (f"{d.links[i].disco_predicted_ms:.0f} / {d.links[i].dense_tp_predicted_ms:.0f} "
                              f"(measured/predicted {d.links[i].disco_measured_over_predicted:.2f}, "
                              f"{d.links[i].dense_tp_measured_over_predicted:.2f})"))
-        timed("break-even bandwidth vs one dense device (cost model)", _break_even_text)
+        timed("break-even bandwidth vs one dense device (cost model)", lambda d: _break_even_text(report, d))
         row("peak RSS per rank (MiB)", ", ".join(f"{kb / 1024:.0f}" for kb in lat.rank_peak_rss_kb), "")
         if lat.dense_rss_load_growth_bytes is not None:
             dense_growth = max(lat.dense_rss_load_growth_bytes, 1)
