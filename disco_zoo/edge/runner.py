@@ -105,20 +105,12 @@ def load_sessions(node: NodeProgram, threads: int = 1) -> list[Any]:
 
 
 class NodeRunner:
-    """A loaded node program, ready to run one inference at a time.
-
-    Values between steps stay onnxruntime OrtValues: a segment's outputs feed the next
-    segments as they are, and a send or a receive sees the same memory as a numpy array
-    (``OrtValue.ortvalue_from_numpy`` and ``numpy.from_dlpack`` share it), so no value is
-    copied between onnxruntime and numpy (``session.run`` would copy every output)."""
+    """A loaded node program, ready to run one inference at a time."""
 
     def __init__(self, node: NodeProgram, transport: Any, threads: int = 1) -> None:
-        import onnxruntime as ort
-
         self.node, self.t = node, transport
         self.program = node.program
         self.sessions = load_sessions(node, threads)
-        self._wrap = ort.OrtValue.ortvalue_from_numpy
         self._last_use = self._last_uses()
         self._feeds = [[arg.name for arg in session.get_inputs()] for session in self.sessions]
 
@@ -132,14 +124,17 @@ class NodeRunner:
         return last
 
     def __call__(self, image: np.ndarray | None) -> np.ndarray:
-        values: dict[str, Any] = {}  # name -> OrtValue
+        values: dict[str, np.ndarray] = {}
         if self.program["image"] is not None:
             if image is None:
                 raise DiscoZooError(f"node {self.node.node} takes the image but was given none")
-            values[self.program["image"]["name"]] = self._wrap(np.ascontiguousarray(image))
+            values[self.program["image"]["name"]] = image
         for i, step in enumerate(self.program["steps"]):
             if step["op"] == "segment":
-                self._segment(step, values)
+                session = self.sessions[step["index"]]
+                feeds = {name: values[name] for name in self._feeds[step["index"]]}
+                for name, array in zip(step["outputs"], session.run(step["outputs"], feeds)):
+                    values[name] = array
                 names = step["inputs"]
             else:
                 self._exchange(step, values)
@@ -147,21 +142,16 @@ class NodeRunner:
             for name in names:
                 if self._last_use.get(name) == i:
                     values.pop(name, None)
-        return values[self.program["output"]].numpy()
+        return values[self.program["output"]]
 
-    def _segment(self, step: dict[str, Any], values: dict[str, Any]) -> None:
-        index = step["index"]
-        feeds = {name: values[name] for name in self._feeds[index]}
-        values.update(zip(step["outputs"], self.sessions[index].run_with_ort_values(step["outputs"], feeds)))
-
-    def _exchange(self, step: dict[str, Any], values: dict[str, Any]) -> None:
+    def _exchange(self, step: dict[str, Any], values: dict[str, np.ndarray]) -> None:
         t = self.t
         recvs = [(r, t.irecv(r["shape"], _NP[r["dtype"]], r["peer"], r["tag"])) for r in step["recvs"]]
-        sends = [t.isend(np.from_dlpack(values[s["value"]]), s["peer"], s["tag"]) for s in step["sends"]]
+        sends = [t.isend(values[s["value"]], s["peer"], s["tag"]) for s in step["sends"]]
         for message, handle in recvs:
             array = handle.wait()
             if message["value"] is not None:
-                values[message["value"]] = self._wrap(np.ascontiguousarray(array))
+                values[message["value"]] = array
         for handle in sends:
             handle.wait()
 
