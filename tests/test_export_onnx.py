@@ -221,3 +221,31 @@ def test_cli_export_refuses_bad_arguments(tmp_path):
     assert res.exit_code == 2 and "tflite" in res.output
     res = cli.invoke(app, ["run", "resnet18-disco-2node", "--engine", "onnx,tpu"])
     assert res.exit_code != 0 and "give torch, onnx, or one of them per rank" in str(res.exception)
+
+
+def test_batch_norm_after_a_sum_of_convs_is_folded_into_them():
+    """bn(conv(a) + conv(b)) (a DISCO layer's own and received halves) becomes two convs
+    and an add computing the same, so no standalone batch norm is left to run."""
+    from disco_zoo.export.fold import fold_sum_batch_norms
+
+    class Layer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.own, self.peer = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False), torch.nn.Conv2d(5, 16, 1)
+            self.bn = torch.nn.BatchNorm2d(16)
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.bn(self.own(a) + self.peer(b)))
+
+    torch.manual_seed(0)
+    layer = Layer().eval()
+    layer.bn.running_mean.normal_()
+    layer.bn.running_var.uniform_(0.5, 2.0)
+    layer.bn.weight.data.normal_()
+    inputs = (torch.randn(1, 8, 6, 6), torch.randn(1, 5, 6, 6))
+    gm = torch.export.export(layer, inputs).module()
+    with torch.no_grad():
+        ref = gm(*inputs)
+        assert fold_sum_batch_norms(gm) == 1
+        assert not any(n.target is torch.ops.aten.batch_norm.default for n in gm.graph.nodes)
+        assert (gm(*inputs) - ref).abs().max().item() <= 1e-5

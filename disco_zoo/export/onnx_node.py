@@ -24,6 +24,7 @@ from torch import nn
 
 from disco_zoo.edge.program import PROGRAM_FORMAT, PROGRAM_NAME, SUMS_NAME, partition_digest
 from disco_zoo.errors import DiscoZooError
+from disco_zoo.export.fold import fold_sum_batch_norms
 from disco_zoo.export.segments import SplitGraph, split_graph
 from disco_zoo.export.tracing import TracingTransport
 from disco_zoo.store import CONFIG_NAME, load_folder_config, read_config, sha256_file, shard_file_name, write_folder_atomically
@@ -78,7 +79,9 @@ def _trace(folder: Path, k: int, input_shape: list[int]) -> tuple[SplitGraph, An
         except Exception as err:  # what torch.export cannot trace, named in one line
             raise DiscoZooError(f"{config.name}: node {k} cannot be traced for export: "
                                 f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
-    return split_graph(program.module(), transport.records), part, _output_structure(program.call_spec.out_spec)
+    gm = program.module()
+    fold_sum_batch_norms(gm)
+    return split_graph(gm, transport.records), part, _output_structure(program.call_spec.out_spec)
 
 
 def _export_segment(module: nn.Module, examples: list[torch.Tensor], inputs: list[str], outputs: list[str],
