@@ -175,6 +175,24 @@ def test_a_detector_accounted_and_run_at_another_size_is_that_sizes(tmp_path):
     assert (counted["tags"], counted["pairs"]) == expected_disco_bytes(built, part, shape)
 
 
+def test_the_dense_baseline_is_timed_at_the_size_disco_runs_at(tmp_path, monkeypatch):
+    """The latency rounds at 96 time the dense detector (built at 64) at 96 too, not at the
+    size it would resize to."""
+    import disco_zoo.runtime.rounds as rounds
+
+    folder, _, _ = graph_disco_folder(tmp_path, "fcos_resnet18_fpn", 2, args=ARGS)
+    torch.manual_seed(0)
+    dense = build_model("fcos_resnet18_fpn", **ARGS).eval()
+    seen = []
+    monkeypatch.setattr(rounds, "build_dense", lambda name: dense)
+    monkeypatch.setattr(dense, "forward", lambda x: seen.append((tuple(x.shape), dense.transform.min_size)))
+    hub = LoopbackHub()
+    transports = [Transport(LoopbackBackend(hub, k, 2), timeout_s=60) for k in range(2)]
+    run_nodes(lambda k: rounds.time_rounds(transports[k], str(folder), [1, 3, 96, 96], rounds=1, warmup=0,
+                                           dense="fcos_resnet18_fpn", solo=False), 2)
+    assert seen and set(seen) == {((1, 3, 96, 96), (96,))}
+
+
 @pytest.mark.slow
 def test_real_ranks_give_the_masked_models_detections(tmp_path):
     """Two MPI processes, each loading its own shard: the root's detections and the bytes."""
