@@ -510,10 +510,11 @@ def expected_disco_bytes(model, part, shape, dtype_bytes=4):
     """(bytes per tag, bytes per (src, dst) pair) of one DISCO inference, image scatter
     included, as the accounting predicts them."""
     from disco_zoo.disco.accounting import disco_traffic, input_pair_bytes, layer_shapes
+    from disco_zoo.graph.stages import core_input_shape
     from disco_zoo.runtime.disco_executor import INPUT_TAG, disco_tags
 
     per_layer, per_pair = disco_traffic(part, layer_shapes(model, tuple(shape)), dtype_bytes)
-    image = input_pair_bytes(part, tuple(shape), dtype_bytes)
+    image = input_pair_bytes(part, core_input_shape(model, tuple(shape)), dtype_bytes)  # what is scattered
     tags = disco_tags(part)
     by_tag = {tags[name]: n for name, n in per_layer.items() if n}
     by_tag[INPUT_TAG] = sum(image.values())

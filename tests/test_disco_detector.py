@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from disco_zoo.disco.accounting import disco_accounting
 from disco_zoo.disco.adapters import apply_partition, to_disco
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.graph.stages import core_input_shape, core_of, has_stages
+from disco_zoo.graph.stages import at_input_shape, core_input_shape, core_of, has_stages
 from disco_zoo.registry import build_model, get_entry
 from disco_zoo.runtime.disco_executor import build_node_model, inference_fn
 from disco_zoo.runtime.session import seeded_input
@@ -92,8 +92,10 @@ def test_the_variants_split_the_core_and_keep_the_stages_on_the_root():
     shared = {n for n, l in part.layers.items() if l.calls == 5}
     assert len(shared) == 11 and {n for n, l in part.layers.items() if l.mode == "reduce"} == HEADS <= shared
     assert next(iter(part.layers)) == "backbone.body.conv1"  # the first split layer reads the transformed image
-    # the core runs on what the transform makes: an 80-pixel image is resized to the model's 64
-    assert core_input_shape(model, (1, 3, 80, 80)) == (1, 3, SIDE, SIDE)
+    # the core runs on what the transform makes of the run's size: a run at 80 pixels (the
+    # 64-pixel model configured for 80) pads to the strides' multiple of 32
+    assert core_input_shape(model, (1, 3, SIDE, SIDE)) == (1, 3, SIDE, SIDE)
+    assert core_input_shape(model, (1, 3, 80, 80)) == (1, 3, 96, 96)
     assert set(dict(core_of(model).named_modules())) <= set(dict(model.named_modules()))
 
 
@@ -126,21 +128,69 @@ def _loopback(folder, part, nodes: int, shape: list[int], x: torch.Tensor) -> tu
 def test_nodes_give_the_masked_models_detections(tmp_path, nodes, side):
     """Rank 0 transforms the image, scatters the core's input, and decodes the boxes from
     the heads' outputs reduced on it: the masked model's detections; every byte on the
-    wire is the accounting's (an 80-pixel image is resized to 64 before the scatter)."""
+    wire is the accounting's (a run at 80 pixels runs the 64-pixel model at 80: its
+    transform is configured for 80, the core's input padded to 96)."""
     folder, model, part = graph_disco_folder(tmp_path, "fcos_resnet18_fpn", nodes, args=ARGS)
     shape = [2, 3, side, side]
     x = seeded_input(shape, 0).clamp(0, 1)
-    with torch.no_grad():
+    with torch.no_grad(), at_input_shape(model, shape):
         want = model(x)
     outs, counted = _loopback(folder, part, nodes, shape, x)
     assert isinstance(outs[0], list) and [len(d["boxes"]) for d in outs[0]] == [100, 100]
     assert _max_box_gap(outs[0], want) <= 1e-4
     assert isinstance(outs[1], tuple)  # the other ranks end with their core's partial outputs
-    tags, pairs = expected_disco_bytes(model, part, [2, 3, SIDE, SIDE])
+    tags, pairs = expected_disco_bytes(model, part, shape)
     assert counted["tags"] == tags and counted["pairs"] == pairs
     assert {f"{h}@4" for h in HEADS} <= set(tags)  # the heads' outputs reach the root at every level
     acc = disco_accounting(model, tuple(shape))
     assert sum(counted["pairs"].values()) == acc.disco_bytes + sum(acc.input_bytes_per_pair.values())
+
+
+def test_a_detector_accounted_and_run_at_another_size_is_that_sizes(tmp_path):
+    """Built at 64 (its canvas), accounted and run at 96 (a deployment size): the figures
+    and the detections of the same detector built at 96, every byte on the wire the
+    accounting's; the model itself still resizes to 64 after it was accounted."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    folder, model, part = graph_disco_folder(tmp_path / "a", "fcos_resnet18_fpn", 2, args=ARGS)
+    _, built, _ = graph_disco_folder(tmp_path / "b", "fcos_resnet18_fpn", 2, args={**ARGS, "min_size": 96,
+                                                                                     "max_size": 96})
+    shape = [1, 3, 96, 96]
+    acc, want = disco_accounting(model, tuple(shape)), disco_accounting(built, tuple(shape))
+    assert acc.input_bytes_per_pair == want.input_bytes_per_pair == {(0, 1): 96 * 96 * 4}
+    assert (acc.disco_bytes, acc.dense_tp_bytes, acc.bytes_per_pair, acc.bytes_per_layer, acc.flops_per_node,
+            acc.act_peak_per_node) == (want.disco_bytes, want.dense_tp_bytes, want.bytes_per_pair,
+                                       want.bytes_per_layer, want.flops_per_node, want.act_peak_per_node)
+    at_canvas = disco_accounting(model, (1, 3, SIDE, SIDE))
+    assert at_canvas.disco_bytes < acc.disco_bytes and at_canvas.flops_dense < acc.flops_dense
+    assert core_input_shape(model, shape) == tuple(shape)
+    assert model.transform.min_size == (SIDE,) and model.transform.max_size == SIDE  # as it was built
+    assert core_input_shape(model, (1, 3, SIDE, SIDE)) == (1, 3, SIDE, SIDE)
+
+    x = seeded_input(shape, 0).clamp(0, 1)
+    with torch.no_grad():
+        reference = built(x)
+    outs, counted = _loopback(folder, part, 2, shape, x)
+    assert _max_box_gap(outs[0], reference) <= 1e-4
+    assert sum(counted["pairs"].values()) == acc.disco_bytes + sum(acc.input_bytes_per_pair.values())
+    assert (counted["tags"], counted["pairs"]) == expected_disco_bytes(built, part, shape)
+
+
+def test_the_dense_baseline_is_timed_at_the_size_disco_runs_at(tmp_path, monkeypatch):
+    """The latency rounds at 96 time the dense detector (built at 64) at 96 too, not at the
+    size it would resize to."""
+    import disco_zoo.runtime.rounds as rounds
+
+    folder, _, _ = graph_disco_folder(tmp_path, "fcos_resnet18_fpn", 2, args=ARGS)
+    torch.manual_seed(0)
+    dense = build_model("fcos_resnet18_fpn", **ARGS).eval()
+    seen = []
+    monkeypatch.setattr(rounds, "build_dense", lambda name: dense)
+    monkeypatch.setattr(dense, "forward", lambda x: seen.append((tuple(x.shape), dense.transform.min_size)))
+    hub = LoopbackHub()
+    transports = [Transport(LoopbackBackend(hub, k, 2), timeout_s=60) for k in range(2)]
+    run_nodes(lambda k: rounds.time_rounds(transports[k], str(folder), [1, 3, 96, 96], rounds=1, warmup=0,
+                                           dense="fcos_resnet18_fpn", solo=False), 2)
+    assert seen and set(seen) == {((1, 3, 96, 96), (96,))}
 
 
 @pytest.mark.slow
@@ -217,13 +267,15 @@ def test_train_sparsify_and_eval_a_disco_detector(small_boxes):
 
 @pytest.mark.slow
 def test_run_untrained_reports_detections_and_the_accountings_bytes():
-    """``disco-zoo run fcos-resnet18-fpn-disco-2node --untrained``: each rank builds the
-    variant on the meta device; a 96-pixel input is resized to the model's 128 on rank 0."""
+    """``disco-zoo run fcos-resnet18-fpn-disco-2node --untrained --input-size 96``: each rank
+    builds the variant (for 128) on the meta device and runs it at 96: the bytes are those
+    of the variant built for 96."""
     from disco_zoo.commands.run import run_report
 
     report = run_report("fcos-resnet18-fpn-disco-2node", input_size=96, untrained=True, timeout_s=120)
     assert report["task"] == "detection" and report["nodes"] == 2 and "boxes" in report and "top" in report
     torch.manual_seed(0)
-    acc = disco_accounting(build_model("fcos_resnet18_fpn_disco_2node").eval(), (1, 3, 96, 96))
-    assert acc.input_bytes_per_pair == {(0, 1): 128 * 128 * 4}  # the transformed image's third channel
+    built = build_model("fcos_resnet18_fpn_disco_2node", min_size=96, max_size=96).eval()
+    acc = disco_accounting(built, (1, 3, 96, 96))
+    assert acc.input_bytes_per_pair == {(0, 1): 96 * 96 * 4}  # the transformed image's third channel
     assert report["bytes_total"] == acc.disco_bytes + sum(acc.input_bytes_per_pair.values())

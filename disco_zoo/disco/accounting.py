@@ -59,7 +59,7 @@ from torch import nn
 from disco_zoo.disco.adapters import get_partition
 from disco_zoo.disco.partition import LayerSplit, Partition, call_key, layer_of, output_key, output_tag
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.graph.stages import before_core, core_input_shape, core_of
+from disco_zoo.graph.stages import at_input_shape, before_core, core_input_shape, core_of
 
 __all__ = [
     "DiscoAccounting", "disco_accounting", "disco_traffic", "layer_pair_bytes", "layer_shapes", "channel_bytes",
@@ -134,7 +134,8 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
     one forward pass, in the order they run, keyed by call (:func:`call_key`: a layer's
     name for its first call, ``name@1``, ... for a layer shared across pyramid levels);
     then every gathered model output under its tag (``output[.key]``). A model with
-    pre/post-processing stages runs its pre-processing, then its core (what is split)."""
+    pre/post-processing stages runs its pre-processing (configured for ``input_shape``:
+    :func:`~disco_zoo.graph.stages.at_input_shape`), then its core (what is split)."""
     part = get_partition(model)
     modules = dict(model.named_modules())
     seen: dict[str, list[tuple[tuple[int, ...], tuple[int, ...]]]] = {}
@@ -152,7 +153,7 @@ def layer_shapes(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, tu
     hooks = [modules[name].register_forward_hook(record(name)) for name in names]
     was_training = model.training
     try:
-        with torch.no_grad():
+        with torch.no_grad(), at_input_shape(model, input_shape):
             x, _ = before_core(model.eval(), torch.zeros(input_shape, device=next(model.parameters()).device))
             out = core_of(model)(x)  # the core's outputs are what the partition gathers
     finally:

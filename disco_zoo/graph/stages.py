@@ -15,20 +15,33 @@ no tracer follows). Only the middle is split across nodes; the two ends run on t
 * ``after_core(outputs, context)``: what runs after it on the core's (gathered) outputs,
   giving what the model's ``forward`` returns.
 
+A model whose pre-processing resizes its images to the size it was built for (FCOS's
+transform resizes every image to ``min_size``/``max_size``) also says how to run it at
+another size, by a fourth method:
+
+* ``set_input_size(height, width) -> undo``: configure the pre-processing for inputs of
+  that size (afterwards an input of that size runs at that size, as in a model built for
+  it), returning a function that restores the previous configuration.
+
 A model without them is its own core, with identity stages. Everything that traces a
 model, measures it at an input shape, or runs it split (the graph adapter, the layer
 graph, the accounting, the runtime) goes through these helpers, so an input of shape S
-means the same thing to all of them: the core runs on :func:`core_input_shape` (S after
-the pre-processing), which is what both the runtime and the accounting see.
+means the same thing to all of them: the model runs *at* S (:func:`set_input_shape`: a
+model built for another size is configured for S first, so accounting, timing or running
+a detector at its deployment size measures that size, not the size it was trained at),
+and its core runs on :func:`core_input_shape` (S after the pre-processing), which is what
+both the runtime and the accounting see.
 """
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
-__all__ = ["has_stages", "core_of", "before_core", "after_core", "core_input_shape"]
+__all__ = ["has_stages", "core_of", "before_core", "after_core", "core_input_shape", "set_input_shape",
+           "at_input_shape"]
 
 
 def has_stages(model: nn.Module) -> bool:
@@ -51,16 +64,37 @@ def after_core(model: nn.Module, outputs: Any, context: Any) -> Any:
     return model.after_core(outputs, context) if has_stages(model) else outputs
 
 
+def set_input_shape(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> Callable[[], None]:
+    """Configure ``model`` to run at ``input_shape``'s (height, width) (its
+    ``set_input_size``; nothing for a model without one, whose every layer follows the
+    input's size anyway); returns the function that undoes it. The runtime's node models
+    keep it (a run is at one size); measurements undo it (:func:`at_input_shape`)."""
+    method = getattr(model, "set_input_size", None)
+    if not callable(method):
+        return lambda: None
+    return method(int(input_shape[-2]), int(input_shape[-1]))
+
+
+@contextmanager
+def at_input_shape(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> Iterator[nn.Module]:
+    """``model`` configured to run at ``input_shape`` for the block, as it was after."""
+    undo = set_input_shape(model, input_shape)
+    try:
+        yield model
+    finally:
+        undo()
+
+
 def core_input_shape(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:
-    """The shape the core runs on for an input of ``input_shape`` (a resize or padding in
-    the pre-processing changes it), from the pre-processing of a zero image. The
+    """The shape the core runs on for the model run at ``input_shape`` (padding in the
+    pre-processing may change it), from the pre-processing of a zero image. The
     pre-processing holds no weights (it runs on a node model built on the meta device)."""
     if not has_stages(model):
         return tuple(input_shape)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), at_input_shape(model, input_shape):
             x, _ = model.before_core(torch.zeros(tuple(input_shape)))
     finally:
         model.train(was_training)

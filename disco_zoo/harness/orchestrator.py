@@ -13,7 +13,9 @@ dense counterpart (``dense``), and whether its input size is fixed; a model whos
 is not fixed is also accounted and timed at ``opts.paper_size`` (by default the task's
 ``deployment_size``: the DISCO paper's 224 for classification, 512 for segmentation),
 where a slow link is timed once (dense ResNet-50 parallelism at 10 Mbit/s takes ~17 s
-per inference).
+per inference). A model whose pre-processing resizes to the size it was built for (a
+detector's transform) is run at the paper size there, by the accounting and the runtime
+themselves (:func:`disco_zoo.graph.stages.set_input_shape`): nothing here knows which.
 """
 from __future__ import annotations
 

@@ -11,6 +11,11 @@ run on the root (:mod:`disco_zoo.graph.stages`). :class:`StagedFCOS` is torchvis
 * ``after_core``: torchvision's anchor generator, then its ``compute_loss`` (train mode)
   or ``postprocess_detections`` and ``transform.postprocess`` (eval mode).
 
+Its transform resizes every image to the size the model was built for (``min_size`` =
+``max_size`` = the training canvas); ``set_input_size`` runs it at another size instead,
+which is how the accounting, the timings and the runtime measure it at a deployment size
+(640x640) rather than at its canvas (:func:`disco_zoo.graph.stages.set_input_shape`).
+
 Every stage calls torchvision's code; nothing is forked, and ``forward`` returns what
 ``FCOS.forward`` returns (losses in train mode, ``[{boxes, labels, scores}]`` in eval
 mode). Its state dict is FCOS's, so FCOS weights load as they are.
@@ -18,7 +23,7 @@ mode). Its state dict is FCOS's, so FCOS weights load as they are.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -78,6 +83,21 @@ class StagedFCOS(FCOS):
         core = FCOSCore(self.backbone, self.head, getattr(self, "pretrained_cfg", None))
         core.training = self.training  # a view: its children keep their own mode
         return core
+
+    def set_input_size(self, height: int, width: int) -> Callable[[], None]:
+        """Run at ``height`` x ``width``: the transform's ``min_size``/``max_size`` become
+        what a model built for that size has (so an image of that size is not resized, and
+        any other is resized to it as it would be); returns what restores the previous
+        sizes. Nothing else in FCOS depends on the size: its layers are convolutions and
+        its anchors follow the levels' sizes."""
+        transform = self.transform
+        before = (transform.min_size, transform.max_size)
+        transform.min_size, transform.max_size = (min(height, width),), max(height, width)
+
+        def undo() -> None:
+            transform.min_size, transform.max_size = before
+
+        return undo
 
     def before_core(self, images: Any, targets: list[dict[str, torch.Tensor]] | None = None
                     ) -> tuple[torch.Tensor, DetectionContext]:

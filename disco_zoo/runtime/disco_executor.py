@@ -57,7 +57,7 @@ from torch.utils._pytree import tree_flatten_with_path, tree_unflatten
 from disco_zoo.disco.partition import GroupedSplit, LayerSplit, OutputGather, Partition, output_key, output_tag
 from disco_zoo.disco.shards import read_node_shard
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.graph.stages import after_core, before_core, core_input_shape, core_of, has_stages
+from disco_zoo.graph.stages import after_core, before_core, core_input_shape, core_of, has_stages, set_input_shape
 from disco_zoo.registry import build_model
 from disco_zoo.runtime.session import load_input, rank_report, unique_tags
 from disco_zoo.runtime.transport import Transport
@@ -439,12 +439,15 @@ def inference_fn(t: Transport, model: nn.Module, part: Partition, input_shape: l
     """One inference of this rank's part, input scatter included (``x`` on rank 0 only).
 
     A model with pre/post-processing stages (:mod:`disco_zoo.graph.stages`: a detector's
-    transform, its box decoding and NMS) runs them on rank 0 around its split core: rank 0
+    transform, its box decoding and NMS) runs them on rank 0 around its split core, every
+    rank's model configured to run at ``input_shape`` (:func:`~disco_zoo.graph.stages.set_input_shape`,
+    kept: a node model serves its run): rank 0
     pre-processes the image and scatters the core's input; every rank runs the core; rank 0
     post-processes the gathered outputs, so its output is the model's own (detections)."""
     first = next(iter(part.layers.values()))
     tags = disco_tags(part)
     core = core_of(model)
+    set_input_shape(model, input_shape)  # the run is at input_shape (a detector built for another size resizes to it)
     core_shape = list(core_input_shape(model, input_shape))  # every rank knows what it receives
     staged = has_stages(model)
     if staged and output_rank(part) != 0:

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from disco_zoo.graph.stages import set_input_shape
 from disco_zoo.registry import build_model, split_name
 from disco_zoo.runtime.disco_executor import inference_fn, load_node
 from disco_zoo.runtime.profiling import run_without_wire
@@ -75,6 +76,8 @@ def time_rounds(
     x = seeded_input(input_shape, seed) if t.rank == 0 else None
     forward = inference_fn(t, model, part, input_shape, x)
     dense_model = build_dense(dense) if dense and t.rank == 0 else None  # fed the same image x
+    if dense_model is not None:
+        set_input_shape(dense_model, input_shape)  # timed at the size DISCO runs at, as inference_fn sets it
     out: dict[str, Any] = {"real_s": [], "solo_s": [], "concurrent_s": [], "programs": [], "dense_s": []}
 
     def dense_phase(keep: bool) -> None:
