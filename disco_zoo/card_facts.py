@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import metadata
 
-from disco_zoo.harness.break_even import link_profile, recorded_profile
+from disco_zoo.harness.break_even import link_profile, predicted_ms, recorded_profile
 from disco_zoo.harness.intervals import correct_count, wilson_interval
 from disco_zoo.harness.report import Environment, EvalReport, LatencyResult, LinkLatency
 from disco_zoo.store import FolderConfig
@@ -159,10 +159,14 @@ class BreakEvenCheck:
 CALL_MARGIN = 0.15  # the cost model's accuracy: programs reproduce a run's predictions within it
 
 
-def _too_close_to_call(link: LinkLatency, dense_single_ms: float) -> bool:
-    """A link whose predicted DISCO latency is within the model's accuracy of one dense
-    device's time cannot confirm or refute the break-even's side (noise decides it)."""
-    return abs(link.disco_predicted_ms / dense_single_ms - 1) < CALL_MARGIN
+def _too_close_to_call(latency: LatencyResult, link: LinkLatency) -> bool:
+    """A link where the break-even's own prediction (the replay of the programs it was
+    computed from; a schema-1 result: the in-run prediction) is within the model's
+    accuracy of one dense device's time cannot confirm or refute the break-even's side
+    there (noise decides it)."""
+    predicted = (predicted_ms(latency, "disco", link.bandwidth_bps) if latency.programs is not None
+                 else link.disco_predicted_ms)
+    return abs(predicted / latency.dense_single_ms - 1) < CALL_MARGIN
 
 
 def shared_cores(nodes: int, environment: Environment) -> tuple[int, int] | None:
@@ -183,7 +187,7 @@ def break_even_check(latency: LatencyResult, shared: tuple[int, int] | None = No
     threshold = be.bandwidth_bps if be.bandwidth_bps is not None else float("inf")
     below = [link for link in links if link.bandwidth_bps < threshold]
     above = [link for link in links if link.bandwidth_bps >= threshold]
-    close = [link for link in links if _too_close_to_call(link, latency.dense_single_ms)]
+    close = [link for link in links if _too_close_to_call(latency, link)]
     disagreeing = ([link for link in below if link.disco_ms < latency.dense_single_ms and link not in close]
                    + [link for link in above if link.disco_ms >= latency.dense_single_ms and link not in close])
     return BreakEvenCheck(be.bandwidth_bps, be.dense_single_ms, be.disco_unlimited_predicted_ms, below, above,

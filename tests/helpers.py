@@ -191,6 +191,32 @@ def run_nodes(fn, nodes: int) -> list:
         return list(pool.map(fn, range(nodes)))
 
 
+class LoopbackNodes:
+    """A DISCO folder's nodes, each with its own shard, over one in-process wire: every
+    call is one inference of the whole model (rank 0 gets the image), with the bytes it
+    put on the wire (the transports' counters, merged)."""
+
+    def __init__(self, folder, nodes: int, timeout_s: float = 30) -> None:
+        from disco_zoo.runtime.disco_executor import build_node_model
+        from disco_zoo.runtime.transport import Transport
+
+        hub = LoopbackHub()
+        self.nodes = nodes
+        self.transports = [Transport(LoopbackBackend(hub, k, nodes), timeout_s=timeout_s) for k in range(nodes)]
+        self.models = [build_node_model(folder, t)[0] for t in self.transports]
+
+    def __call__(self, part, shape: list[int], x: torch.Tensor) -> tuple[list, dict]:
+        from disco_zoo.runtime.disco_executor import inference_fn
+        from disco_zoo.runtime.transport import ByteCounter
+
+        for t in self.transports:
+            t.counter.reset()
+        with torch.inference_mode():
+            outs = run_nodes(lambda k: inference_fn(self.transports[k], self.models[k], part, shape,
+                                                    x if k == 0 else None)(), self.nodes)
+        return outs, ByteCounter.merge([t.counter.to_dict() for t in self.transports])
+
+
 # -- faults: processes, listening sockets (from /proc) ----------------------------------
 
 

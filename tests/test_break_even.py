@@ -155,10 +155,14 @@ def test_a_measured_point_counts_against_the_break_even_only_where_the_model_is_
     wrong = dataclasses.replace(slowest, disco_ms=lat.dense_single_ms * 0.5)
     check = break_even_check(dataclasses.replace(lat, links=[wrong if l is slowest else l for l in lat.links]))
     assert not check.consistent and check.disagreeing == [wrong]
-    # the same measurement where the model predicts within its accuracy of the device: too close to call
-    near = dataclasses.replace(wrong, disco_predicted_ms=lat.dense_single_ms * 1.05)
-    check = break_even_check(dataclasses.replace(lat, links=[near if l is slowest else l for l in lat.links]))
+    # the same side where the break-even's programs predict within the model's accuracy of the device: too
+    # close to call (the link's in-run prediction, from its own launch's compute, does not decide it)
+    device = predicted_ms(lat, "disco", slowest.bandwidth_bps) / 1.05
+    near = dataclasses.replace(slowest, disco_ms=device * 0.5, disco_predicted_ms=device * 0.5)
+    check = break_even_check(dataclasses.replace(lat, dense_single_ms=device, links=[near]))
     assert check.consistent and check.close == [near] and "too close to call" in check.text()
+    check = break_even_check(dataclasses.replace(lat, dense_single_ms=device * 0.8, links=[near]))
+    assert not check.consistent and check.disagreeing == [near]
 
 
 def test_ranks_that_shared_too_few_cores_cannot_refute_a_break_even():

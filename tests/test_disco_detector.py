@@ -15,10 +15,9 @@ from disco_zoo.disco.adapters import apply_partition, to_disco
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.graph.stages import at_input_shape, core_input_shape, core_of, has_stages
 from disco_zoo.registry import build_model, get_entry
-from disco_zoo.runtime.disco_executor import build_node_model, inference_fn
 from disco_zoo.runtime.session import seeded_input
-from disco_zoo.runtime.transport import ByteCounter, Transport
-from helpers import LoopbackBackend, LoopbackHub, expected_disco_bytes, graph_disco_folder, run_nodes
+from disco_zoo.runtime.transport import Transport
+from helpers import LoopbackBackend, LoopbackHub, LoopbackNodes, expected_disco_bytes, graph_disco_folder, run_nodes
 
 SIDE = 64
 # score_thresh 0: an untrained detector's scores are all under torchvision's 0.2, and an
@@ -115,13 +114,7 @@ def test_masks_open_give_the_dense_detections(dense):
 
 
 def _loopback(folder, part, nodes: int, shape: list[int], x: torch.Tensor) -> tuple[list, dict]:
-    hub = LoopbackHub()
-    transports = [Transport(LoopbackBackend(hub, k, nodes), timeout_s=60) for k in range(nodes)]
-    node_models = [build_node_model(folder, t)[0] for t in transports]
-    with torch.inference_mode():
-        outs = run_nodes(lambda k: inference_fn(transports[k], node_models[k], part, shape,
-                                                x if k == 0 else None)(), nodes)
-    return outs, ByteCounter.merge([t.counter.to_dict() for t in transports])
+    return LoopbackNodes(folder, nodes, timeout_s=60)(part, shape, x)
 
 
 @pytest.mark.parametrize("nodes, side", [(2, SIDE), (2, 80), (4, SIDE)])

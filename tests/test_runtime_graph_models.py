@@ -9,11 +9,9 @@ from torch.utils._pytree import tree_flatten, tree_flatten_with_path
 from disco_zoo.disco.partition import output_key, output_tag
 
 from disco_zoo.registry import ModelEntry, register_model, unregister_model
-from disco_zoo.runtime.disco_executor import build_node_model, inference_fn
 from disco_zoo.runtime.session import seeded_input
-from disco_zoo.runtime.transport import ByteCounter, Transport
 from helpers import (
-    LoopbackBackend, LoopbackHub, check_disco_run, expected_disco_bytes, graph_disco_folder, run_nodes,
+    LoopbackNodes, check_disco_run, expected_disco_bytes, graph_disco_folder,
     sparse_disco_folder,
 )
 
@@ -43,17 +41,11 @@ def test_tiny_dags_on_loopback_nodes(tmp_path, tiny_entries, arch, nodes, ratios
     x = seeded_input(shape, 0)
     with torch.no_grad():
         ref = model(x)
-    hub = LoopbackHub()
-    transports = [Transport(LoopbackBackend(hub, k, nodes), timeout_s=30) for k in range(nodes)]
-    node_models = [build_node_model(folder, t)[0] for t in transports]
-    with torch.inference_mode():
-        outs = run_nodes(lambda k: inference_fn(transports[k], node_models[k], part, shape,
-                                                x if k == 0 else None)(), nodes)
+    outs, merged = LoopbackNodes(folder, nodes)(part, shape, x)
     (got, spec), (want, ref_spec) = tree_flatten(outs[0]), tree_flatten(ref)
     assert spec == ref_spec
     for a, b in zip(got, want):
         assert a.shape == b.shape and (a - b).abs().max().item() <= 1e-4
-    merged = ByteCounter.merge([t.counter.to_dict() for t in transports])
     tags, pairs = expected_disco_bytes(model, part, shape)
     assert merged["tags"] == tags and merged["pairs"] == pairs
     if part.outputs:  # the gathered feature map is on the wire and in the accounting

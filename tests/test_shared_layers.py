@@ -11,11 +11,10 @@ from disco_zoo.disco.adapters import apply_partition, build_partition, to_disco
 from disco_zoo.disco.partition import Partition
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.registry import ModelEntry, register_model, unregister_model
-from disco_zoo.runtime.disco_executor import build_node_model, disco_tags, inference_fn
+from disco_zoo.runtime.disco_executor import disco_tags
 from disco_zoo.runtime.session import seeded_input
-from disco_zoo.runtime.transport import ByteCounter, Transport
 from helpers import (
-    LoopbackBackend, LoopbackHub, TinySharedDepthwise, TinySharedHead, expected_disco_bytes, graph_disco_folder, run_nodes,
+    LoopbackNodes, TinySharedDepthwise, TinySharedHead, expected_disco_bytes, graph_disco_folder,
 )
 
 SHAPE = (2, 3, 16, 16)  # level 0 at 16x16, level 1 at 8x8
@@ -162,19 +161,12 @@ def test_shared_head_on_loopback_nodes(tmp_path, registered, arch, nodes, ratios
     x = seeded_input(shape, 0)
     with torch.no_grad():
         ref = model(x)
-    hub = LoopbackHub()
-    transports = [Transport(LoopbackBackend(hub, k, nodes), timeout_s=30) for k in range(nodes)]
-    node_models = [build_node_model(folder, t)[0] for t in transports]
+    run = LoopbackNodes(folder, nodes)
     for _ in range(2):  # a second inference starts again at each shared layer's first call
-        for t in transports:
-            t.counter.reset()
-        with torch.inference_mode():
-            outs = run_nodes(lambda k: inference_fn(transports[k], node_models[k], part, shape,
-                                                    x if k == 0 else None)(), nodes)
+        outs, merged = run(part, shape, x)
         (got, spec), (want, ref_spec) = tree_flatten(outs[0]), tree_flatten(ref)
         assert spec == ref_spec
         assert all(a.shape == b.shape and (a - b).abs().max().item() <= 1e-4 for a, b in zip(got, want))
-        merged = ByteCounter.merge([t.counter.to_dict() for t in transports])
         tags, pairs = expected_disco_bytes(model, part, shape)
         assert merged["tags"] == tags and merged["pairs"] == pairs
         assert {"tower.0@1", "cls@1"} <= set(merged["tags"]) if arch == "tiny_shared_head" else "head@1" in merged["tags"]
@@ -194,16 +186,10 @@ def test_fcos_backbone_fpn_and_shared_heads_on_loopback_nodes(tmp_path, register
     x = seeded_input(shape, 0)
     with torch.no_grad():
         ref = model(x)
-    hub = LoopbackHub()
-    transports = [Transport(LoopbackBackend(hub, k, nodes), timeout_s=60) for k in range(nodes)]
-    node_models = [build_node_model(folder, t)[0] for t in transports]
-    with torch.inference_mode():
-        outs = run_nodes(lambda k: inference_fn(transports[k], node_models[k], part, shape,
-                                                x if k == 0 else None)(), nodes)
+    outs, merged = LoopbackNodes(folder, nodes, timeout_s=60)(part, shape, x)
     assert sorted(outs[0]) == ["bbox_ctrness", "bbox_regression", "cls_logits"]
     for key, want in ref.items():
         assert outs[0][key].shape == want.shape and (outs[0][key] - want).abs().max().item() <= 1e-4, key
-    merged = ByteCounter.merge([t.counter.to_dict() for t in transports])
     tags, pairs = expected_disco_bytes(model, part, shape)
     assert merged["tags"] == tags and merged["pairs"] == pairs
     assert "head.classification_head.cls_logits@4" in tags
