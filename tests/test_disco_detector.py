@@ -272,3 +272,16 @@ def test_run_untrained_reports_detections_and_the_accountings_bytes():
     acc = disco_accounting(built, (1, 3, 96, 96))
     assert acc.input_bytes_per_pair == {(0, 1): 96 * 96 * 4}  # the transformed image's third channel
     assert report["bytes_total"] == acc.disco_bytes + sum(acc.input_bytes_per_pair.values())
+
+
+def test_a_model_without_stages_is_never_resized():
+    """timm's ViT has a ``set_input_size`` of its own (it resamples the position embeddings):
+    running "at a size" must leave any model without stages exactly as it was."""
+    import timm
+
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, num_classes=10)
+    before = {k: v.clone() for k, v in vit.state_dict().items()}
+    with at_input_shape(vit, (1, 3, 64, 64)):
+        assert core_input_shape(vit, (1, 3, 64, 64)) == (1, 3, 64, 64)
+    assert vit.patch_embed.img_size == (32, 32)
+    assert all(torch.equal(before[k], v) for k, v in vit.state_dict().items())

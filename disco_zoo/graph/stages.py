@@ -19,7 +19,7 @@ A model whose pre-processing resizes its images to the size it was built for (FC
 transform resizes every image to ``min_size``/``max_size``) also says how to run it at
 another size, by a fourth method:
 
-* ``set_input_size(height, width) -> undo``: configure the pre-processing for inputs of
+* ``preprocess_at_size(height, width) -> undo``: configure the pre-processing for inputs of
   that size (afterwards an input of that size runs at that size, as in a model built for
   it), returning a function that restores the previous configuration.
 
@@ -66,12 +66,12 @@ def after_core(model: nn.Module, outputs: Any, context: Any) -> Any:
 
 def set_input_shape(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> Callable[[], None]:
     """Configure ``model`` to run at ``input_shape``'s (height, width) (its
-    ``set_input_size``; nothing for a model without one, whose every layer follows the
+    ``preprocess_at_size``; nothing for a model without one, whose every layer follows the
     input's size anyway); returns the function that undoes it. The runtime's node models
     keep it (a run is at one size); measurements undo it (:func:`at_input_shape`)."""
-    method = getattr(model, "set_input_size", None)
-    if not callable(method):
-        return lambda: None
+    method = getattr(model, "preprocess_at_size", None)
+    if not has_stages(model) or not callable(method):  # only a staged model's pre-processing (timm's
+        return lambda: None  # set_input_size, say, resizes a ViT's position embeddings: never call a look-alike)
     return method(int(input_shape[-2]), int(input_shape[-1]))
 
 

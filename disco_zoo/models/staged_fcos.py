@@ -12,7 +12,7 @@ run on the root (:mod:`disco_zoo.graph.stages`). :class:`StagedFCOS` is torchvis
   or ``postprocess_detections`` and ``transform.postprocess`` (eval mode).
 
 Its transform resizes every image to the size the model was built for (``min_size`` =
-``max_size`` = the training canvas); ``set_input_size`` runs it at another size instead,
+``max_size`` = the training canvas); ``preprocess_at_size`` runs it at another size instead,
 which is how the accounting, the timings and the runtime measure it at a deployment size
 (640x640) rather than at its canvas (:func:`disco_zoo.graph.stages.set_input_shape`).
 
@@ -84,7 +84,7 @@ class StagedFCOS(FCOS):
         core.training = self.training  # a view: its children keep their own mode
         return core
 
-    def set_input_size(self, height: int, width: int) -> Callable[[], None]:
+    def preprocess_at_size(self, height: int, width: int) -> Callable[[], None]:
         """Run at ``height`` x ``width``: the transform's ``min_size``/``max_size`` become
         what a model built for that size has (so an image of that size is not resized, and
         any other is resized to it as it would be); returns what restores the previous

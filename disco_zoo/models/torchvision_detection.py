@@ -7,7 +7,7 @@ as torchvision's ``fcos_resnet50_fpn``), which keeps CPU training feasible. The 
 own transform normalises (ImageNet mean/std) and resizes; ``min_size`` = ``max_size`` =
 the canvas side so the embedded 128-pixel canvases are taken as they are, not upscaled
 to 800; accounted, timed or run at another size (640 for deployment) the model is
-configured for that size (``StagedFCOS.set_input_size``), not resized back to its canvas.
+configured for that size (``StagedFCOS.preprocess_at_size``), not resized back to its canvas.
 Models take [0, 1] images, so the config's mean/std are 0/1. In train mode with
 targets a model returns its losses; in eval mode, a list of ``{boxes, labels, scores}``.
 
