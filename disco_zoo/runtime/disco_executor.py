@@ -110,11 +110,16 @@ class _Calls:
             self.call = (self.call + 1) % len(self.tags)
 
 
-def reset_calls(model: nn.Module) -> None:
-    """Start every shared layer at its first call (before an inference)."""
-    for module in model.modules():
-        if isinstance(module, _Calls):
+def reset_calls(model: nn.Module) -> Callable[[], None]:
+    """A function that starts every shared layer at its first call (run before each
+    inference); the layers are found once, not on every inference."""
+    shared = [m for m in model.modules() if isinstance(m, _Calls) and len(m.tags) > 1]
+
+    def reset() -> None:
+        for module in shared:
             module.call = 0
+
+    return reset
 
 
 class DiscoSplitLayer(_Calls, nn.Module):
@@ -454,8 +459,10 @@ def inference_fn(t: Transport, model: nn.Module, part: Partition, input_shape: l
         raise DiscoZooError(f"{type(model).__name__} pre- and post-processes on rank 0, which holds the image, but "
                             f"its outputs end on rank {output_rank(part)}; reduce its heads on rank 0")
 
+    reset = reset_calls(model)
+
     def forward() -> Any:
-        reset_calls(model)  # a shared layer's first call takes its first tag, even after a failed run
+        reset()  # a shared layer's first call takes its first tag, even after a failed run
         core_in, context = before_core(model, x) if t.rank == 0 else (None, None)
         out = gather_outputs(t, part, core(scatter_input(t, core_in, first, core_shape)), tags)
         return after_core(model, out, context) if staged and t.rank == 0 else out
