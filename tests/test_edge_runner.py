@@ -180,9 +180,10 @@ def test_missing_op_is_refused_before_running(tiny, tmp_path):
     seg = node / "seg001.onnx"
     model = onnx.load(str(seg))
     last = model.graph.output[0].name
-    model.graph.node.append(helper.make_node("FancyNorm", [last], [last + "_x"], domain="org.example.missing"))
-    model.graph.node[-2].output[0], model.graph.node[-1].input[0] = last + "_in", last + "_in"
-    model.graph.node[-1].output[0] = last
+    for n in model.graph.node:  # the output's producer and users now see it under another name
+        n.output[:] = [last + "_in" if name == last else name for name in n.output]
+        n.input[:] = [last + "_in" if name == last else name for name in n.input]
+    model.graph.node.append(helper.make_node("FancyNorm", [last + "_in"], [last], domain="org.example.missing"))
     model.opset_import.append(helper.make_opsetid("org.example.missing", 1))
     onnx.save(model, str(seg))
     program_path = node / "program.json"

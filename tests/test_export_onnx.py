@@ -249,3 +249,30 @@ def test_batch_norm_after_a_sum_of_convs_is_folded_into_them():
         assert fold_sum_batch_norms(gm) == 1
         assert not any(n.target is torch.ops.aten.batch_norm.default for n in gm.graph.nodes)
         assert (gm(*inputs) - ref).abs().max().item() <= 1e-5
+
+
+def test_a_segment_before_an_exchange_computes_only_what_its_sends_need(tiny):
+    """The executor posts a layer's sends before it convolves its own channels; the
+    program must not hold the sends back behind that conv (it belongs to the next
+    segment, with the conv of the received channels)."""
+    _, _, part, out, _ = tiny
+    checked = 0
+    for k in range(part.nodes):
+        node = out / f"node{k}"
+        program = json.loads((node / "program.json").read_text())
+        steps = program["steps"]
+        for step, following in zip(steps, steps[1:]):
+            if step["op"] != "segment" or following["op"] != "exchange":
+                continue
+            graph = onnx.load(str(node / program["segments"][step["index"]]["file"])).graph
+            producer = {name: n for n in graph.node for name in n.output}
+            needed, todo = set(), [s["value"] for s in following["sends"]]
+            while todo:
+                n = producer.get(todo.pop())
+                if n is not None and id(n) not in needed:
+                    needed.add(id(n))
+                    todo += list(n.input)
+            extra = [n.op_type for n in graph.node if id(n) not in needed and n.op_type != "Constant"]
+            assert not extra, f"node {k} segment {step['index']} computes {extra} before its sends"
+            checked += 1
+    assert checked
