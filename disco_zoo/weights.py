@@ -25,7 +25,7 @@ from disco_zoo.store import (CONFIG_NAME, FolderConfig, load_folder_config, read
                              write_folder_atomically)
 
 __all__ = ["DENSE_FILE", "storage_tensor", "save_dense", "load_dense", "load_strict", "Checkpoint",
-           "read_checkpoint", "classifier_names", "load_pretrained_state"]
+           "read_checkpoint", "classifier_names", "load_pretrained_state", "load_backbone_state"]
 
 DENSE_FILE = "model.safetensors"
 
@@ -215,3 +215,35 @@ def load_pretrained_state(model: Any, checkpoint: Checkpoint, class_names: tuple
         raise DiscoZooError(f"{where} does not fit the architecture: {'; '.join(parts)}.")
     model.load_state_dict({k: v.to(reference[k].dtype) for k, v in state.items()}, strict=False)
     return note
+
+
+def load_backbone_state(model: Any, checkpoint: Checkpoint, option: str = "--init-backbone") -> str:
+    """Start ``model``'s backbone from a classifier's weights (torchvision's ``weights_backbone``).
+
+    Why: a detector trained from scratch on a CPU learns slowly; its backbone is a
+    classifier's trunk, and the zoo's classifiers are trained. The model names its backbone
+    module in ``pretrained_cfg["backbone"]`` (a dotted path), so nothing here knows a
+    family. Every backbone tensor must come from the checkpoint with its shape; the
+    checkpoint's tensors the backbone lacks (its classifier, stages the detector does not
+    use) are left out and counted in the returned note."""
+    where = f"{option} {checkpoint.source}"
+    path = (getattr(model, "pretrained_cfg", None) or {}).get("backbone")
+    if not path:
+        raise DiscoZooError(f"{where}: this model declares no backbone (pretrained_cfg['backbone']) to start from a "
+                            "classifier; use --init with the model's own weights.")
+    backbone = model.get_submodule(path)
+    reference = backbone.state_dict()
+    state = checkpoint.state
+    missing = [k for k in reference if k not in state]
+    if missing:
+        raise DiscoZooError(f"{where} does not hold the backbone {path}: missing {len(missing)} of its "
+                            f"{len(reference)} tensor(s): {_few(missing)}; start from the classifier the backbone "
+                            "is built from (e.g. resnet18 weights for a ResNet-18 backbone).")
+    mismatched = [k for k in reference if state[k].shape != reference[k].shape]
+    if mismatched:
+        key = mismatched[0]
+        raise DiscoZooError(f"{where}: backbone tensor {key!r} has shape {_shape(state[key])} in the checkpoint but "
+                            f"{_shape(reference[key])} in {path}.")
+    backbone.load_state_dict({k: state[k].to(reference[k].dtype) for k in reference}, strict=True)
+    unused = len([k for k in state if k not in reference])
+    return f"{where}: loaded {len(reference)} backbone tensor(s) into {path}; {unused} checkpoint tensor(s) not used."

@@ -213,11 +213,12 @@ def _onnx_args(args: dict[str, Any], engines: list[str], folder: Path, scratch: 
     each rank's launch entry."""
     import numpy as np
 
-    from disco_zoo.export.engines import rank_entries
+    from disco_zoo.export.engines import check_root_engine, rank_entries
     from disco_zoo.export.onnx_node import export_onnx
     from disco_zoo.runtime.session import seeded_input
 
     export_onnx(folder, scratch / "onnx", args["input_shape"])
+    check_root_engine(engines, scratch / "onnx")
     args["program"] = str(scratch / "onnx")
     if "input_path" not in args:
         np.save(scratch / "input.npy", seeded_input(args["input_shape"], 0).numpy())

@@ -47,6 +47,10 @@ def train_command(
     init: Optional[str] = typer.Option(
         None, "--init", help="Weights to start from: a dense model folder or name, a .safetensors state dict, or a "
                              "timm/Hugging Face folder with model.safetensors (a head for other classes is re-initialised)."),
+    init_backbone: Optional[str] = typer.Option(
+        None, "--init-backbone", help="Classifier weights to start the model's backbone from (a dense folder or name, "
+                                      "or a .safetensors state dict), as torchvision's weights_backbone; e.g. a "
+                                      "detector's ResNet-18 from resnet18.digits."),
     epochs: int = typer.Option(15, "--epochs", min=1),
     lr: float = typer.Option(2e-3, "--lr"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
@@ -74,7 +78,7 @@ def train_command(
     from disco_zoo.registry import build_model, get_entry
     from disco_zoo.tasks import task_of
     from disco_zoo.train import TrainConfig, fit
-    from disco_zoo.weights import load_pretrained_state, save_dense
+    from disco_zoo.weights import load_backbone_state, load_pretrained_state, save_dense
 
     torch.set_num_threads(threads)
     entry = get_entry(model)
@@ -82,6 +86,7 @@ def train_command(
     checkpoint = read_init(init) if init is not None else None  # a bad --init fails before the data is read
     if checkpoint is not None:
         _check_init_fits(checkpoint, entry, task.name)
+    backbone_checkpoint = read_init(init_backbone, "--init-backbone") if init_backbone is not None else None
     train_data = task.train_data(data or task.embedded_dataset, input_size, batch_size, seed, limit)
     loaders, info = train_data.loaders, train_data.info
     folder = check_not_published(out or default_store() / f"{entry.arch}.{info.name}", force)  # before training
@@ -92,6 +97,8 @@ def train_command(
         note = load_pretrained_state(net, checkpoint, info.class_names)
         if note:
             log_line(note)
+    if backbone_checkpoint is not None:
+        log_line(load_backbone_state(net, backbone_checkpoint))
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
     fit(net, loaders["train"], config, description=f"train {entry.arch}", loss=task.training_loss)
     metrics = split_metrics(task, net, loaders)
@@ -106,6 +113,7 @@ def train_command(
             "hf_hub_id": f"{HF_ORG}/{entry.arch}.{folder_tag(folder, info)}",
             "metrics": metrics,
             **({"init": checkpoint.provenance()} if checkpoint is not None else {}),
+            **({"init_backbone": backbone_checkpoint.provenance()} if backbone_checkpoint is not None else {}),
             "recipe": "disco-zoo " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         },
         half=half,

@@ -39,12 +39,16 @@ def encode_array(array: np.ndarray) -> dict[str, Any]:
             "shape": list(array.shape)}
 
 
-def encode_output(array: np.ndarray, structure: dict[str, Any] | None) -> dict[str, Any]:
+def encode_output(output: np.ndarray | tuple[np.ndarray, ...], structure: dict[str, Any] | None) -> dict[str, Any]:
     """The node's output in the structure the torch engine reports (a one-key dict for
-    torchvision's segmenters; see ``output_structure`` in the program)."""
+    torchvision's segmenters, a dict of several tensors for a staged core's outputs; see
+    ``output_structure`` in the program)."""
     if structure is None:
-        return encode_array(array)
-    return {"dict": {structure["dict"]: encode_array(array)}, "ordered": structure["ordered"]}
+        return encode_array(output)
+    keys = structure["dict"]
+    if isinstance(keys, str):
+        return {"dict": {keys: encode_array(output)}, "ordered": structure["ordered"]}
+    return {"dict": {k: encode_array(a) for k, a in zip(keys, output, strict=True)}, "ordered": structure["ordered"]}
 
 
 def current_rss_bytes() -> int:
@@ -104,6 +108,12 @@ def load_sessions(node: NodeProgram, threads: int = 1) -> list[Any]:
     return sessions
 
 
+def _output_names(program: dict[str, Any]) -> list[str]:
+    """The program's output value names (one, or a staged core's several)."""
+    names = program["output"]
+    return [names] if isinstance(names, str) else list(names)
+
+
 class NodeRunner:
     """A loaded node program, ready to run one inference at a time."""
 
@@ -120,10 +130,11 @@ class NodeRunner:
             names = step["inputs"] if step["op"] == "segment" else [s["value"] for s in step["sends"]]
             for name in names:
                 last[name] = i
-        last[self.program["output"]] = len(self.program["steps"])
+        for name in _output_names(self.program):
+            last[name] = len(self.program["steps"])
         return last
 
-    def __call__(self, image: np.ndarray | None) -> np.ndarray:
+    def __call__(self, image: np.ndarray | None) -> np.ndarray | tuple[np.ndarray, ...]:
         values: dict[str, np.ndarray] = {}
         if self.program["image"] is not None:
             if image is None:
@@ -142,7 +153,8 @@ class NodeRunner:
             for name in names:
                 if self._last_use.get(name) == i:
                     values.pop(name, None)
-        return values[self.program["output"]]
+        names = self.program["output"]
+        return values[names] if isinstance(names, str) else tuple(values[name] for name in names)
 
     def _exchange(self, step: dict[str, Any], values: dict[str, np.ndarray]) -> None:
         t = self.t
@@ -181,7 +193,7 @@ def load_image(program: dict[str, Any], input_path: str | None, seed: int) -> np
     to compare the engines)."""
     if program["image"] is None:
         return None
-    shape = program["input_shape"]
+    shape = program["image"]["shape"]  # a staged model's program takes its pre-processed image
     if not input_path:
         return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
     try:

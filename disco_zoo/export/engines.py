@@ -7,9 +7,11 @@ runs rank 0 on torch and rank 1 on onnxruntime.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-__all__ = ["TORCH_ENTRY", "ONNX_ENTRY", "ENGINES", "run_torch_node", "rank_entries", "parse_engines"]
+__all__ = ["TORCH_ENTRY", "ONNX_ENTRY", "ENGINES", "run_torch_node", "rank_entries", "parse_engines",
+           "check_root_engine"]
 
 TORCH_ENTRY = "disco_zoo.export.engines:run_torch_node"
 ONNX_ENTRY = "disco_zoo.edge.runner:run_program"
@@ -46,3 +48,20 @@ def parse_engines(engine: str, world: int, option: str = "--engine") -> list[str
         raise DiscoZooError(f"{option} {engine!r}: give torch, onnx, or one of them per rank ({world} ranks), "
                             "comma-separated, e.g. torch,onnx")
     return engines
+
+
+def check_root_engine(engines: list[str], program_root: str | Path) -> None:
+    """Refuse an onnx rank 0 for a model with stages (a detector), before any rank starts.
+
+    Why: its export is the split core only; the pre-processing, box decoding and NMS are
+    torchvision code that runs on rank 0 and needs torch. An onnx rank 0 would report the
+    heads' raw outputs where ``run`` and ``eval`` expect detections."""
+    import json
+
+    from disco_zoo.errors import DiscoZooError
+
+    program = Path(program_root) / "node0" / "program.json"
+    if engines[0] == "onnx" and json.loads(program.read_text()).get("stages"):
+        model = json.loads(program.read_text())["model"]
+        raise DiscoZooError(f"{model} pre- and post-processes on rank 0 with torchvision (its onnx export is the split "
+                            f"core only): run rank 0 on torch, e.g. --engine torch,{','.join(['onnx'] * (len(engines) - 1))}")

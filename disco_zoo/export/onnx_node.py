@@ -21,12 +21,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten_with_path
 
 from disco_zoo.edge.program import PROGRAM_FORMAT, PROGRAM_NAME, SUMS_NAME, partition_digest
+from disco_zoo.disco.partition import output_key
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.export.fold import fold_sum_batch_norms
 from disco_zoo.export.segments import SplitGraph, split_graph
 from disco_zoo.export.tracing import TracingTransport
+from disco_zoo.graph.stages import core_input_shape, core_of, has_stages, set_input_shape
 from disco_zoo.store import CONFIG_NAME, load_folder_config, read_config, sha256_file, shard_file_name, write_folder_atomically
 
 __all__ = ["export_onnx", "export_node", "OPSET"]
@@ -35,44 +38,65 @@ OPSET = 18
 
 
 class _NodeGraph(nn.Module):
-    """Node k's inference as the executor runs it (image scatter + node model), with the
-    exchange token threaded through, so that torch.export sees every message in order."""
+    """Node k's inference as the executor runs it (input scatter, node model, output
+    gathers), with the exchange token threaded through, so that torch.export sees every
+    message in order.
 
-    def __init__(self, model: nn.Module, transport: TracingTransport, first: Any, input_shape: list[int]) -> None:
+    A model with stages (a detector: :mod:`disco_zoo.graph.stages`) is exported as its
+    split core only: the program's input is the pre-processed image and its outputs are
+    the core's tensors (a detector's head outputs), keyed by their place in the core's
+    output. Its pre-processing, box decoding and NMS are torchvision code that needs
+    torch; they run on a torch rank 0 (``--engine torch,onnx``)."""
+
+    def __init__(self, model: nn.Module, transport: TracingTransport, part: Any, core_shape: list[int]) -> None:
         super().__init__()
-        self.model, self.transport, self.first, self.input_shape = model, transport, first, input_shape
+        from disco_zoo.runtime.disco_executor import disco_tags
 
-    def forward(self, token: torch.Tensor, *image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from disco_zoo.runtime.disco_executor import scatter_input
+        self.staged = has_stages(model)
+        self.core, self.transport, self.part, self.core_shape = core_of(model), transport, part, core_shape
+        self.first, self.tags = next(iter(part.layers.values())), disco_tags(part)
+
+    def forward(self, token: torch.Tensor, *image: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        from disco_zoo.runtime.disco_executor import gather_outputs, scatter_input
 
         self.transport.token = token
-        out = self.model(scatter_input(self.transport, image[0] if image else None, self.first, self.input_shape))
-        return out, self.transport.token
+        x = scatter_input(self.transport, image[0] if image else None, self.first, self.core_shape)
+        out = gather_outputs(self.transport, self.part, self.core(x), self.tags)
+        return (_tensor_leaves(out) if self.staged else out), self.transport.token
+
+
+def _tensor_leaves(out: Any) -> dict[str, torch.Tensor]:
+    """A core's output tensors by their key (:func:`output_key`); its other leaves (a
+    detector's pyramid level sizes) are metadata fixed by the input shape."""
+    leaves, _ = tree_flatten_with_path(out)
+    return {output_key(path): leaf for path, leaf in leaves if isinstance(leaf, torch.Tensor)}
 
 
 def _output_structure(spec: Any) -> dict[str, Any] | None:
-    """How the node model wraps its one output tensor (torchvision's segmenters return
-    ``OrderedDict(out=...)``), from torch.export's output spec, so that the lean runner
-    reports the structure the torch engine does; None for a bare tensor."""
+    """How the node model wraps its output tensors (torchvision's segmenters return
+    ``OrderedDict(out=...)``, a staged core's tensors are a dict), from torch.export's
+    output spec, so that the lean runner reports the structure the torch engine does; None
+    for a bare tensor. ``dict`` is the key of one tensor, or the list of several keys."""
     model_out = spec.child(0)
     if model_out.type in (dict, OrderedDict):
-        keys = list(model_out.context)
-        if len(keys) != 1:
-            raise DiscoZooError(f"the onnx export takes a model output of one tensor; this one is a dict of {keys}: "
-                                "return one tensor (or a dict with one key) from forward")
-        return {"dict": keys[0], "ordered": model_out.type is OrderedDict}
+        keys = [str(k) for k in model_out.context]
+        if any(model_out.child(i).type is not None for i in range(len(keys))):
+            raise DiscoZooError("the onnx export takes a model output of tensors or a flat dict of them; "
+                                f"this one nests containers under {keys}")
+        return {"dict": keys[0] if len(keys) == 1 else keys, "ordered": model_out.type is OrderedDict}
     return None
 
 
-def _trace(folder: Path, k: int, input_shape: list[int]) -> tuple[SplitGraph, Any, dict[str, Any] | None]:
+def _trace(folder: Path, k: int, input_shape: list[int]) -> tuple[SplitGraph, Any, dict[str, Any] | None, bool]:
     from disco_zoo.runtime.disco_executor import build_node_model
 
     config = load_folder_config(folder)
     transport = TracingTransport(k, config.nodes)
     model, part = build_node_model(folder, transport)
-    first = next(iter(part.layers.values()))
-    args = (torch.zeros(1),) + ((torch.zeros(input_shape),) if k == 0 else ())
-    module = _NodeGraph(model, transport, first, input_shape)
+    set_input_shape(model, input_shape)  # a staged model's pre-processing runs at the program's size
+    core_shape = list(core_input_shape(model, input_shape))
+    args = (torch.zeros(1),) + ((torch.zeros(core_shape),) if k == 0 else ())
+    module = _NodeGraph(model, transport, part, core_shape)
     with torch.no_grad():
         try:
             program = torch.export.export(module, args)
@@ -81,7 +105,7 @@ def _trace(folder: Path, k: int, input_shape: list[int]) -> tuple[SplitGraph, An
                                 f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
     gm = program.module()
     fold_sum_batch_norms(gm)
-    return split_graph(gm, transport.records), part, _output_structure(program.call_spec.out_spec)
+    return split_graph(gm, transport.records), part, _output_structure(program.call_spec.out_spec), module.staged
 
 
 def _export_segment(module: nn.Module, examples: list[torch.Tensor], inputs: list[str], outputs: list[str],
@@ -108,7 +132,7 @@ def _initializer_sizes(path: Path) -> tuple[int, int]:
 
 def export_node(folder: Path, k: int, out: Path, input_shape: list[int]) -> dict[str, Any]:
     """Write node k's segments and program into ``out`` (a fresh directory); the program."""
-    graph, part, structure = _trace(folder, k, input_shape)
+    graph, part, structure, staged = _trace(folder, k, input_shape)
     segments = []
     for i, seg in enumerate(graph.segments):
         name = f"seg{i:03d}.onnx"
@@ -125,7 +149,7 @@ def export_node(folder: Path, k: int, out: Path, input_shape: list[int]) -> dict
     return {
         "format": PROGRAM_FORMAT, "model": load_folder_config(folder).name, "node": k, "nodes": part.nodes,
         "output_rank": output_rank, "input_shape": list(input_shape), "image": image, "output": graph.output,
-        "output_structure": structure,
+        "output_structure": structure, "stages": staged,
         "shard": {"name": shard["name"], "sha256": shard["sha256"], "size": shard["size"]},
         "partition_sha256": partition_digest(raw["partition"]), "opset": OPSET,
         "segments": segments, "steps": graph.steps, "values": graph.values,

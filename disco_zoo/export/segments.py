@@ -45,7 +45,7 @@ class SplitGraph:
     segments: list[Segment]
     steps: list[dict[str, Any]]
     inputs: list[dict[str, Any]]
-    output: str | None
+    output: str | list[str] | None  # the output value, or the list of several (a staged core's)
     values: dict[str, dict[str, Any]]  # name -> {"shape", "dtype"} of every value that crosses a step
 
 
@@ -122,7 +122,7 @@ def split_graph(gm: fx.GraphModule, records: list[ExchangeRecord]) -> SplitGraph
     _sink_past_exchanges(nodes, segment_of, {node: i for i, node in enumerate(exchanges)})
 
     output_node = next(n for n in nodes if n.op == "output")
-    model_out, _token = output_node.args[0]
+    *model_outs, _token = output_node.args[0]  # the output's tensors (flattened), then the token
     values: dict[str, dict[str, Any]] = {}
 
     def crossing(node: fx.Node) -> str:
@@ -146,7 +146,7 @@ def split_graph(gm: fx.GraphModule, records: list[ExchangeRecord]) -> SplitGraph
                 if arg.op == "placeholder" and arg.name == TOKEN_INPUT:
                     raise DiscoZooError(f"{node.name} computes on the exchange token")
                 inputs.append(arg)
-        outputs = [n for n in members if any(u not in member_set for u in n.users) or n is model_out]
+        outputs = [n for n in members if any(u not in member_set for u in n.users) or n in model_outs]
         if not outputs:
             continue  # dead code (e.g. a shape computation nothing uses)
         sub = fx.Graph()
@@ -172,10 +172,12 @@ def split_graph(gm: fx.GraphModule, records: list[ExchangeRecord]) -> SplitGraph
             steps.append({"op": "segment", "index": index_of[s], "inputs": seg.inputs, "outputs": seg.outputs})
         if s < len(exchanges):
             steps.append(_exchange_step(exchanges[s], records[s], exchange_outputs, crossing))
-    if model_out.op != "call_function" and model_out.op != "placeholder":
-        raise DiscoZooError(f"the node's output {model_out.name} is not a computed value")
+    for model_out in model_outs:
+        if not isinstance(model_out, fx.Node) or model_out.op not in ("call_function", "placeholder"):
+            raise DiscoZooError(f"the node's output {model_out} is not a computed value")
+    names = [crossing(n) for n in model_outs]
     return SplitGraph(segments, steps, [{"name": crossing(n), **_meta(n)} for n in graph_inputs],
-                      crossing(model_out), values)
+                      names[0] if len(names) == 1 else names, values)
 
 
 def _exchange_step(node: fx.Node, record: ExchangeRecord, outputs: dict[fx.Node, tuple[int, int]],

@@ -25,14 +25,16 @@ def run_inference(folder: Path, nodes: int, shape: list[int], opts: EvalOptions,
         return run_entry(DISCO_ENTRY, nodes, opts.backend, args=args, timeout_s=opts.timeout_s)
     import numpy as np
 
-    from disco_zoo.export.engines import parse_engines, rank_entries
+    from disco_zoo.export.engines import check_root_engine, parse_engines, rank_entries
     from disco_zoo.export.onnx_node import export_onnx
     from disco_zoo.runtime.lifetime import temporary_directory
     from disco_zoo.runtime.session import seeded_input
 
-    entries = rank_entries(parse_engines(opts.engine, nodes))
+    engines = parse_engines(opts.engine, nodes)
+    entries = rank_entries(engines)
     with temporary_directory(prefix="disco-zoo-onnx-") as tmp:
         export_onnx(folder, tmp / "onnx", shape)
+        check_root_engine(engines, tmp / "onnx")
         if input_path is None:  # the torch engine's seeded input, for the onnx ranks too
             np.save(tmp / "input.npy", seeded_input(shape, 0).numpy())
             args["input_path"] = str(tmp / "input.npy")
