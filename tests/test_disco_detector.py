@@ -281,6 +281,23 @@ def test_the_backbone_starts_from_a_classifiers_weights(tmp_path):
         load_backbone_state(build_model("resnet18"), read_checkpoint(tmp_path / "r18.safetensors", "--init-backbone"))
 
 
+@pytest.mark.slow
+def test_a_served_detector_returns_what_the_model_returns(tmp_path):
+    """An application's call is the model's call: a detector built for 64 pixels resizes
+    an 80-pixel image to 64, served across ranks as in one process (a run at 80 would
+    configure it for 80 instead; that is for measuring a deployment size)."""
+    import disco_zoo
+
+    folder, model, part = graph_disco_folder(tmp_path, "fcos_resnet18_fpn", 2, args=ARGS)
+    x = _images(1, side=80)
+    with torch.no_grad():
+        want = model(x)
+    with disco_zoo.distributed(folder, nodes=2, timeout_s=60) as served:
+        got = served(x)
+    assert _max_box_gap(got, want) <= 1e-4
+    assert model.transform.min_size == (SIDE,)
+
+
 @pytest.fixture
 def small_boxes(tmp_path, monkeypatch):
     import disco_zoo.data.digit_boxes as boxes

@@ -34,7 +34,7 @@ both the runtime and the accounting see.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
 import torch
@@ -85,16 +85,18 @@ def at_input_shape(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -
         undo()
 
 
-def core_input_shape(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> tuple[int, ...]:
+def core_input_shape(model: nn.Module, input_shape: tuple[int, ...] | list[int], at_size: bool = True) -> tuple[int, ...]:
     """The shape the core runs on for the model run at ``input_shape`` (padding in the
     pre-processing may change it), from the pre-processing of a zero image. The
-    pre-processing holds no weights (it runs on a node model built on the meta device)."""
+    pre-processing holds no weights (it runs on a node model built on the meta device).
+    ``at_size=False``: for an image of ``input_shape`` given to the model as it is
+    configured (a detector built for 128 pixels resizes a 256-pixel image to 128)."""
     if not has_stages(model):
         return tuple(input_shape)
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), at_input_shape(model, input_shape):
+        with torch.no_grad(), (at_input_shape(model, input_shape) if at_size else nullcontext()):
             x, _ = model.before_core(torch.zeros(tuple(input_shape)))
     finally:
         model.train(was_training)

@@ -440,7 +440,7 @@ def load_node(t: Transport, folder: str, verify: bool = True) -> tuple[nn.Module
 
 
 def inference_fn(t: Transport, model: nn.Module, part: Partition, input_shape: list[int],
-                 x: torch.Tensor | None) -> Callable[[], torch.Tensor]:
+                 x: torch.Tensor | None, at_size: bool = True) -> Callable[[], torch.Tensor]:
     """One inference of this rank's part, input scatter included (``x`` on rank 0 only).
 
     A model with pre/post-processing stages (:mod:`disco_zoo.graph.stages`: a detector's
@@ -448,12 +448,16 @@ def inference_fn(t: Transport, model: nn.Module, part: Partition, input_shape: l
     rank's model configured to run at ``input_shape`` (:func:`~disco_zoo.graph.stages.set_input_shape`,
     kept: a node model serves its run): rank 0
     pre-processes the image and scatters the core's input; every rank runs the core; rank 0
-    post-processes the gathered outputs, so its output is the model's own (detections)."""
+    post-processes the gathered outputs, so its output is the model's own (detections).
+    ``at_size=False`` (the service: an application's call must return what the model
+    itself returns) leaves the pre-processing as the model was built, so an image of
+    another size is resized as the model would resize it."""
     first = next(iter(part.layers.values()))
     tags = disco_tags(part)
     core = core_of(model)
-    set_input_shape(model, input_shape)  # the run is at input_shape (a detector built for another size resizes to it)
-    core_shape = list(core_input_shape(model, input_shape))  # every rank knows what it receives
+    if at_size:  # the run is at input_shape (a detector built for another size would resize to it)
+        set_input_shape(model, input_shape)
+    core_shape = list(core_input_shape(model, input_shape, at_size))  # every rank knows what it receives
     staged = has_stages(model)
     if staged and output_rank(part) != 0:
         raise DiscoZooError(f"{type(model).__name__} pre- and post-processes on rank 0, which holds the image, but "

@@ -161,7 +161,7 @@ def _serve_root(t: Transport, requests: Transport, model: Any, part: Any, check:
                 raise DiscoZooError(f"unknown request {header.get('op')!r} from the application")
             for handle in [requests.isend(_header(OP_CALL, check, x.shape), p, REQUEST_TAG) for p in peers]:
                 handle.wait()
-            out = inference_fn(t, model, part, list(x.shape), x)()
+            out = inference_fn(t, model, part, list(x.shape), x, at_size=False)()  # as the model itself would
             calls += 1
             send_output(conn, out)
 
@@ -179,5 +179,5 @@ def _serve_peer(t: Transport, requests: Transport, model: Any, part: Any, check:
             requests.send(torch.tensor([payload.numel()], dtype=torch.int64), 0, REQUEST_TAG)
             requests.send(payload, 0, REQUEST_TAG)
             return calls
-        inference_fn(t, model, part, header[3:3 + ndim], None)()
+        inference_fn(t, model, part, header[3:3 + ndim], None, at_size=False)()
         calls += 1
