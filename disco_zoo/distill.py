@@ -27,21 +27,29 @@ __all__ = ["TEMPERATURE", "logit_distillation", "distilled_loss"]
 Divergence = Callable[[Any, Any], torch.Tensor]  # (student outputs, teacher outputs) -> scalar
 
 
-def distilled_loss(task_loss: TrainingLoss, model: nn.Module, divergence: Divergence, weight: float) -> TrainingLoss:
+def distilled_loss(task_loss: TrainingLoss, model: nn.Module, divergence: Divergence, weight: float,
+                   outputs_of: Callable[[nn.Module], nn.Module] = lambda m: m) -> TrainingLoss:
     """``task_loss + weight * divergence(student, teacher)``, the teacher a frozen copy of
     ``model`` as it is now. The student's outputs are the ones ``task_loss`` computed (a
-    forward hook takes them), so a step still runs the student once."""
+    forward hook takes them), so a step still runs the student once. ``outputs_of`` names
+    the module whose outputs are compared (:meth:`Task.distillation_outputs`: a detector's
+    heads, since in training its forward returns losses)."""
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
 
     def loss(student: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
         seen: list[Any] = []
-        handle = student.register_forward_hook(lambda module, args, out: seen.append(out))
+        handle = outputs_of(student).register_forward_hook(lambda module, args, out: seen.append(out))
         try:
             base = task_loss(student, inputs, targets)
         finally:
             handle.remove()
-        with torch.no_grad():
-            taught = teacher(inputs)
-        return base + weight * divergence(seen[-1], taught)
+        taught: list[Any] = []
+        handle = outputs_of(teacher).register_forward_hook(lambda module, args, out: taught.append(out))
+        try:
+            with torch.no_grad():
+                teacher(inputs)
+        finally:
+            handle.remove()
+        return base + weight * divergence(seen[-1], taught[-1])
 
     return loss

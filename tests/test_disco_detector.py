@@ -298,6 +298,32 @@ def test_a_served_detector_returns_what_the_model_returns(tmp_path):
     assert model.transform.min_size == (SIDE,)
 
 
+def test_a_detector_distils_from_its_heads(dense):
+    """--distill on a detector compares the heads' outputs (its training forward returns
+    losses): no pull where the student equals the teacher, a pull where it does not, and
+    the sparsify loss hooks the heads of student and teacher."""
+    from disco_zoo.distill import distilled_loss
+    from disco_zoo.tasks import get_task
+
+    task = get_task("detection")
+    assert task.distillation_outputs(dense) is dense.head
+    with torch.no_grad():
+        core_in, _ = dense.before_core(_images())
+        teacher, _ = core_of(dense)(core_in)
+    student = {k: v.clone().requires_grad_(True) for k, v in teacher.items()}
+    task.distillation_loss(student, teacher).backward()
+    assert all(v.grad.abs().max().item() < 1e-6 for v in student.values())
+    moved = {k: (v + 0.5).requires_grad_(True) for k, v in teacher.items()}
+    task.distillation_loss(moved, teacher).backward()
+    assert all(v.grad.abs().max().item() > 1e-6 for v in moved.values())
+
+    model = copy.deepcopy(dense).train()
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 30.0, 40.0]]), "labels": torch.tensor([3])}] * 2
+    loss = distilled_loss(task.training_loss, model, task.distillation_loss, 1.0, task.distillation_outputs)
+    with_teacher = loss(model, list(_images()), targets)
+    assert with_teacher.item() > task.training_loss(model, list(_images()), targets).item()
+
+
 @pytest.fixture
 def small_boxes(tmp_path, monkeypatch):
     import disco_zoo.data.digit_boxes as boxes

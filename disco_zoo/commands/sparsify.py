@@ -140,7 +140,7 @@ def sparsify_command(
                          params=params, seed=seed, prune_steps=prune_steps, prune_step_epochs=prune_step_epochs)
     shape = (1, len(info.mean), input_size, input_size)
     stats = sparsify(net, loaders["train"], cfg, shape, show_progress=True, loss=task.training_loss,
-                     divergence=task.distillation_loss)
+                     divergence=task.distillation_loss, distill_outputs_of=task.distillation_outputs)
 
     metrics = split_metrics(task, net, loaders)
     acc = disco_accounting(net, shape)

@@ -320,12 +320,14 @@ def sparsify(
     show_progress: bool = False,
     loss: Any = None,
     divergence: Any = None,
+    distill_outputs_of: Any = None,
 ) -> dict[str, Any]:
     """Group lasso -> prune to ``cfg.traffic`` (then ``cfg.params``, ``cfg.compute``) ->
     fine-tune with masks frozen -> BatchNorm statistics re-estimated (in place).
     ``loss`` is the task's training loss (:meth:`disco_zoo.tasks.Task.training_loss`; fit's default when None).
     With ``cfg.distill > 0`` the model as it arrives (masks open: the dense function) is the
-    teacher, and ``divergence`` (:meth:`disco_zoo.tasks.Task.distillation_loss`) is weighed in.
+    teacher, and ``divergence`` (:meth:`disco_zoo.tasks.Task.distillation_loss`) of the outputs of
+    ``distill_outputs_of(model)`` (:meth:`~disco_zoo.tasks.Task.distillation_outputs`) is weighed in.
 
     ``model`` must be a DISCO model (see :func:`disco_zoo.disco.adapters.to_disco`);
     ``input_shape`` (1, C, H, W) is the inference size the traffic budget is for.
@@ -352,7 +354,8 @@ def sparsify(
 
         task_loss = loss if loss is not None else get_task(DEFAULT_TASK).training_loss
         divergence = divergence if divergence is not None else get_task(DEFAULT_TASK).distillation_loss
-        loss = distilled_loss(task_loss, model, divergence, cfg.distill)
+        loss = distilled_loss(task_loss, model, divergence, cfg.distill,
+                              distill_outputs_of if distill_outputs_of is not None else (lambda m: m))
     penalty = GroupLasso(model, input_shape)
     if cfg.epochs:
         train = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed)

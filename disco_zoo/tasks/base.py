@@ -137,6 +137,11 @@ class Task(ABC):
     def training_loss(self, model: nn.Module, inputs: Any, targets: Any) -> torch.Tensor:
         """The loss one training step minimises on a batch."""
 
+    def distillation_outputs(self, model: nn.Module) -> nn.Module:
+        """The module whose outputs :meth:`distillation_loss` compares: the model itself,
+        unless its training forward returns something else (a detector's losses)."""
+        return model
+
     def distillation_loss(self, student: Any, teacher: Any) -> torch.Tensor:
         """How far the student's raw outputs are from the teacher's on one batch
         (:mod:`disco_zoo.distill`); a kind without one refuses ``--distill``."""

@@ -158,6 +158,30 @@ class DetectionTask(Task):
         losses = model(list(inputs), list(targets))
         return sum(losses.values())
 
+    def distillation_outputs(self, model: nn.Module) -> nn.Module:
+        """A torchvision detector's ``head``: in training its forward returns losses, and its
+        head's per-location outputs (class logits, box regression, ...) are what it learns."""
+        return model.head
+
+    def distillation_loss(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The heads' outputs against the dense teacher's, per location: the class scores
+        as soft sigmoid targets (torchvision's detectors score each class by a sigmoid), and
+        every other output (box regression, centerness) by smooth L1, weighed by the
+        teacher's top class score, so locations on background do not drown the objects'.
+        Normalised by that weight's sum, as the detection losses are by the positives."""
+        import torch
+        import torch.nn.functional as F
+
+        scores = torch.sigmoid(teacher["cls_logits"])
+        weight = scores.max(dim=-1).values  # [N, locations]
+        norm = weight.sum().clamp(min=1.0)
+        loss = F.binary_cross_entropy_with_logits(student["cls_logits"], scores, reduction="sum") / norm
+        for key in teacher:
+            if key != "cls_logits":
+                gap = F.smooth_l1_loss(student[key], teacher[key], reduction="none").flatten(2).sum(dim=-1)
+                loss = loss + (weight * gap).sum() / norm
+        return loss
+
     def predictions(self, outputs: Any) -> list[dict[str, torch.Tensor]]:
         """A detector's per-image ``{boxes, labels, scores}`` (tensors, or lists as the root rank reports them)."""
         import torch
