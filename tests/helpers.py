@@ -837,7 +837,7 @@ class DetectorCore(nn.Module):
 
 
 def fcos_core(num_classes: int = 11, side: int = 64) -> nn.Module:
-    """torchvision FCOS on a ResNet-18 FPN (the zoo's ``fcos_resnet18_fpn``), backbone+FPN+head."""
+    """torchvision FCOS on a ResNet-18 C3-C4 FPN (the zoo's ``fcos_resnet18_fpn``), backbone+FPN+head."""
     from disco_zoo.registry import build_model
 
     return DetectorCore(build_model("fcos_resnet18_fpn", num_classes=num_classes), side)
