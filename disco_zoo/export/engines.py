@@ -60,8 +60,9 @@ def check_root_engine(engines: list[str], program_root: str | Path) -> None:
 
     from disco_zoo.errors import DiscoZooError
 
-    program = Path(program_root) / "node0" / "program.json"
-    if engines[0] == "onnx" and json.loads(program.read_text()).get("stages"):
-        model = json.loads(program.read_text())["model"]
-        raise DiscoZooError(f"{model} pre- and post-processes on rank 0 with torchvision (its onnx export is the split "
+    if engines[0] != "onnx":
+        return
+    program = json.loads((Path(program_root) / "node0" / "program.json").read_text())
+    if program.get("stages"):
+        raise DiscoZooError(f"{program['model']} pre- and post-processes on rank 0 with torchvision (its onnx export is the split "
                             f"core only): run rank 0 on torch, e.g. --engine torch,{','.join(['onnx'] * (len(engines) - 1))}")

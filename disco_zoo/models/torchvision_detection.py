@@ -2,7 +2,7 @@
 
 Why torchvision's own classes: the zoo's detectors must be the real architectures, not
 forks. FCOS (anchor-free, dense per-pixel heads over an FPN) is built from torchvision's
-``FCOS``, ``FCOSHead``, ``AnchorGenerator`` and ``_resnet_fpn_extractor`` on a ResNet-18.
+``FCOS``, ``FCOSHead``, ``AnchorGenerator`` and ``BackboneWithFPN`` on a ResNet-18.
 Sized for CPU training and a lean hub, as the DeepLabV3 segmenter is: the pyramid reads
 ResNet-18's C3 and C4 (layers 1-3, strides 8 and 16; layer4 alone is 8.4M of its 11.2M
 weights), with 64 FPN channels and torchvision's 4-conv heads, 3.2M parameters in all. Two
