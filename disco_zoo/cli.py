@@ -23,8 +23,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-COMMAND_MODULES = ("listing", "info", "train", "sparsify", "run", "eval", "plan", "profile", "hubcmd", "export",
-                   "node")
+COMMAND_MODULES = ("listing", "info", "train", "sparsify", "store", "run", "eval", "plan", "profile", "hubcmd",
+                   "export", "node")
 
 for _module in COMMAND_MODULES:
     importlib.import_module(f"disco_zoo.commands.{_module}").register(app)

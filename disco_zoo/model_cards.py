@@ -31,6 +31,12 @@ from disco_zoo.tasks import Task, task_of
 __all__ = ["RESULTS_DIR", "CARDS_FILE", "LIBRARY_NAME", "load_results", "card_data", "render_model_cards",
            "render_folder_card", "write_cards"]
 
+_STORED_AS = {  # how a card words a folder's storage dtype (disco_zoo.weight_storage); every node computes in fp32
+    "fp32": "fp32",
+    "fp16": "fp16 (weight matrices; computed in fp32)",
+    "int8": "int8 (weight matrices, one fp32 scale per output channel; computed in fp32)",
+}
+
 ROOT = REPO_HUB.parent
 RESULTS_DIR = ROOT / "eval" / "results"
 CARDS_FILE = ROOT / "MODEL_CARDS.md"
@@ -283,7 +289,7 @@ def render_folder_card(config: FolderConfig | dict[str, Any], result: EvalReport
     lines = [
         f"# {config.name}", "",
         what + f" Architecture `{config.arch}` with arguments `{json.dumps(config.args, sort_keys=True)}`, stored as "
-        f"{config.storage_dtype} safetensors.", "",
+        f"{_STORED_AS.get(config.storage_dtype, config.storage_dtype)} safetensors.", "",
         *_accuracy_lines(config, task, result, facts),
     ]
     if result is not None:

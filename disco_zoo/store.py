@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from disco_zoo.errors import DiscoZooError
+from disco_zoo.weight_storage import STORAGE_DTYPES
 
 __all__ = [
     "CONFIG_NAME",
@@ -240,6 +241,10 @@ class FolderConfig:
         ratios = raw.get("ratios", args.get("ratios"))
         ratios = _numbers(ratios, "ratios", where, nodes) if ratios is not None else None
         metrics = _field(raw, "metrics", dict, where, {})
+        storage_dtype = _field(raw, "storage_dtype", str, where, "fp32")
+        if storage_dtype not in STORAGE_DTYPES:
+            raise ConfigError(f"{where}: field 'storage_dtype' must be one of {', '.join(STORAGE_DTYPES)}, "
+                              f"got {storage_dtype!r}")
         return cls(
             arch=arch, kind=kind, tag=_field(raw, "tag", str, where, tag or raw.get("dataset") or ""), args=args,
             files=tuple(files), task=_field(raw, "task", str, where, "classification"),
@@ -249,7 +254,7 @@ class FolderConfig:
             crop_pct=float(_field(raw, "crop_pct", (int, float), where, 1.0)),
             class_names=tuple(class_names) if class_names is not None else None,
             dense=_field(raw, "dense", str, where, None), nodes=nodes, ratios=ratios, metrics=metrics,
-            storage_dtype=_field(raw, "storage_dtype", str, where, "fp32"), recipe=_field(raw, "recipe", str, where, ""),
+            storage_dtype=storage_dtype, recipe=_field(raw, "recipe", str, where, ""),
             hf_hub_id=_field(raw, "hf_hub_id", str, where, ""), license=_field(raw, "license", str, where, ""),
             partition=partition, raw=dict(raw),
         )

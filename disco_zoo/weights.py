@@ -23,30 +23,25 @@ from disco_zoo.errors import DiscoZooError
 from disco_zoo.registry import build_model
 from disco_zoo.store import (CONFIG_NAME, FolderConfig, load_folder_config, read_config, sha256_file, verify_folder,
                              write_folder_atomically)
+from disco_zoo.weight_storage import check_storage_dtype, compute_tensors, stored_tensors
 
-__all__ = ["DENSE_FILE", "storage_tensor", "save_dense", "load_dense", "load_strict", "Checkpoint",
+__all__ = ["DENSE_FILE", "save_dense", "load_dense", "load_strict", "Checkpoint",
            "read_checkpoint", "classifier_names", "load_pretrained_state", "load_backbone_state"]
 
 DENSE_FILE = "model.safetensors"
 
 
-def storage_tensor(tensor: Any, half: bool) -> Any:
-    """How a tensor is stored: fp16 for weight matrices/kernels (>= 2-D) when ``half``;
-    vectors (biases, norm scales, BatchNorm statistics) stay fp32: they are tiny, and
-    rounding a small running variance to fp16 visibly moves accuracy."""
-    if half and tensor.is_floating_point() and tensor.dim() >= 2:
-        return tensor.half()
-    return tensor
-
-
-def save_dense(model: Any, folder: Path, config: dict[str, Any], half: bool = False) -> Path:
-    """Save a dense model's state dict (fp16 storage when ``half``) with its config."""
+def save_dense(model: Any, folder: Path, config: dict[str, Any], storage: str = "fp32") -> Path:
+    """Save a dense model's state dict, stored as ``storage`` (:mod:`disco_zoo.weight_storage`), with its config."""
     from safetensors.torch import save_file
 
+    check_storage_dtype(storage)
+
     def write(tmp: Path) -> dict[str, Any]:
-        state = {k: storage_tensor(v, half).contiguous() for k, v in model.state_dict().items()}
+        state = {name: stored.contiguous() for key, value in model.state_dict().items()
+                 for name, stored in stored_tensors(key, value, storage).items()}
         save_file(state, str(tmp / DENSE_FILE))
-        return {**config, "kind": "dense", "storage_dtype": "fp16" if half else "fp32"}
+        return {**config, "kind": "dense", "storage_dtype": storage}
 
     return write_folder_atomically(folder, write)
 
@@ -58,7 +53,7 @@ def load_dense(folder: Path, config: FolderConfig, **kwargs: Any) -> Any:
 
     model = build_model(config.arch, **{**config.args, **kwargs})
     try:
-        state = load_file(str(Path(folder) / DENSE_FILE))
+        state = compute_tensors(load_file(str(Path(folder) / DENSE_FILE)))
     except (SafetensorError, OSError) as err:
         raise DiscoZooError(f"{Path(folder) / DENSE_FILE} is not a readable safetensors file ({err}).") from None
     reference = model.state_dict()
@@ -107,7 +102,7 @@ def _read_safetensors(path: Path, option: str) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     try:
-        return load_file(str(path))
+        return compute_tensors(load_file(str(path)))
     except (SafetensorError, OSError) as err:
         raise DiscoZooError(f"{option}: {path} is not a readable safetensors file ({err}); disco-zoo reads "
                             "safetensors only (never pickle): save a state dict with safetensors.torch.save_file.") from None

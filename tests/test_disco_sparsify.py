@@ -242,7 +242,7 @@ def test_fp16_shards_load_back_as_fp32(tmp_path):
 
     torch.manual_seed(0)
     model = to_disco(timm.create_model("resnet18", num_classes=10), 2).eval()
-    save_shards(model, tmp_path / "half", extra={"arch": "resnet18", "args": {"num_classes": 10}}, half=True)
+    save_shards(model, tmp_path / "half", extra={"arch": "resnet18", "args": {"num_classes": 10}}, storage="fp16")
     _, tensors = load_node_shard(tmp_path / "half", 1)
     assert all(t.dtype != torch.float16 for t in tensors.values())
     assert (tmp_path / "half" / "node1.safetensors").stat().st_size < 0.6 * sum(

@@ -176,7 +176,7 @@ def test_fp16_storage_rounds_weight_matrices_only(tmp_path):
 
     torch.manual_seed(0)
     model = create_model(ARCH, num_classes=10)
-    folder = save_dense(model, tmp_path / f"{ARCH}.digits", {"arch": ARCH, "args": {"num_classes": 10}}, half=True)
+    folder = save_dense(model, tmp_path / f"{ARCH}.digits", {"arch": ARCH, "args": {"num_classes": 10}}, storage="fp16")
     with safe_open(str(folder / DENSE_FILE), framework="pt") as handle:
         dtypes = {name: handle.get_tensor(name).dtype for name in handle.keys()}
     assert dtypes["conv1.weight"] == torch.float16 and dtypes["fc.weight"] == torch.float16
@@ -218,6 +218,7 @@ def test_loaded_model_carries_its_folder_config(tmp_path):
     ('{"arch": "x", "kind": "dense"}', "lacks the field 'files'"),
     ('{"arch": "x", "kind": "weird", "files": []}', "'kind' must be one of dense, disco"),
     ('{"arch": 3, "kind": "dense", "files": []}', "'arch' must be a string"),
+    ('{"arch": "x", "kind": "dense", "files": [{"name": "model.safetensors", "size": 1, "sha256": "0"}], "storage_dtype": "int4"}', "'storage_dtype' must be one of fp32"),
     ('{"arch": "x", "kind": "dense", "files": [{"name": "../../etc/passwd", "size": 1, "sha256": "0"}]}', "files[0]"),
 ])
 def test_malformed_config_is_one_clear_error_naming_file_and_field(tmp_path, content, fragment):

@@ -226,7 +226,7 @@ def test_fp16_storage_is_chosen_when_psnr_moves_less_than_its_tolerance(tmp_path
     net = build_model("espcn_x2")
     metrics = {f"test_{k}": v for k, v in SR.evaluate(net, data.loaders["test"]).items()}
     fp32 = metrics["test_psnr"]
-    assert storage_decision("auto", SR, net, data.loaders["test"], metrics) is True
+    assert storage_decision("auto", SR, net, data.loaders["test"], metrics) == "fp16"
     assert metrics["test_psnr_fp32"] == fp32 and abs(metrics["test_psnr"] - fp32) <= SR.primary_metric.tolerance
 
 

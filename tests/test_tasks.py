@@ -138,9 +138,12 @@ def test_fp16_storage_is_decided_by_the_tasks_headline_metric():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10))
     loader = digits_loaders(size=8, batch_size=64, limit=64)["test"]
     metrics = split_metrics(CLASSIFICATION, net, {"val": loader, "test": loader})
-    assert not storage_decision("fp32", CLASSIFICATION, net, loader, dict(metrics))
+    assert storage_decision("fp32", CLASSIFICATION, net, loader, dict(metrics)) == "fp32"
     forced = dict(metrics)
-    assert storage_decision("fp16", CLASSIFICATION, net, loader, forced)
+    assert storage_decision("fp16", CLASSIFICATION, net, loader, forced) == "fp16"
     assert forced["test_top1_fp32"] == metrics["test_top1"]
+    quantised = dict(metrics)
+    assert storage_decision("int8", CLASSIFICATION, net, loader, quantised) == "int8"
+    assert quantised["test_top1_fp32"] == metrics["test_top1"] and "test_top1" in quantised
     with pytest.raises(DiscoZooError, match="--storage"):
-        storage_decision("int8", CLASSIFICATION, net, loader, dict(metrics))
+        storage_decision("int4", CLASSIFICATION, net, loader, dict(metrics))

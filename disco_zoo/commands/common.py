@@ -1,5 +1,5 @@
 """Helpers shared by the commands that write model folders (train, sparsify): argument
-parsing, the weights to start from, the task's metrics, the fp16 storage decision and the
+parsing, the weights to start from, the task's metrics, the storage decision and the
 metadata config.json gets."""
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.tasks import DatasetInfo, Task
+from disco_zoo.weight_storage import check_storage_dtype
 
 if TYPE_CHECKING:
     from disco_zoo.weights import Checkpoint
@@ -48,43 +49,45 @@ def split_metrics(task: Task, model: Any, loaders: dict[str, Any], splits: tuple
     return {f"{split}_{name}": value for split in splits for name, value in task.evaluate(model, loaders[split]).items()}
 
 
-def _fp16_rounded(task: Task, model: Any, loader: Any) -> dict[str, float]:
-    """The task's metrics of ``model`` with its weights rounded as fp16 storage rounds them (computed in fp32)."""
+def _storage_rounded(task: Task, model: Any, loader: Any, storage: str) -> dict[str, float]:
+    """The task's metrics of ``model`` with its weights rounded as ``storage`` rounds them (computed in fp32)."""
     import torch
 
-    from disco_zoo.weights import storage_tensor
+    from disco_zoo.weight_storage import storage_rounded
 
     rounded = copy.deepcopy(model)
     with torch.no_grad():
         for tensor in rounded.state_dict().values():
             if tensor.is_floating_point():
-                tensor.copy_(storage_tensor(tensor, half=True).float())
+                tensor.copy_(storage_rounded(tensor, storage))
     return task.evaluate(rounded, loader)
 
 
-def storage_decision(storage: str, task: Task, model: Any, loader: Any, metrics: dict[str, float]) -> bool:
-    """Whether to store fp16. 'auto': only when fp16 keeps the task's headline test metric
-    unchanged: within the metric's ``tolerance`` (exact for top-1, 0.01 dB for PSNR) or as
-    the tables show it (:meth:`Metric.format`: mIoU moves in its last float bits under any
-    rounding, which no table shows).
+def storage_decision(storage: str, task: Task, model: Any, loader: Any, metrics: dict[str, float]) -> str:
+    """The storage dtype to write (:mod:`disco_zoo.weight_storage`). 'auto' is fp16 only
+    when fp16 keeps the task's headline test metric unchanged: within the metric's
+    ``tolerance`` (exact for top-1, 0.01 dB for PSNR) or as the tables show it
+    (:meth:`Metric.format`: mIoU moves in its last float bits under any rounding, which
+    no table shows), else fp32. fp16 and int8 are taken as asked.
 
-    With fp16 storage, ``metrics`` gets the rounded model's test metrics (what users
-    load) and keeps the fp32 figures as ``test_<metric>_fp32``.
+    When the weights are rounded, ``metrics`` gets the rounded model's test metrics (what
+    users load) and keeps the fp32 figures as ``test_<metric>_fp32``.
     """
-    if storage not in ("auto", "fp16", "fp32"):
-        raise DiscoZooError(f"--storage must be auto, fp16 or fp32, got {storage!r}")
+    if storage != "auto":
+        check_storage_dtype(storage, "--storage (or auto)")
     if storage == "fp32":
-        return False
-    rounded = _fp16_rounded(task, model, loader)
+        return "fp32"
+    chosen = "fp16" if storage == "auto" else storage
+    rounded = _storage_rounded(task, model, loader, chosen)
     headline = task.primary_metric
     before, after = metrics[f"test_{headline.name}"], rounded[headline.name]
     unchanged = abs(after - before) <= headline.tolerance or headline.format(after) == headline.format(before)
     if storage == "auto" and not unchanged:
-        return False
+        return "fp32"
     for name, value in rounded.items():
         metrics[f"test_{name}_fp32"] = metrics[f"test_{name}"]
         metrics[f"test_{name}"] = value
-    return True
+    return chosen
 
 
 def folder_tag(folder: Path, info: DatasetInfo) -> str:

@@ -83,7 +83,7 @@ def sparsify_command(
     seed: int = typer.Option(0, "--seed"),
     model_args: list[str] = typer.Option([], "--arg", help="Builder argument KEY=VALUE, repeatable."),
     out: Path = typer.Option(..., "--out", help="Folder for the shards and config.json."),
-    storage: str = typer.Option("auto", "--storage", help="auto (fp16 when test top-1 is unchanged, else fp32) | fp16 | fp32."),
+    storage: str = typer.Option("auto", "--storage", help="auto (fp16 when the task's headline test metric is unchanged, else fp32) | fp16 | int8 | fp32."),
     force: bool = typer.Option(False, "--force", help="Replace a published folder (in hub/ or $DISCO_ZOO_HUB) and its card."),
 ) -> None:
     """Sparsify MODEL's cross-node channels to a traffic budget and export per-node shards.
@@ -150,8 +150,8 @@ def sparsify_command(
         "params_per_node": acc.params_per_node, "act_peak_per_node": acc.act_peak_per_node,
         "bytes_per_pair": {f"{j}->{k}": v for (j, k), v in acc.bytes_per_pair.items()},
     }
-    half = storage_decision(storage, task, net, loaders["test"], metrics)
-    save_shards(net, out, half=half, extra={
+    stored_as = storage_decision(storage, task, net, loaders["test"], metrics)
+    save_shards(net, out, storage=stored_as, extra={
         "arch": entry.arch,
         "args": args,
         **model_metadata(task, info, net, input_size, folder_tag(out, info)),

@@ -58,7 +58,7 @@ def train_command(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N images per split (quick runs)."),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(2, "--threads", min=1, help="torch intra-op threads."),
-    storage: str = typer.Option("auto", "--storage", help="auto (fp16 when the task's headline test metric is unchanged, else fp32) | fp16 | fp32."),
+    storage: str = typer.Option("auto", "--storage", help="auto (fp16 when the task's headline test metric is unchanged, else fp32) | fp16 | int8 | fp32."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default: $DISCO_ZOO_HUB or hub/, <arch>.<data>)."),
     force: bool = typer.Option(False, "--force", help="Replace a published folder (in hub/ or $DISCO_ZOO_HUB) and its card."),
     model_args: list[str] = typer.Option([], "--arg", help="Builder argument KEY=VALUE (int/float/str), repeatable."),
@@ -102,7 +102,7 @@ def train_command(
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
     fit(net, loaders["train"], config, description=f"train {entry.arch}", loss=task.training_loss)
     metrics = split_metrics(task, net, loaders)
-    half = storage_decision(storage, task, net, loaders["test"], metrics)
+    stored_as = storage_decision(storage, task, net, loaders["test"], metrics)
     save_dense(
         net,
         folder,
@@ -116,7 +116,7 @@ def train_command(
             **({"init_backbone": backbone_checkpoint.provenance()} if backbone_checkpoint is not None else {}),
             "recipe": "disco-zoo " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
         },
-        half=half,
+        storage=stored_as,
     )
     shown = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
     Console().print(f"{entry.arch}: {shown} -> {folder}", highlight=False, markup=False)

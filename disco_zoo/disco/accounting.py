@@ -45,8 +45,8 @@ bytes; tensors kept alive across layers (residual operands) are not added.
 
 Parameters per node are the numels of the parameters in that node's shard
 (:mod:`disco_zoo.disco.shards`); replicated tensors count on every node. Their bytes
-follow the shard's storage dtype (fp16 storage keeps vectors in fp32, see
-:func:`disco_zoo.weights.storage_tensor`).
+follow the shard's storage dtype (fp16 and int8 storage keep vectors in fp32; int8 adds
+one fp32 scale per output channel; see :mod:`disco_zoo.weight_storage`).
 """
 from __future__ import annotations
 
@@ -327,14 +327,14 @@ def disco_accounting(
 ) -> DiscoAccounting:
     """Bytes, FLOPs, parameters and activation memory of a DISCO model for one input.
 
-    ``storage_dtype`` ('fp32' | 'fp16') sizes the shards' parameters; by default the
+    ``storage_dtype`` ('fp32' | 'fp16' | 'int8') sizes the shards' parameters; by default the
     model's own (its ``pretrained_cfg``), else fp32. See the module docstring for
     exactly what is counted.
     """
     from disco_zoo.disco.shards import node_state_dict
     from disco_zoo.graph import trace_model
     from disco_zoo.graph.accounting import dense_tp_traffic
-    from disco_zoo.weights import storage_tensor
+    from disco_zoo.weight_storage import stored_bytes
 
     part = get_partition(model)
     n = part.nodes
@@ -368,8 +368,7 @@ def disco_accounting(
     for k in range(n):
         tensors = {name: t for name, t in node_state_dict(state, part, k).items() if name in param_names}
         params.append(sum(t.numel() for t in tensors.values()))
-        params_bytes.append(sum(t.numel() * storage_tensor(t, storage_dtype == "fp16").element_size()
-                                for t in tensors.values()))
+        params_bytes.append(sum(stored_bytes(t, storage_dtype) for t in tensors.values()))
         peaks.append(_act_peak(part, shapes, k, dtype_bytes))
 
     return DiscoAccounting(

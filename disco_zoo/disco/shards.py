@@ -21,7 +21,7 @@ from disco_zoo.disco.partition import Partition
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.registry import build_model
 from disco_zoo.store import FolderConfig, load_folder_config, shard_file_name, verify_folder, write_folder_atomically
-from disco_zoo.weights import storage_tensor
+from disco_zoo.weight_storage import INT8_SCALE_SUFFIX, check_storage_dtype, compute_tensors, stored_tensors
 
 __all__ = [
     "node_state_dict", "save_shards", "load_node_shard", "read_node_shard", "assemble_state_dict", "load_shards_into",
@@ -63,26 +63,28 @@ def node_state_dict(state: dict[str, torch.Tensor], part: Partition, k: int) -> 
     return out
 
 
-def save_shards(model: nn.Module, folder: Path | str, extra: dict[str, Any] | None = None, half: bool = False) -> Path:
+def save_shards(model: nn.Module, folder: Path | str, extra: dict[str, Any] | None = None,
+                storage: str = "fp32") -> Path:
     """Write ``node{k}.safetensors`` for every node plus config.json (partition, sha256s).
 
     The folder is written atomically (see :mod:`disco_zoo.weights`); ``extra`` is merged
     into config.json: give ``arch`` (registry name) and ``args`` (builder arguments) so
-    that :func:`load_disco_model` and the hub can rebuild the model. ``half`` stores
-    weight matrices as fp16 (see :func:`disco_zoo.weights.storage_tensor`; loaders cast back to fp32).
+    that :func:`load_disco_model` and the hub can rebuild the model. ``storage`` rounds
+    weight matrices to fp16 or int8 (see :mod:`disco_zoo.weight_storage`; loaders compute in fp32).
     """
     from safetensors.torch import save_file
 
+    check_storage_dtype(storage)
     part = get_partition(model)
     state = model.state_dict()
 
     def write(tmp: Path) -> dict[str, Any]:
         for k in range(part.nodes):
-            tensors = node_state_dict(state, part, k)
-            tensors = {n: storage_tensor(t, half) for n, t in tensors.items()}
+            tensors = {name: stored for key, value in node_state_dict(state, part, k).items()
+                       for name, stored in stored_tensors(key, value, storage).items()}
             save_file(tensors, str(tmp / shard_file(k)), metadata={"node": str(k)})
         return {**(extra or {}), "kind": "disco", "nodes": part.nodes, "partition": part.to_dict(),
-                "storage_dtype": "fp16" if half else "fp32"}
+                "storage_dtype": storage}
 
     return write_folder_atomically(Path(folder), write)
 
@@ -115,9 +117,15 @@ def read_node_shard(folder: Path | str, k: int, verify: bool = True) -> tuple[Pa
         verify_folder(folder, config, only=[path.name])
     try:
         with safe_open(str(path), framework="pt") as handle:
-            # Cast one tensor at a time: the fp16 copy of the whole shard never coexists
+            # Cast one tensor at a time: the stored copy of the whole shard never coexists
             # with the fp32 one, so loading grows memory by the fp32 weights only.
-            tensors = {name: _compute_dtype(handle.get_tensor(name)) for name in handle.keys()}
+            names = set(handle.keys())
+            tensors: dict[str, torch.Tensor] = {}
+            for name in handle.keys():
+                if name.endswith(INT8_SCALE_SUFFIX) and name[: -len(INT8_SCALE_SUFFIX)] in names:
+                    continue  # read with its tensor
+                stored = {key: handle.get_tensor(key) for key in (name, name + INT8_SCALE_SUFFIX) if key in names}
+                tensors.update(compute_tensors(stored))
     except (SafetensorError, OSError) as err:
         raise DiscoZooError(f"{path} is not a readable safetensors file ({err}).") from None
     return part, config, tensors
@@ -132,16 +140,6 @@ def _partition(config: FolderConfig, folder: Path | str) -> Partition:
     except (KeyError, TypeError, ValueError) as err:
         raise DiscoZooError(f"{Path(folder) / 'config.json'}: malformed partition ({type(err).__name__}: {err}); "
                             "rebuild the folder with `disco-zoo sparsify`.") from None
-
-
-def _compute_dtype(tensor: torch.Tensor) -> torch.Tensor:
-    """An fp16-stored tensor back to fp32, the dtype every node computes in.
-
-    Always a fresh copy: a tensor handed out by ``safe_open`` may be a view of the
-    memory-mapped file, and one surviving view keeps every touched page of the file
-    resident, doubling what loading a shard costs in RSS.
-    """
-    return tensor.float() if tensor.dtype == torch.float16 else tensor.clone()
 
 
 def assemble_state_dict(
