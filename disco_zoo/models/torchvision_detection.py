@@ -24,6 +24,14 @@ stages (transform | backbone + FPN + heads | anchors, decoding, NMS), so DISCO s
 middle and the ends run on the root. The ``_disco_Nnode`` variants are the dense model
 converted by the generic graph adapter (``to_disco``), heads shared across the pyramid
 levels keeping one split.
+
+The light detector is SSDlite on MobileNetV3-Large, built as torchvision's
+``ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)`` builds it (its
+``_mobilenet_extractor``, ``SSDLiteHead`` and ``DefaultBoxGenerator``, the reduced tail
+torchvision uses without backbone weights, its [-1, 1] normalisation and post-processing
+settings), with the transform's fixed size the canvas side instead of 320. It is
+:class:`~disco_zoo.models.staged_ssd.StagedSSD`, in the same three stages (transform |
+backbone + extras + heads | default boxes, matching or decoding and NMS).
 """
 from __future__ import annotations
 
@@ -31,7 +39,8 @@ from typing import Any
 
 from disco_zoo.registry import ModelEntry, register_model
 
-__all__ = ["build_fcos_resnet18_fpn", "DETECTION_INPUT_SIZE", "DEFAULT_NUM_CLASSES"]
+__all__ = ["build_fcos_resnet18_fpn", "build_ssdlite_mobilenet_v3_large", "DETECTION_INPUT_SIZE",
+           "DEFAULT_NUM_CLASSES"]
 
 _MODULE = "disco_zoo.models.torchvision_detection"
 DETECTION_INPUT_SIZE = (3, 128, 128)  # the embedded digit boxes' size
@@ -71,18 +80,54 @@ def build_fcos_resnet18_fpn(num_classes: int = DEFAULT_NUM_CLASSES, min_size: in
     return _describe(model, num_classes, min_size, backbone="backbone.body")
 
 
+def build_ssdlite_mobilenet_v3_large(num_classes: int = DEFAULT_NUM_CLASSES, min_size: int = DETECTION_INPUT_SIZE[1],
+                                     max_size: int = DETECTION_INPUT_SIZE[2], **kwargs: Any) -> Any:
+    """torchvision SSDlite on MobileNetV3-Large as ``ssdlite320_mobilenet_v3_large`` builds
+    it with no weights (reduced tail, torchvision's normal init, every layer trainable),
+    its transform's fixed size ``(min_size, max_size)``; ``kwargs`` go to ``SSD`` over
+    torchvision's defaults, as there."""
+    from functools import partial
+
+    from torch import nn
+    from torchvision.models.detection import _utils as det_utils
+    from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+    from torchvision.models.detection.ssdlite import SSDLiteHead, _mobilenet_extractor, _normal_init
+    from torchvision.models.mobilenetv3 import mobilenet_v3_large
+
+    from disco_zoo.models.staged_ssd import StagedSSD
+
+    norm_layer = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
+    mobilenet = mobilenet_v3_large(weights=None, norm_layer=norm_layer, reduced_tail=True)
+    _normal_init(mobilenet)  # torchvision's init without backbone weights
+    backbone = _mobilenet_extractor(mobilenet, 6, norm_layer)  # 6: no layer frozen (no pretrained weights)
+    size = (min_size, max_size)
+    anchors = DefaultBoxGenerator([[2, 3] for _ in range(6)], min_ratio=0.2, max_ratio=0.95)
+    out_channels = det_utils.retrieve_out_channels(backbone, size)
+    head = SSDLiteHead(out_channels, anchors.num_anchors_per_location(), num_classes, norm_layer)
+    defaults = {"score_thresh": 0.001, "nms_thresh": 0.55, "detections_per_img": 300, "topk_candidates": 300,
+                "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}  # [0, 1] to [-1, 1], as torchvision
+    model = StagedSSD(backbone, anchors, size, num_classes, head=head, **{**defaults, **kwargs})
+    return _describe(model, num_classes, min_size)
+
+
+# (arch, builder, description, the core DISCO splits)
 _DENSE = (
-    ("fcos_resnet18_fpn", "build_fcos_resnet18_fpn", "torchvision FCOS on a ResNet-18 FPN (C3-C4, P3-P4, 64 channels)"),
+    ("fcos_resnet18_fpn", "build_fcos_resnet18_fpn", "torchvision FCOS on a ResNet-18 FPN (C3-C4, P3-P4, 64 channels)",
+     "backbone, FPN and heads"),
+    ("ssdlite_mobilenet_v3_large", "build_ssdlite_mobilenet_v3_large",
+     "torchvision SSDlite on MobileNetV3-Large (reduced tail, six feature maps, depthwise-separable heads)",
+     "backbone, extra layers and heads"),
 )
 
-_DISCO_NODES = {"fcos_resnet18_fpn": (2, 4)}  # the DISCO variants of each dense detector
+# the DISCO variants of each dense detector
+_DISCO_NODES = {"fcos_resnet18_fpn": (2, 4), "ssdlite_mobilenet_v3_large": (2,)}
 
-for _arch, _builder, _description in _DENSE:
+for _arch, _builder, _description, _core in _DENSE:
     register_model(ModelEntry(arch=_arch, builder=f"{_MODULE}:{_builder}", family="torchvision-detection",
                               source="torchvision", description=f"{_description} (dense)", task="detection"))
     for _nodes in _DISCO_NODES.get(_arch, ()):
         register_model(ModelEntry(
             arch=f"{_arch}_disco_{_nodes}node", builder="disco_zoo.models.disco_variants:build_disco",
             family="torchvision-detection", source="disco", kwargs={"dense": _arch, "nodes": _nodes}, task="detection",
-            description=f"{_arch} split over {_nodes} nodes with sparse cross-node channels (DISCO): backbone, FPN "
-                        "and heads split; transform, box decoding and NMS on the root"))
+            description=f"{_arch} split over {_nodes} nodes with sparse cross-node channels (DISCO): {_core} "
+                        "split; transform, box decoding and NMS on the root"))
