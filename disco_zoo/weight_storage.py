@@ -41,6 +41,8 @@ def _int8(tensor: Any) -> tuple[Any, Any]:
     """(q, scale): the per-output-channel symmetric int8 form of ``tensor``."""
     import torch
 
+    if tensor.numel() == 0:  # a node's slice with no channels left (pruned away): nothing to scale
+        return tensor.detach().to(torch.int8), torch.ones(tensor.shape[0])
     flat = tensor.detach().float().reshape(tensor.shape[0], -1)
     scale = flat.abs().amax(dim=1) / _INT8_MAX
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero channel stays exactly zero

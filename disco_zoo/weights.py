@@ -218,17 +218,22 @@ def load_backbone_state(model: Any, checkpoint: Checkpoint, option: str = "--ini
     Why: a detector trained from scratch on a CPU learns slowly; its backbone is a
     classifier's trunk, and the zoo's classifiers are trained. The model names its backbone
     module in ``pretrained_cfg["backbone"]`` (a dotted path), so nothing here knows a
-    family. Every backbone tensor must come from the checkpoint with its shape; the
-    checkpoint's tensors the backbone lacks (its classifier, stages the detector does not
-    use) are left out and counted in the returned note."""
+    family; a model whose backbone regroups the classifier's layers (SSDlite cuts a
+    MobileNetV3 block in two) also gives ``classifier_trunk()``, the same modules in the
+    classifier's layout. The trunk may sit under a prefix in the checkpoint (``features.``
+    in a MobileNetV3 classifier, ``backbone.`` in a segmenter built on one), found by
+    where the trunk's tensors are. Every backbone tensor must come from the checkpoint with
+    its shape; the checkpoint's other tensors (its classifier or decoder, stages the
+    detector does not use) are left out and counted in the returned note."""
     where = f"{option} {checkpoint.source}"
     path = (getattr(model, "pretrained_cfg", None) or {}).get("backbone")
     if not path:
         raise DiscoZooError(f"{where}: this model declares no backbone (pretrained_cfg['backbone']) to start from a "
                             "classifier; use --init with the model's own weights.")
-    backbone = model.get_submodule(path)
+    backbone = model.classifier_trunk() if hasattr(model, "classifier_trunk") else model.get_submodule(path)
     reference = backbone.state_dict()
-    state = checkpoint.state
+    prefix = _trunk_prefix(reference, checkpoint.state)
+    state = {k[len(prefix):]: v for k, v in checkpoint.state.items() if k.startswith(prefix)}
     missing = [k for k in reference if k not in state]
     if missing:
         raise DiscoZooError(f"{where} does not hold the backbone {path}: missing {len(missing)} of its "
@@ -238,7 +243,20 @@ def load_backbone_state(model: Any, checkpoint: Checkpoint, option: str = "--ini
     if mismatched:
         key = mismatched[0]
         raise DiscoZooError(f"{where}: backbone tensor {key!r} has shape {_shape(state[key])} in the checkpoint but "
-                            f"{_shape(reference[key])} in {path}.")
+                            f"{_shape(reference[key])} in {path} ({len(mismatched)} tensor(s) differ); build the "
+                            "model with the classifier's architecture (MODEL and --arg KEY=VALUE).")
     backbone.load_state_dict({k: state[k].to(reference[k].dtype) for k in reference}, strict=True)
-    unused = len([k for k in state if k not in reference])
-    return f"{where}: loaded {len(reference)} backbone tensor(s) into {path}; {unused} checkpoint tensor(s) not used."
+    unused = len(checkpoint.state) - len(reference)
+    under = f" (under {prefix!r})" if prefix else ""
+    return (f"{where}: loaded {len(reference)} backbone tensor(s){under} into {path}; {unused} checkpoint "
+            "tensor(s) not used.")
+
+
+def _trunk_prefix(reference: dict[str, Any], state: dict[str, Any]) -> str:
+    """The prefix under which ``state`` holds every key of ``reference`` ('' when it holds
+    them as they are, or when no prefix holds them all: the caller names what is missing)."""
+    if all(k in state for k in reference):
+        return ""
+    first = next(iter(reference), None)
+    candidates = sorted({k[:-len(first)] for k in state if first and k.endswith("." + first)}, key=len)
+    return next((p for p in candidates if all(p + k in state for k in reference)), "")

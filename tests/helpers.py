@@ -863,3 +863,23 @@ class TinySharedDepthwise(nn.Module):
             y = self.head(torch.relu(self.bn(self.dw(level))))
             outs.append(y.flatten(2))
         return torch.cat(outs, dim=2)
+
+
+def detections_masks_open_and_closed(dense: nn.Module, images: torch.Tensor) -> tuple[list, list, list]:
+    """A dense detector's detections of ``images``, its DISCO conversion's with every mask
+    open (the same weights: they must agree), and with every cross-node channel closed
+    (they must not: the masks matter, so a wrong split shows)."""
+    import copy
+
+    from disco_zoo.disco.adapters import apply_partition, to_disco
+
+    with torch.no_grad():
+        dense_out = dense(images)
+        model = to_disco(copy.deepcopy(dense), 2)
+        part = model.disco_partition
+        try:
+            opened = model(images)
+            closed = apply_partition(model, part.with_all_closed())(images)
+        finally:
+            apply_partition(model, part)
+    return dense_out, opened, closed

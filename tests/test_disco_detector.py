@@ -11,13 +11,13 @@ from torchvision.models.detection.fcos import FCOS
 from typer.testing import CliRunner
 
 from disco_zoo.disco.accounting import disco_accounting
-from disco_zoo.disco.adapters import apply_partition, to_disco
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.graph.stages import at_input_shape, core_input_shape, core_of, has_stages
 from disco_zoo.registry import build_model, get_entry
 from disco_zoo.runtime.session import seeded_input
 from disco_zoo.runtime.transport import Transport
-from helpers import LoopbackBackend, LoopbackHub, LoopbackNodes, expected_disco_bytes, graph_disco_folder, run_nodes
+from helpers import (LoopbackBackend, LoopbackHub, LoopbackNodes, detections_masks_open_and_closed, expected_disco_bytes,
+                     graph_disco_folder, run_nodes)
 
 SIDE = 64
 # score_thresh 0: an untrained detector's scores are all under torchvision's 0.2, and an
@@ -106,16 +106,7 @@ def test_the_variants_split_the_core_and_keep_the_stages_on_the_root():
 
 
 def test_masks_open_give_the_dense_detections(dense):
-    x = _images()
-    with torch.no_grad():
-        want = dense(x)
-        model = to_disco(copy.deepcopy(dense), 2)  # the dense weights, masked layers
-        try:
-            got = model(x)
-            part = model.disco_partition
-            closed = apply_partition(model, part.with_all_closed())(x)  # the masks matter: a wrong split shows
-        finally:
-            apply_partition(model, part)
+    want, got, closed = detections_masks_open_and_closed(dense, _images())
     assert _max_box_gap(got, want) <= 1e-4
     assert _max_box_gap(closed, want) > 1e-2
 
@@ -307,6 +298,7 @@ def test_a_detector_distils_from_its_heads(dense):
 
     task = get_task("detection")
     assert task.distillation_outputs(dense) is dense.head
+    assert task.distillation_divergence(dense).keywords == {"class_scores": "sigmoid"}  # FCOS: one sigmoid per class
     with torch.no_grad():
         core_in, _ = dense.before_core(_images())
         teacher, _ = core_of(dense)(core_in)

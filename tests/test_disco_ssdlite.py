@@ -13,12 +13,12 @@ from torchvision.models.detection.ssd import SSD
 from typer.testing import CliRunner
 
 from disco_zoo.disco.accounting import disco_accounting
-from disco_zoo.disco.adapters import apply_partition, to_disco
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.graph.stages import at_input_shape, core_input_shape, core_of, has_stages
 from disco_zoo.registry import build_model, get_entry
 from disco_zoo.runtime.session import seeded_input
-from helpers import LoopbackNodes, expected_disco_bytes, graph_disco_folder, randomise_batchnorm
+from helpers import (LoopbackNodes, detections_masks_open_and_closed, expected_disco_bytes, graph_disco_folder,
+                     randomise_batchnorm)
 
 ARCH = "ssdlite_mobilenet_v3_large"
 SIDE = 64
@@ -104,13 +104,48 @@ def test_the_model_is_torchvisions_ssdlite():
     assert [getattr(model, s) for s in settings] == [getattr(reference, s) for s in settings]
     assert (model.transform.image_mean, model.transform.image_std) == ([0.5] * 3, [0.5] * 3)
     assert (model.transform.min_size, model.transform.max_size, model.transform.fixed_size) == ((128,), 128, (128, 128))
-    assert model.pretrained_cfg["input_size"] == (3, 128, 128) and "backbone" not in model.pretrained_cfg
+    assert model.pretrained_cfg["input_size"] == (3, 128, 128)
+    assert model.pretrained_cfg["backbone"] == "backbone.features"
     with torch.device("meta"):  # a node model: its default boxes are real all the same
         node = build_model(ARCH)
     assert next(node.parameters()).is_meta
     node.anchor_generator._wh_pairs = [pair.to("meta") for pair in node.anchor_generator._wh_pairs]
     got, want = node._anchor_generator()._wh_pairs, model.anchor_generator._wh_pairs
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_the_backbone_starts_from_a_mobilenet_trunk(tmp_path):
+    """``train --init-backbone``: a MobileNetV3-Large trunk, under its classifier's prefix
+    (``features.``) or a segmenter's (``backbone.``), lands in SSDlite's extractor, whose
+    C4 block torchvision cuts in two; the extra layers and heads keep their init. The
+    reduced tail (torchvision's default without backbone weights) does not fit a full
+    trunk, and the error says which argument builds the one that does."""
+    from safetensors.torch import save_file
+    from torchvision.models.mobilenetv3 import mobilenet_v3_large
+
+    from disco_zoo.commands.common import parse_model_args
+    from disco_zoo.weights import load_backbone_state, read_checkpoint
+
+    torch.manual_seed(2)
+    trunk = mobilenet_v3_large(num_classes=10).features.state_dict()
+    save_file({f"features.{k}": v for k, v in trunk.items()}, str(tmp_path / "classifier.safetensors"))
+    save_file({**{f"backbone.{k}": v for k, v in trunk.items()}, "classifier.weight": torch.zeros(11, 128, 1, 1)},
+              str(tmp_path / "segmenter.safetensors"))
+    for name, prefix, unused in (("classifier", "features.", 0), ("segmenter", "backbone.", 1)):
+        detector = build_model(ARCH, **ARGS, **parse_model_args(["reduced_tail=false"]))
+        extra = copy.deepcopy(detector.backbone.extra.state_dict())
+        note = load_backbone_state(detector, read_checkpoint(tmp_path / f"{name}.safetensors", "--init-backbone"))
+        assert f"loaded {len(trunk)} backbone tensor(s) (under '{prefix}')" in note
+        assert f"; {unused} checkpoint tensor(s) not used" in note
+        head, tail = detector.backbone.features
+        assert torch.equal(head[-1][0].weight, trunk["13.block.0.0.weight"])  # the C4 block's expansion
+        assert torch.equal(tail[0][0][0].weight, trunk["13.block.1.0.weight"])  # and its depthwise conv
+        assert torch.equal(tail[-1][0].weight, trunk["16.0.weight"])
+        assert all(torch.equal(v, extra[k]) for k, v in detector.backbone.extra.state_dict().items())
+    with pytest.raises(DiscoZooError, match=r"classifier.safetensors: backbone tensor '13.block.3.0.weight' has shape "
+                                            r"\[160, 672, 1, 1\] .* \(MODEL and --arg KEY=VALUE\)"):
+        load_backbone_state(build_model(ARCH, **ARGS), read_checkpoint(tmp_path / "classifier.safetensors",
+                                                                       "--init-backbone"))
 
 
 def test_the_staged_forward_is_torchvisions_ssd(dense):
@@ -128,6 +163,31 @@ def test_the_staged_forward_is_torchvisions_ssd(dense):
     empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}, TARGETS[1]]
     losses, reference = model(list(x), empty), SSD.forward(model, list(x), empty)  # an image with no boxes
     assert all(torch.allclose(losses[k], reference[k]) for k in losses)
+
+
+def test_distillation_compares_softmax_scores(dense):
+    """--distill on SSDlite: its classes are one softmax per default box (background
+    first), as its post-processing scores them, so the soft targets are the teacher's
+    softmax: no pull where the student equals the teacher or differs by a shift softmax
+    ignores, a pull where the distributions differ; an unknown scoring is refused."""
+    from disco_zoo.tasks import get_task
+
+    task = get_task("detection")
+    assert dense.pretrained_cfg["class_scores"] == "softmax"
+    divergence = task.distillation_divergence(dense)
+    with torch.no_grad():
+        core_in, _ = dense.before_core(_images())
+        teacher, _ = core_of(dense)(core_in)
+    for shift, pulled in ((0.0, False), (0.5, False), (None, True)):
+        student = {k: (v + (torch.randn_like(v) if shift is None else shift)).requires_grad_(True)
+                   for k, v in teacher.items() if k == "cls_logits"}
+        student["bbox_regression"] = teacher["bbox_regression"].clone().requires_grad_(True)
+        divergence(student, teacher).backward()
+        assert (student["cls_logits"].grad.abs().max().item() > 1e-6) == pulled, shift
+    model = copy.deepcopy(dense)
+    model.pretrained_cfg = {**model.pretrained_cfg, "class_scores": "tanh"}
+    with pytest.raises(DiscoZooError, match="scores classes by one of sigmoid, softmax"):
+        task.distillation_divergence(model)
 
 
 def test_bad_targets_are_one_clear_error(dense):
@@ -178,16 +238,7 @@ def test_the_variant_splits_the_core_and_keeps_the_stages_on_the_root():
 
 
 def test_masks_open_give_the_dense_detections(dense):
-    x = _images()
-    with torch.no_grad():
-        want = dense(x)
-        model = to_disco(copy.deepcopy(dense), 2)  # the dense weights, masked layers
-        try:
-            got = model(x)
-            part = model.disco_partition
-            closed = apply_partition(model, part.with_all_closed())(x)  # the masks matter: a wrong split shows
-        finally:
-            apply_partition(model, part)
+    want, got, closed = detections_masks_open_and_closed(dense, _images())
     assert _max_box_gap(got, want) <= 1e-4
     assert _max_box_gap(closed, want) > 1e-2
 
@@ -245,16 +296,32 @@ def small_boxes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.mark.slow  # 8 s on two idle cores, 14-30 s on busy ones
-def test_train_through_the_cli(small_boxes, tmp_path):
-    """``disco-zoo train ssdlite_mobilenet_v3_large --data digit_boxes --epochs 1 --limit 8
-    --input-size 128``: a folder with the test split's box AP."""
+@pytest.mark.slow  # 85 s on two cores busy with a training run
+def test_train_and_sparsify_through_the_cli(small_boxes, tmp_path):
+    """``disco-zoo train ssdlite_mobilenet_v3_large --arg reduced_tail=false --init-backbone
+    TRUNK --data digit_boxes --epochs 1 --limit 8 --input-size 128``: a folder with the test
+    split's box AP and its builder arguments; ``sparsify`` from it builds the DISCO variant
+    with those arguments (the full tail), so the dense weights load."""
+    from safetensors.torch import save_file
+    from torchvision.models.mobilenetv3 import mobilenet_v3_large
+
     from disco_zoo.cli import app
 
+    save_file(mobilenet_v3_large().state_dict(), str(tmp_path / "mobilenet.safetensors"))
     out = tmp_path / "ssdlite.t"
-    result = CliRunner().invoke(app, ["train", ARCH, "--data", "digit_boxes", "--epochs", "1", "--limit", "8",
-                                      "--input-size", "128", "--out", str(out)])
+    common = ["--data", "digit_boxes", "--limit", "8", "--input-size", "128"]
+    result = CliRunner().invoke(app, ["train", ARCH, *common, "--epochs", "1", "--arg", "reduced_tail=false",
+                                      "--init-backbone", str(tmp_path / "mobilenet.safetensors"), "--out", str(out)])
     assert result.exit_code == 0, f"{result.output}{result.exception!r}"
     config = json.loads(Path(out / "config.json").read_text())
     assert config["task"] == "detection" and config["input_size"] == [3, 128, 128]
+    assert config["args"]["reduced_tail"] is False
+    assert config["init_backbone"]["source"].endswith("mobilenet.safetensors")
     assert 0.0 <= config["metrics"]["test_box_ap"] <= 1.0
+    disco = tmp_path / "ssdlite_disco_2node.t"
+    result = CliRunner().invoke(app, ["sparsify", f"{ARCH}_disco_2node", *common, "--init", str(out),
+                                      "--traffic", "0.2", "--epochs", "1", "--finetune-epochs", "0",
+                                      "--out", str(disco)])
+    assert result.exit_code == 0, f"{result.output}{result.exception!r}"
+    config = json.loads(Path(disco / "config.json").read_text())
+    assert config["args"]["reduced_tail"] is False and config["dense"] == f"{ARCH}.t"

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from disco_zoo.cli import app
 from disco_zoo.disco.accounting import disco_accounting
-from disco_zoo.disco.shards import node_state_dict, read_node_shard, save_shards
+from disco_zoo.disco.shards import (load_disco_model, node_state_dict, read_node_shard, save_shards,
+                                    shard_rounded_state)
 from disco_zoo.errors import DiscoZooError
 from disco_zoo.hub import load_folder
 from disco_zoo.weight_storage import (INT8_SCALE_SUFFIX, compute_tensors, storage_rounded, stored_bytes,
@@ -38,6 +39,8 @@ def test_int8_is_per_output_channel_and_within_half_a_step():
     assert ((back - weight).abs() <= step / 2 + 1e-12).all()
     assert back[5].eq(0).all()  # an all-zero channel stays exactly zero
     assert torch.equal(storage_rounded(weight, "int8"), back)
+    for empty in (torch.zeros(4, 0, 3, 3), torch.zeros(0, 8, 1, 1)):  # a node's slice with no channels left
+        assert storage_rounded(empty, "int8").shape == empty.shape and stored_bytes(empty, "int8") == 4 * empty.shape[0]
 
 
 def test_vectors_are_never_rounded_and_bytes_shrink_with_the_dtype():
@@ -90,6 +93,13 @@ def test_int8_shards_load_back_and_the_accounting_counts_their_bytes(tmp_path):
         for name, tensor in own.items():
             expected = storage_rounded(tensor, "int8") if tensor.is_floating_point() else tensor
             assert torch.equal(tensors[name], expected), name
+    # what the metrics of an int8 DISCO model are measured on is what its shards load back
+    # (per output channel of each node's slice: not the whole tensor's rounding)
+    loaded = load_disco_model(int8).state_dict()
+    rounded = shard_rounded_state(model, "int8")
+    assert set(rounded) == set(loaded) and all(torch.equal(rounded[n], loaded[n]) for n in loaded)
+    whole = {n: storage_rounded(t, "int8") for n, t in state.items() if t.is_floating_point() and t.dim() >= 2}
+    assert any(not torch.equal(whole[n], loaded[n]) for n in whole if n in part.tensors or n.endswith(".weight"))
     shape = (1, 3, 32, 32)
     fp32, fp16, q8 = (disco_accounting(model, shape, storage_dtype=s).params_bytes_per_node
                       for s in ("fp32", "fp16", "int8"))

@@ -18,14 +18,15 @@ __all__ = ["parse_model_args", "read_init", "split_metrics", "storage_decision",
 
 
 def parse_model_args(pairs: list[str]) -> dict[str, Any]:
-    """``["img_size=32", "patch_size=4"]`` -> ``{"img_size": 32, "patch_size": 4}``."""
+    """``["img_size=32", "patch_size=4", "reduced_tail=false"]`` -> ``{"img_size": 32,
+    "patch_size": 4, "reduced_tail": False}``: ints, floats, ``true``/``false``, else text."""
     parsed: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
             raise DiscoZooError(f"--arg expects KEY=VALUE, got {pair!r}")
-        value: Any = raw
-        for cast in (int, float):
+        value: Any = {"true": True, "false": False}.get(raw.lower(), raw)
+        for cast in (int, float) if isinstance(value, str) else ():
             try:
                 value = cast(raw)
                 break
@@ -50,16 +51,21 @@ def split_metrics(task: Task, model: Any, loaders: dict[str, Any], splits: tuple
 
 
 def _storage_rounded(task: Task, model: Any, loader: Any, storage: str) -> dict[str, float]:
-    """The task's metrics of ``model`` with its weights rounded as ``storage`` rounds them (computed in fp32)."""
+    """The task's metrics of ``model`` with its weights rounded as ``storage`` rounds them
+    (computed in fp32): a DISCO model's as its shards hold them, a dense model's whole."""
     import torch
 
+    from disco_zoo.disco.adapters import find_partition
+    from disco_zoo.disco.shards import shard_rounded_state
     from disco_zoo.weight_storage import storage_rounded
 
     rounded = copy.deepcopy(model)
+    state = rounded.state_dict()
+    loaded = shard_rounded_state(rounded, storage) if find_partition(rounded) is not None else None
     with torch.no_grad():
-        for tensor in rounded.state_dict().values():
+        for name, tensor in state.items():
             if tensor.is_floating_point():
-                tensor.copy_(storage_rounded(tensor, storage))
+                tensor.copy_(loaded[name] if loaded is not None else storage_rounded(tensor, storage))
     return task.evaluate(rounded, loader)
 
 

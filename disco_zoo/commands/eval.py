@@ -105,7 +105,8 @@ def eval_command(
     paper_size: Optional[int] = typer.Option(
         None, "--paper-size", min=0,
         help="Also account/time at this size where the model's size is not fixed (0: skip; default: the task's "
-             "deployment size, 224 for classification, 512 for segmentation, 256 LR for super-resolution)."),
+             "deployment size, 224 for classification, 512 for segmentation, 256 LR for super-resolution, "
+             "640 for detection)."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Accuracy and bytes only."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole result (with environment) as JSON on stdout instead of the table."),
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the whole result (with environment) to this file."),

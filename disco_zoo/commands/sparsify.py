@@ -81,7 +81,9 @@ def sparsify_command(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images per split (quick runs)."),
     seed: int = typer.Option(0, "--seed"),
-    model_args: list[str] = typer.Option([], "--arg", help="Builder argument KEY=VALUE, repeatable."),
+    model_args: list[str] = typer.Option(
+        [], "--arg", help="Builder argument KEY=VALUE (int/float/true/false/str), repeatable; over the --init "
+                          "folder's own arguments."),
     out: Path = typer.Option(..., "--out", help="Folder for the shards and config.json."),
     storage: str = typer.Option("auto", "--storage", help="auto (fp16 when the task's headline test metric is unchanged, else fp32) | fp16 | int8 | fp32."),
     force: bool = typer.Option(False, "--force", help="Replace a published folder (in hub/ or $DISCO_ZOO_HUB) and its card."),
@@ -119,19 +121,20 @@ def sparsify_command(
     train_data = task.train_data(data, input_size, batch_size, seed, limit)
     loaders, info = train_data.loaders, train_data.info
 
-    args = {**train_data.model_args, **parse_model_args(model_args)}
+    checkpoint = read_init(init) if init is not None else None
+    init_config = checkpoint.config if checkpoint is not None else None
+    if init_config is not None:
+        _check_init_fits(init_config, task.name, info, init)
+    # the dense model's own builder arguments first (as train --init): its weights fit them
+    args = {**(checkpoint.args if checkpoint is not None else {}), **train_data.model_args,
+            **parse_model_args(model_args)}
     if is_variant:
         args.update(nodes=nodes, ratios=split)
     torch.manual_seed(seed)
     net = build_model(entry.arch, **args)
     if not is_variant:
         net = to_disco(net, nodes, split)
-    init_config = None
-    if init is not None:
-        checkpoint = read_init(init)
-        init_config = checkpoint.config
-        if init_config is not None:
-            _check_init_fits(init_config, task.name, info, init)
+    if checkpoint is not None:
         note = load_pretrained_state(net, checkpoint, info.class_names)
         if note:
             log_line(note)
@@ -140,7 +143,7 @@ def sparsify_command(
                          params=params, seed=seed, prune_steps=prune_steps, prune_step_epochs=prune_step_epochs)
     shape = (1, len(info.mean), input_size, input_size)
     stats = sparsify(net, loaders["train"], cfg, shape, show_progress=True, loss=task.training_loss,
-                     divergence=task.distillation_loss, distill_outputs_of=task.distillation_outputs)
+                     divergence=task.distillation_divergence(net), distill_outputs_of=task.distillation_outputs)
 
     metrics = split_metrics(task, net, loaders)
     acc = disco_accounting(net, shape)

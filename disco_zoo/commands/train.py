@@ -61,7 +61,8 @@ def train_command(
     storage: str = typer.Option("auto", "--storage", help="auto (fp16 when the task's headline test metric is unchanged, else fp32) | fp16 | int8 | fp32."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default: $DISCO_ZOO_HUB or hub/, <arch>.<data>)."),
     force: bool = typer.Option(False, "--force", help="Replace a published folder (in hub/ or $DISCO_ZOO_HUB) and its card."),
-    model_args: list[str] = typer.Option([], "--arg", help="Builder argument KEY=VALUE (int/float/str), repeatable."),
+    model_args: list[str] = typer.Option([], "--arg",
+                                         help="Builder argument KEY=VALUE (int/float/true/false/str), repeatable."),
 ) -> None:
     """Train MODEL on DATA (from scratch, or from --init weights) with a seeded recipe and
     write config.json + safetensors.

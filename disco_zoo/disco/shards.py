@@ -25,7 +25,7 @@ from disco_zoo.weight_storage import INT8_SCALE_SUFFIX, check_storage_dtype, com
 
 __all__ = [
     "node_state_dict", "save_shards", "load_node_shard", "read_node_shard", "assemble_state_dict", "load_shards_into",
-    "load_disco_model", "shard_file",
+    "load_disco_model", "shard_file", "shard_rounded_state",
 ]
 
 
@@ -61,6 +61,19 @@ def node_state_dict(state: dict[str, torch.Tensor], part: Partition, k: int) -> 
         if piece is not None:
             out[name] = piece.detach().contiguous().clone()
     return out
+
+
+def shard_rounded_state(model: nn.Module, storage: str) -> dict[str, torch.Tensor]:
+    """``model``'s full state dict as it loads back from shards stored as ``storage``.
+
+    Why: int8 scales are per output channel of each node's slice (its rows, and only the
+    columns it keeps), not of the whole tensor, so rounding the whole tensor is not what a
+    user loads; this rounds what each shard holds and assembles it as the loader does."""
+    part = get_partition(model)
+    state = {name: tensor.detach() for name, tensor in model.state_dict().items()}
+    shards = [{name: compute_tensors(stored_tensors(name, tensor, storage))[name].to(tensor.dtype)
+               for name, tensor in node_state_dict(state, part, k).items()} for k in range(part.nodes)]
+    return assemble_state_dict(shards, part, state)
 
 
 def save_shards(model: nn.Module, folder: Path | str, extra: dict[str, Any] | None = None,

@@ -6,7 +6,8 @@ run on the root (:mod:`disco_zoo.graph.stages`). :class:`StagedFCOS` is torchvis
 ``FCOS`` whose ``forward`` is the three stages in a row:
 
 * ``before_core``: the model's own transform (normalise, resize, batch);
-* ``traced_core``: :class:`FCOSCore`, backbone + FPN + heads, the transformed image tensor
+* ``traced_core``: backbone + FPN + heads
+  (:class:`~disco_zoo.models.detection_stages.DetectorCore`), the transformed image tensor
   in, the heads' outputs and the pyramid's level sizes out;
 * ``after_core``: torchvision's anchor generator, then its ``compute_loss`` (train mode)
   or ``postprocess_detections`` and ``transform.postprocess`` (eval mode).
@@ -22,67 +23,19 @@ mode). Its state dict is FCOS's, so FCOS weights load as they are.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch
 from torch import nn
 from torchvision.models.detection.fcos import FCOS
-from torchvision.models.detection.image_list import ImageList
 
 from disco_zoo.errors import DiscoZooError
+from disco_zoo.models.detection_stages import DetectionContext, HeadOutputs, StagedDetector
 
-__all__ = ["StagedFCOS", "FCOSCore", "DetectionContext"]
-
-HeadOutputs = tuple[dict[str, torch.Tensor], list[tuple[int, int]]]
-
-
-@dataclass
-class DetectionContext:
-    """What the root keeps from the pre-processing for the post-processing: the batch as
-    the transform made it (its padded size and each image's resized size: the anchors and
-    the box decoding read them), the original sizes the boxes are mapped back to, and the
-    transformed targets (train mode)."""
-
-    images: ImageList
-    original_sizes: list[tuple[int, int]]
-    targets: list[dict[str, torch.Tensor]] | None
+__all__ = ["StagedFCOS"]
 
 
-class FCOSCore(nn.Module):
-    """FCOS's backbone + FPN + heads: the transformed image tensor in; the heads' outputs
-    (class logits, box regression and centerness per location, levels joined) and each
-    pyramid level's (height, width) out. The level sizes are metadata, the same on every
-    node (the root's anchors need them). It holds the detector's own modules under their
-    own names, so a partition of it names the detector's layers."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module, cfg: Any = None) -> None:
-        super().__init__()
-        self.backbone, self.head = backbone, head
-        self.pretrained_cfg = cfg
-
-    def forward(self, x: torch.Tensor) -> HeadOutputs:
-        features = list(self.backbone(x).values())
-        return self.head(features), [(f.shape[-2], f.shape[-1]) for f in features]
-
-
-def _check_boxes(targets: list[dict[str, torch.Tensor]]) -> None:
-    """Boxes without area make FCOS's losses NaN: a clear error instead (as FCOS asserts)."""
-    for index, target in enumerate(targets):
-        boxes = target["boxes"]
-        bad = (boxes[:, 2:] <= boxes[:, :2]).any(dim=1)
-        if bad.any():
-            raise DiscoZooError(f"image {index}'s target has a box without area {boxes[bad][0].tolist()}; boxes "
-                                "are [x1, y1, x2, y2] with x2 > x1 and y2 > y1")
-
-
-class StagedFCOS(FCOS):
+class StagedFCOS(StagedDetector, FCOS):
     """torchvision's FCOS, its forward in three stages (see the module docstring)."""
-
-    def traced_core(self) -> FCOSCore:
-        core = FCOSCore(self.backbone, self.head, getattr(self, "pretrained_cfg", None))
-        core.training = self.training  # a view: its children keep their own mode
-        return core
 
     def preprocess_at_size(self, height: int, width: int) -> Callable[[], None]:
         """Run at ``height`` x ``width``: the transform's ``min_size``/``max_size`` become
@@ -98,16 +51,6 @@ class StagedFCOS(FCOS):
             transform.min_size, transform.max_size = before
 
         return undo
-
-    def before_core(self, images: Any, targets: list[dict[str, torch.Tensor]] | None = None
-                    ) -> tuple[torch.Tensor, DetectionContext]:
-        """The model's transform of a list (or a batch tensor) of [0, 1] images (and their
-        targets' boxes, resized alike)."""
-        original = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
-        image_list, targets = self.transform(images, targets)
-        if targets is not None:
-            _check_boxes(targets)
-        return image_list.tensors, DetectionContext(image_list, original, targets)
 
     def after_core(self, outputs: HeadOutputs, context: DetectionContext) -> Any:
         """torchvision's anchors, then its losses (train mode) or its decoded, NMS-ed boxes
@@ -136,7 +79,3 @@ class StagedFCOS(FCOS):
             generator.cell_anchors = [generator.generate_anchors(size, ratio)
                                       for size, ratio in zip(generator.sizes, generator.aspect_ratios)]
         return generator
-
-    def forward(self, images: Any, targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
-        x, context = self.before_core(images, targets)
-        return self.after_core(self.traced_core()(x), context)

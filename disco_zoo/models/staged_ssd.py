@@ -7,8 +7,9 @@ root (:mod:`disco_zoo.graph.stages`). :class:`StagedSSD` is torchvision's ``SSD`
 ``forward`` is the three stages in a row:
 
 * ``before_core``: the model's own transform (normalise, resize to its fixed size, batch);
-* ``traced_core``: :class:`SSDCore`, backbone + extras + heads, the transformed image
-  tensor in, the heads' outputs and the feature maps' sizes out;
+* ``traced_core``: backbone + extras + heads
+  (:class:`~disco_zoo.models.detection_stages.DetectorCore`), the transformed image tensor
+  in, the heads' outputs and the feature maps' sizes out;
 * ``after_core``: torchvision's default box generator, then SSD's anchor matching and
   ``compute_loss`` (train mode) or ``postprocess_detections`` and ``transform.postprocess``
   (eval mode).
@@ -34,37 +35,25 @@ from torchvision.models.detection.ssd import SSD
 from torchvision.ops import boxes as box_ops
 
 from disco_zoo.errors import DiscoZooError
-from disco_zoo.models.staged_fcos import DetectionContext, _check_boxes
+from disco_zoo.models.detection_stages import DetectionContext, HeadOutputs, StagedDetector
 
-__all__ = ["StagedSSD", "SSDCore"]
-
-HeadOutputs = tuple[dict[str, torch.Tensor], list[tuple[int, int]]]
+__all__ = ["StagedSSD"]
 
 
-class SSDCore(nn.Module):
-    """SSD's backbone (with its extra layers) + heads: the transformed image tensor in; the
-    heads' outputs (box regression and class logits per default box, levels joined) and
-    each feature map's (height, width) out. The sizes are metadata, the same on every node
-    (the root's default boxes need them). It holds the detector's own modules under their
-    own names, so a partition of it names the detector's layers."""
-
-    def __init__(self, backbone: nn.Module, head: nn.Module, cfg: Any = None) -> None:
-        super().__init__()
-        self.backbone, self.head = backbone, head
-        self.pretrained_cfg = cfg
-
-    def forward(self, x: torch.Tensor) -> HeadOutputs:
-        features = list(self.backbone(x).values())
-        return self.head(features), [(f.shape[-2], f.shape[-1]) for f in features]
-
-
-class StagedSSD(SSD):
+class StagedSSD(StagedDetector, SSD):
     """torchvision's SSD, its forward in three stages (see the module docstring)."""
 
-    def traced_core(self) -> SSDCore:
-        core = SSDCore(self.backbone, self.head, getattr(self, "pretrained_cfg", None))
-        core.training = self.training  # a view: its children keep their own mode
-        return core
+    def classifier_trunk(self) -> nn.Module:
+        """The backbone's layers in the layout of the MobileNet ``features`` they were cut
+        from, the same module objects (so loading into it loads into the detector): SSDlite's
+        extractor holds ``features[:c4]`` plus the C4 block's expansion, then the rest of
+        that block and ``features[c4 + 1:]`` (torchvision's ``SSDLiteFeatureExtractorMobileNet``).
+        A classifier's (or a segmenter's) MobileNet trunk then starts the detector's
+        (``train --init-backbone``); the extra layers and heads stay as initialised."""
+        head, tail = self.backbone.features
+        c4_block = nn.Module()
+        c4_block.block = nn.Sequential(head[-1], *tail[0])
+        return nn.Sequential(*head[:-1], c4_block, *tail[1:])
 
     def preprocess_at_size(self, height: int, width: int) -> Callable[[], None]:
         """Run at ``height`` x ``width``: the transform's ``fixed_size`` (SSD's, width
@@ -82,16 +71,6 @@ class StagedSSD(SSD):
             transform.min_size, transform.max_size, transform.fixed_size = before
 
         return undo
-
-    def before_core(self, images: Any, targets: list[dict[str, torch.Tensor]] | None = None
-                    ) -> tuple[torch.Tensor, DetectionContext]:
-        """The model's transform of a list (or a batch tensor) of [0, 1] images (and their
-        targets' boxes, resized alike)."""
-        original = [(int(image.shape[-2]), int(image.shape[-1])) for image in images]
-        image_list, targets = self.transform(images, targets)
-        if targets is not None:
-            _check_boxes(targets)
-        return image_list.tensors, DetectionContext(image_list, original, targets)
 
     def after_core(self, outputs: HeadOutputs, context: DetectionContext) -> Any:
         """torchvision's default boxes, then its losses (train mode) or its decoded, NMS-ed
@@ -132,7 +111,3 @@ class StagedSSD(SSD):
         if any(pair.is_meta for pair in generator._wh_pairs):
             generator._wh_pairs = generator._generate_wh_pairs(len(generator.aspect_ratios))
         return generator
-
-    def forward(self, images: Any, targets: list[dict[str, torch.Tensor]] | None = None) -> Any:
-        x, context = self.before_core(images, targets)
-        return self.after_core(self.traced_core()(x), context)

@@ -47,11 +47,13 @@ DETECTION_INPUT_SIZE = (3, 128, 128)  # the embedded digit boxes' size
 DEFAULT_NUM_CLASSES = 11  # background + the ten digits of the embedded canvases
 
 
-def _describe(model: Any, num_classes: int, side: int, backbone: str | None = None) -> Any:
-    """The data-config keys timm models carry (as :func:`build_torchvision` sets them), and
-    where the backbone a classifier's weights can start lives."""
+def _describe(model: Any, num_classes: int, side: int, backbone: str | None = None,
+              class_scores: str = "sigmoid") -> Any:
+    """The data-config keys timm models carry (as :func:`build_torchvision` sets them),
+    where the backbone a classifier's weights can start lives, and how the model scores
+    classes (what distillation compares: ``DetectionTask.distillation_divergence``)."""
     model.pretrained_cfg = {"input_size": (3, side, side), "fixed_input_size": False, "num_classes": num_classes,
-                            "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
+                            "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0), "class_scores": class_scores,
                             **({"backbone": backbone} if backbone else {})}
     return model
 
@@ -81,11 +83,14 @@ def build_fcos_resnet18_fpn(num_classes: int = DEFAULT_NUM_CLASSES, min_size: in
 
 
 def build_ssdlite_mobilenet_v3_large(num_classes: int = DEFAULT_NUM_CLASSES, min_size: int = DETECTION_INPUT_SIZE[1],
-                                     max_size: int = DETECTION_INPUT_SIZE[2], **kwargs: Any) -> Any:
+                                     max_size: int = DETECTION_INPUT_SIZE[2], reduced_tail: bool = True,
+                                     **kwargs: Any) -> Any:
     """torchvision SSDlite on MobileNetV3-Large as ``ssdlite320_mobilenet_v3_large`` builds
-    it with no weights (reduced tail, torchvision's normal init, every layer trainable),
-    its transform's fixed size ``(min_size, max_size)``; ``kwargs`` go to ``SSD`` over
-    torchvision's defaults, as there."""
+    it with no weights (torchvision's normal init, every layer trainable), its transform's
+    fixed size ``(min_size, max_size)``; ``kwargs`` go to ``SSD`` over torchvision's
+    defaults, as there. ``reduced_tail``: torchvision halves the last stage's channels when
+    no backbone weights are given and keeps the classifier's when they are; a trunk from
+    a full MobileNetV3-Large (the zoo's LR-ASPP segmenter's) needs ``reduced_tail=False``."""
     from functools import partial
 
     from torch import nn
@@ -97,7 +102,7 @@ def build_ssdlite_mobilenet_v3_large(num_classes: int = DEFAULT_NUM_CLASSES, min
     from disco_zoo.models.staged_ssd import StagedSSD
 
     norm_layer = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
-    mobilenet = mobilenet_v3_large(weights=None, norm_layer=norm_layer, reduced_tail=True)
+    mobilenet = mobilenet_v3_large(weights=None, norm_layer=norm_layer, reduced_tail=reduced_tail)
     _normal_init(mobilenet)  # torchvision's init without backbone weights
     backbone = _mobilenet_extractor(mobilenet, 6, norm_layer)  # 6: no layer frozen (no pretrained weights)
     size = (min_size, max_size)
@@ -107,7 +112,7 @@ def build_ssdlite_mobilenet_v3_large(num_classes: int = DEFAULT_NUM_CLASSES, min
     defaults = {"score_thresh": 0.001, "nms_thresh": 0.55, "detections_per_img": 300, "topk_candidates": 300,
                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}  # [0, 1] to [-1, 1], as torchvision
     model = StagedSSD(backbone, anchors, size, num_classes, head=head, **{**defaults, **kwargs})
-    return _describe(model, num_classes, min_size)
+    return _describe(model, num_classes, min_size, backbone="backbone.features", class_scores="softmax")
 
 
 # (arch, builder, description, the core DISCO splits)

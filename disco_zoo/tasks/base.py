@@ -142,6 +142,11 @@ class Task(ABC):
         unless its training forward returns something else (a detector's losses)."""
         return model
 
+    def distillation_divergence(self, model: nn.Module) -> Callable[[Any, Any], torch.Tensor]:
+        """The divergence :mod:`disco_zoo.distill` uses for ``model``: :meth:`distillation_loss`,
+        unless what the outputs mean depends on the model (how a detector scores classes)."""
+        return self.distillation_loss
+
     def distillation_loss(self, student: Any, teacher: Any) -> torch.Tensor:
         """How far the student's raw outputs are from the teacher's on one batch
         (:mod:`disco_zoo.distill`); a kind without one refuses ``--distill``."""

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # torch is imported where the task computes (see tasks.base)
     from disco_zoo.data.coco_folder import CocoAnnotations
     from disco_zoo.store import FolderConfig
 
-__all__ = ["DetectionTask", "BOX_AP", "AP50", "AP75", "MIN_INPUT_SIDE", "EVAL_BATCH"]
+__all__ = ["DetectionTask", "BOX_AP", "AP50", "AP75", "MIN_INPUT_SIDE", "EVAL_BATCH", "CLASS_SCORES"]
 
 BOX_AP = Metric("box_ap", "box AP", percent=True)
 AP50 = Metric("ap50", "AP50", percent=True)
@@ -37,6 +37,7 @@ AP75 = Metric("ap75", "AP75", percent=True)
 # cells of the finest FPN level (stride 8), too few for a dense head to place a box.
 MIN_INPUT_SIDE = 64
 EVAL_BATCH = 64  # images per batch of the eval split
+CLASS_SCORES = ("sigmoid", "softmax")  # how a detector scores classes (pretrained_cfg["class_scores"])
 _UNIT_STATS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # the models take [0, 1] images and normalise them themselves
 
 
@@ -163,19 +164,43 @@ class DetectionTask(Task):
         head's per-location outputs (class logits, box regression, ...) are what it learns."""
         return model.head
 
-    def distillation_loss(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor]) -> torch.Tensor:
+    def distillation_divergence(self, model: nn.Module) -> Any:
+        """:meth:`distillation_loss` with the class scoring the model declares in
+        ``pretrained_cfg["class_scores"]``: ``sigmoid`` (FCOS, RetinaNet: one score per
+        class) unless it says ``softmax`` (SSD: one distribution per box, class 0 the
+        background), as its own post-processing scores them."""
+        from functools import partial
+
+        cfg = getattr(model, "pretrained_cfg", None)
+        scores = cfg.get("class_scores", "sigmoid") if isinstance(cfg, dict) else getattr(cfg, "class_scores", "sigmoid")
+        if scores not in CLASS_SCORES:
+            raise DiscoZooError(f"pretrained_cfg['class_scores'] is {scores!r}; a detector scores classes by one of "
+                                f"{', '.join(CLASS_SCORES)}")
+        return partial(self.distillation_loss, class_scores=scores)
+
+    def distillation_loss(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
+                          class_scores: str = "sigmoid") -> torch.Tensor:
         """The heads' outputs against the dense teacher's, per location: the class scores
-        as soft sigmoid targets (torchvision's detectors score each class by a sigmoid), and
-        every other output (box regression, centerness) by smooth L1, weighed by the
-        teacher's top class score, so locations on background do not drown the objects'.
-        Normalised by that weight's sum, as the detection losses are by the positives."""
+        as soft targets (per-class sigmoids, or one softmax over the classes with the
+        background first, as ``class_scores`` says), and every other output (box
+        regression, centerness) by smooth L1, weighed by how surely the teacher sees an
+        object there (its top class score; one minus the background's under softmax), so
+        locations on background do not drown the objects'. Normalised by that weight's
+        sum, as the detection losses are by the positives."""
         import torch
         import torch.nn.functional as F
 
-        scores = torch.sigmoid(teacher["cls_logits"])
-        weight = scores.max(dim=-1).values  # [N, locations]
-        norm = weight.sum().clamp(min=1.0)
-        loss = F.binary_cross_entropy_with_logits(student["cls_logits"], scores, reduction="sum") / norm
+        logits = teacher["cls_logits"]
+        if class_scores == "softmax":
+            probs = torch.softmax(logits, dim=-1)
+            weight = 1.0 - probs[..., 0]  # [N, locations]
+            norm = weight.sum().clamp(min=1.0)
+            loss = -(probs * F.log_softmax(student["cls_logits"], dim=-1)).sum() / norm  # cross-entropy to soft targets
+        else:
+            scores = torch.sigmoid(logits)
+            weight = scores.max(dim=-1).values  # [N, locations]
+            norm = weight.sum().clamp(min=1.0)
+            loss = F.binary_cross_entropy_with_logits(student["cls_logits"], scores, reduction="sum") / norm
         for key in teacher:
             if key != "cls_logits":
                 gap = F.smooth_l1_loss(student[key], teacher[key], reduction="none").flatten(2).sum(dim=-1)
