@@ -98,7 +98,8 @@ disco-zoo train ssdlite_mobilenet_v3_large --arg reduced_tail=false --init-backb
 # FLOPs 0.600, largest node 0.437 / 0.404 / 0.407) but lost 13.7, 11.4 and 11.6 box AP points (test 0.1987, 0.2224,
 # 0.2204; the target is -1.5).
 # A FLOPs budget of 0.6 needs --compute-groups all here (without it: "compute 0.65 is below what dropping at most
-# 0.5 of each layer's own inputs allows"), and each pruning step then sends the training loss back to where a
+# 0.5 of each layer's own inputs allows", at the first of 4 pruning steps, and for compute 0.6 with the traffic
+# budget reached in one step), and each pruning step then sends the training loss back to where a
 # from-scratch run starts (~6); fine-tuning refits the 600 training canvases (loss 0.2, as dense) without the
 # dense model's generalisation. The second run (below) had a stronger, longer group lasso (--penalty 2e-3,
 # --epochs 8); the third added --distill 1 (the dense heads' softmax scores as soft targets, the scoring SSDlite
