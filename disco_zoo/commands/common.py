@@ -53,19 +53,17 @@ def split_metrics(task: Task, model: Any, loaders: dict[str, Any], splits: tuple
 def _storage_rounded(task: Task, model: Any, loader: Any, storage: str) -> dict[str, float]:
     """The task's metrics of ``model`` with its weights rounded as ``storage`` rounds them
     (computed in fp32): a DISCO model's as its shards hold them, a dense model's whole."""
-    import torch
-
     from disco_zoo.disco.adapters import find_partition
     from disco_zoo.disco.shards import shard_rounded_state
     from disco_zoo.weight_storage import storage_rounded
 
     rounded = copy.deepcopy(model)
-    state = rounded.state_dict()
-    loaded = shard_rounded_state(rounded, storage) if find_partition(rounded) is not None else None
-    with torch.no_grad():
-        for name, tensor in state.items():
-            if tensor.is_floating_point():
-                tensor.copy_(loaded[name] if loaded is not None else storage_rounded(tensor, storage))
+    if find_partition(rounded) is not None:
+        state = shard_rounded_state(rounded, storage)
+    else:
+        state = {name: storage_rounded(tensor, storage) if tensor.is_floating_point() else tensor
+                 for name, tensor in rounded.state_dict().items()}
+    rounded.load_state_dict(state)
     return task.evaluate(rounded, loader)
 
 

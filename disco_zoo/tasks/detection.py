@@ -171,8 +171,8 @@ class DetectionTask(Task):
         background), as its own post-processing scores them."""
         from functools import partial
 
-        cfg = getattr(model, "pretrained_cfg", None)
-        scores = cfg.get("class_scores", "sigmoid") if isinstance(cfg, dict) else getattr(cfg, "class_scores", "sigmoid")
+        cfg = getattr(model, "pretrained_cfg", None)  # the built model's (distillation builds it)
+        scores = cfg.get("class_scores", "sigmoid") if isinstance(cfg, dict) else "sigmoid"
         if scores not in CLASS_SCORES:
             raise DiscoZooError(f"pretrained_cfg['class_scores'] is {scores!r}; a detector scores classes by one of "
                                 f"{', '.join(CLASS_SCORES)}")
