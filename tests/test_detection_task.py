@@ -94,3 +94,44 @@ def test_training_loss_sums_the_models_losses():
             return {"a": torch.tensor(1.5), "b": torch.tensor(2.0)}
 
     assert float(DET.training_loss(Losses(), [torch.zeros(3, 4, 4)], [{}])) == 3.5
+
+
+def test_augmented_training_samples_keep_boxes_inside_and_repeat_under_a_seed(small_cache):
+    """--augment transforms training samples only: every box stays inside its (new)
+    image with a known label, the draw repeats under a seed, and val/test are untouched."""
+    plain = DET.train_data("digit_boxes", 64, batch_size=8, seed=0)
+    data = DET.train_data("digit_boxes", 64, batch_size=8, seed=0, augment=True)
+    train = data.loaders["train"].dataset
+    assert plain.loaders["train"].dataset.transform is None and train.transform is not None
+    for split in ("val", "test"):
+        assert data.loaders[split].dataset.transform is None
+    originals = {i: set(train.annotations.labels[i].tolist()) for i in range(len(train))}
+
+    def draw(seed):
+        torch.manual_seed(seed)
+        return [train[i] for i in range(len(train))]
+
+    first, again, other = draw(0), draw(0), draw(1)
+    changed = 0
+    for i, ((image, target), (image2, target2)) in enumerate(zip(first, again)):
+        assert torch.equal(image, image2) and torch.equal(target["boxes"], target2["boxes"])
+        assert target["image_id"] == train.annotations.image_ids[i]
+        assert image.dtype == torch.float32 and image.shape[0] == 3 and 0 <= image.min() <= image.max() <= 1
+        boxes, (height, width) = target["boxes"], image.shape[-2:]
+        assert boxes.shape == (len(target["labels"]), 4) and len(boxes) >= 1
+        assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= width).all() and (boxes[:, 3] <= height).all()
+        assert (boxes[:, 2:] - boxes[:, :2] >= 2).all()
+        assert set(target["labels"].tolist()) <= originals[i]
+        changed += image.shape != plain.loaders["train"].dataset[i][0].shape
+    assert changed > 0  # zoom-out and crops change the image size
+    assert any(not torch.equal(a[0], b[0]) if a[0].shape == b[0].shape else True for a, b in zip(first, other))
+
+
+def test_augment_is_refused_where_a_task_offers_none_and_for_evaluation(small_cache):
+    from disco_zoo.data.coco_folder import coco_folder_loader
+    from disco_zoo.data.digit_boxes import embedded_boxes_folder
+
+    with pytest.raises(DiscoZooError, match="classification training has no augmentation; leave out --augment"):
+        get_task("classification").train_data("digits", 8, 4, seed=0, limit=4, augment=True)
+    with pytest.raises(DiscoZooError, match="augmentation is for training loaders only"):
+        coco_folder_loader(embedded_boxes_folder(64), "val", augment=True)

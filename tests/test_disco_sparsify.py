@@ -135,6 +135,39 @@ def test_compute_budget_may_close_cross_node_channels_first():
         prune_compute(model, 0.5, SHAPE, "cross")
 
 
+def test_max_dropped_zero_closes_only_cross_node_channels():
+    from disco_zoo.disco.sparsify import prune_compute
+
+    model = small_resnet()
+    prune_to_budget(model, 0.5, SHAPE)
+    before = disco_accounting(model, SHAPE)
+    budget = (before.flops_total / before.flops_dense) - 0.05
+    prune_compute(model, budget, SHAPE, "all", max_dropped=0.0)
+    after = disco_accounting(model, SHAPE)
+    assert after.flops_total <= budget * after.flops_dense
+    assert not any(any(layer.dropped or []) for layer in model.disco_partition.layers.values())
+    with pytest.raises(DiscoZooError, match="dropping at most 0 of each layer's own inputs"):
+        prune_compute(copy.deepcopy(model), budget - 0.05, SHAPE, "own", max_dropped=0.0)
+    with pytest.raises(DiscoZooError, match="max dropped must be in"):
+        prune_compute(model, budget, SHAPE, "all", max_dropped=1.5)
+
+
+def test_group_lasso_with_flops_weighs_late_small_maps_up():
+    """Bytes alone make a 1x1-map channel of layer4 nearly free; its FLOPs (512 outputs per
+    channel) are not, and with ``flops`` its penalty weight rises relative to layer1's."""
+    model = small_resnet()
+
+    def weight_of(penalty, name):
+        modules = dict(model.named_modules())
+        return next(w for m, _, w in penalty.terms if m is modules[name]).max().item()
+
+    plain, with_flops = GroupLasso(model, SHAPE), GroupLasso(model, SHAPE, flops=True)
+    ratio_plain = weight_of(plain, "layer4.1.conv1") / weight_of(plain, "layer1.0.conv1")
+    ratio_flops = weight_of(with_flops, "layer4.1.conv1") / weight_of(with_flops, "layer1.0.conv1")
+    assert ratio_flops > 2 * ratio_plain
+    assert with_flops().item() > 0
+
+
 def test_unknown_compute_groups_is_refused_before_training():
     model = small_resnet()
     cfg = SparsifyConfig(traffic=0.2, epochs=1, compute=0.5, compute_groups="diagonal")
@@ -189,11 +222,12 @@ def test_sparsify_command(tmp_path):
     out = tmp_path / "r18"
     args = ["sparsify", "resnet18", "--nodes", "2", "--traffic", "0.25", "--params", "0.4", "--data", "digits",
             "--input-size", "16", "--epochs", "1", "--finetune-epochs", "1", "--limit", "64", "--seed", "3",
-            "--out", str(out)]
+            "--lasso-flops", "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "traffic ratio" in result.output
     config = json.loads((out / "config.json").read_text())
+    assert config["sparsify"]["lasso_flops"] is True and config["sparsify"]["max_dropped"] == 0.5
     assert config["arch"] == "resnet18" and config["nodes"] == 2 and config["kind"] == "disco"
     assert config["accounting"]["traffic_ratio"] <= 0.25
     assert config["sparsify"]["params"] == 0.4
@@ -208,6 +242,9 @@ def test_sparsify_command(tmp_path):
     assert again.disco_bytes == config["accounting"]["disco_bytes"]
     bad = CliRunner().invoke(app, ["sparsify", "resnet18", "--ratios", "0.5", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and "ratios" in str(bad.exception)
+    no_augment = CliRunner().invoke(app, args[:-2] + ["--augment", "--out", str(tmp_path / "y")])
+    assert no_augment.exit_code != 0 and "leave out --augment" in str(no_augment.exception)
+    assert not (tmp_path / "y").exists()
 
 
 def test_sparsify_command_starts_from_dense_weights(tmp_path):

@@ -58,6 +58,12 @@ def sparsify_command(
     compute_groups: str = typer.Option(
         "own", "--compute-groups", help="What --compute may close: own (each node's own inputs, the diagonal "
                                         "blocks) or all (cross-node channels too), lowest norm per FLOP first."),
+    max_dropped: float = typer.Option(
+        0.5, "--max-dropped", min=0.0, max=1.0, help="--compute drops at most this share of a node's own inputs to "
+                                                     "any one layer (0: only cross-node channels close)."),
+    lasso_flops: bool = typer.Option(
+        False, "--lasso-flops", help="The group lasso weighs each cross-node channel's FLOPs next to its bytes, so "
+                                     "channels cheap on the wire but costly to compute shrink before --compute."),
     distill: float = typer.Option(
         0.0, "--distill", min=0.0, help="Weight of distillation from the --init dense model (its outputs as soft "
                                         "targets next to the labels); 0: labels only."),
@@ -80,6 +86,8 @@ def sparsify_command(
     lr: float = typer.Option(1e-3, "--lr", help="AdamW learning rate."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N images per split (quick runs)."),
+    augment: bool = typer.Option(False, "--augment", help="Augment the training samples as the task offers "
+                                                          "(detection: SSD's photometric, zoom-out and IoU crop)."),
     seed: int = typer.Option(0, "--seed"),
     model_args: list[str] = typer.Option(
         [], "--arg", help="Builder argument KEY=VALUE (int/float/true/false/str), repeatable; over the --init "
@@ -118,7 +126,7 @@ def sparsify_command(
     is_variant = entry.source == "disco"
     nodes = check_nodes(entry.arch, int(entry.kwargs.get("nodes", 2)), nodes) if is_variant else (nodes or 2)
     split = _ratios(ratios, nodes)
-    train_data = task.train_data(data, input_size, batch_size, seed, limit)
+    train_data = task.train_data(data, input_size, batch_size, seed, limit, augment)
     loaders, info = train_data.loaders, train_data.info
 
     checkpoint = read_init(init) if init is not None else None
@@ -140,6 +148,7 @@ def sparsify_command(
             log_line(note)
     cfg = SparsifyConfig(traffic=traffic, penalty=penalty, epochs=epochs, finetune_epochs=finetune_epochs,
                          lr=lr, compute=compute, compute_groups=compute_groups, distill=distill,
+                         max_dropped=max_dropped, lasso_flops=lasso_flops,
                          params=params, seed=seed, prune_steps=prune_steps, prune_step_epochs=prune_step_epochs)
     shape = (1, len(info.mean), input_size, input_size)
     stats = sparsify(net, loaders["train"], cfg, shape, show_progress=True, loss=task.training_loss,

@@ -56,6 +56,8 @@ def train_command(
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     input_size: int = typer.Option(32, "--input-size", min=8),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N images per split (quick runs)."),
+    augment: bool = typer.Option(False, "--augment", help="Augment the training samples as the task offers "
+                                                          "(detection: SSD's photometric, zoom-out and IoU crop)."),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(2, "--threads", min=1, help="torch intra-op threads."),
     storage: str = typer.Option("auto", "--storage", help="auto (fp16 when the task's headline test metric is unchanged, else fp32) | fp16 | int8 | fp32."),
@@ -88,7 +90,7 @@ def train_command(
     if checkpoint is not None:
         _check_init_fits(checkpoint, entry, task.name)
     backbone_checkpoint = read_init(init_backbone, "--init-backbone") if init_backbone is not None else None
-    train_data = task.train_data(data or task.embedded_dataset, input_size, batch_size, seed, limit)
+    train_data = task.train_data(data or task.embedded_dataset, input_size, batch_size, seed, limit, augment)
     loaders, info = train_data.loaders, train_data.info
     folder = check_not_published(out or default_store() / f"{entry.arch}.{info.name}", force)  # before training
     args = {**(checkpoint.args if checkpoint else {}), **train_data.model_args, **parse_model_args(model_args)}

@@ -163,10 +163,16 @@ def read_annotations(root: Path | str, split: str) -> CocoAnnotations:
 
 
 class CocoFolder(Dataset):
-    """(float image [3, H, W] in [0, 1], target dict) samples of one split, checked at construction."""
+    """(float image [3, H, W] in [0, 1], target dict) samples of one split, checked at construction;
+    ``augment`` applies :func:`disco_zoo.data.box_augment.box_augmentation` (training only)."""
 
-    def __init__(self, root: Path | str, split: str) -> None:
+    def __init__(self, root: Path | str, split: str, augment: bool = False) -> None:
         self.annotations = read_annotations(root, split)
+        self.transform: Any = None
+        if augment:
+            from disco_zoo.data.box_augment import box_augmentation
+
+            self.transform = box_augmentation()
 
     def __len__(self) -> int:
         return len(self.annotations.files)
@@ -178,7 +184,11 @@ class CocoFolder(Dataset):
         image = torch.from_numpy(np.array(load_rgb(str(found.files[index])), dtype=np.uint8)).permute(2, 0, 1)
         target = {"boxes": torch.from_numpy(found.boxes[index]), "labels": torch.from_numpy(found.labels[index]),
                   "image_id": found.image_ids[index]}
-        return image.float() / 255.0, target
+        if self.transform is None:
+            return image.float() / 255.0, target
+        from disco_zoo.data.box_augment import augment_sample
+
+        return augment_sample(self.transform, image.float() / 255.0, target)
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
@@ -187,10 +197,12 @@ def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[list[
 
 
 def coco_folder_loader(root: Path | str, split: str, batch_size: int = 8, train: bool = False, seed: int = 0,
-                       limit: int | None = None) -> DataLoader:
+                       limit: int | None = None, augment: bool = False) -> DataLoader:
     """A loader over :class:`CocoFolder` (shuffled by ``seed`` when training); ``limit``
-    keeps the first ``limit`` images (quick runs)."""
-    dataset: Any = CocoFolder(root, split)
+    keeps the first ``limit`` images (quick runs); ``augment`` (training only) augments them."""
+    if augment and not train:
+        raise DiscoZooError("augmentation is for training loaders only; evaluation reads the images as they are.")
+    dataset: Any = CocoFolder(root, split, augment)
     if limit is not None:
         dataset = Subset(dataset, range(min(limit, len(dataset))))
     return DataLoader(dataset, batch_size=batch_size, shuffle=train, collate_fn=collate,

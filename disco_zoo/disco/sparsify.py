@@ -3,7 +3,9 @@
 1. Fine-tune the (masks-open) model with a group-lasso penalty: one group per
    (layer, receiving node k, input channel c of another node), the weights
    W[O_k, c] (the whole kernel). Each group's norm is weighted by the bytes it
-   would move per inference (relative to the mean), so expensive channels shrink first.
+   would move per inference (relative to the mean), so expensive channels shrink first;
+   with ``lasso_flops`` by the mean of that and its FLOPs (relative to the mean), for a
+   compute budget that will close cross-node channels (``compute_groups="all"``).
 2. Prune: keep groups globally by norm per byte, greedily, while the DISCO traffic
    stays within ``traffic * dense_tp_bytes`` (fixed costs such as the head's partial
    logits and LayerNorm statistics are charged first). The budget is met exactly or
@@ -15,15 +17,16 @@
    then fill every node's shard with almost the dense weights.
 4. Optionally (``compute``) prune within the diagonal blocks: drop (layer, node k, own
    input channel) groups, lowest norm per FLOP first, until the total FLOPs are at most
-   ``compute`` x the dense model's, and never more than ``MAX_DROPPED_FRACTION`` of a
-   node's own inputs to one layer: norm per FLOP alone favours the big early maps, and
-   without the cap it emptied whole layers (the stem's colour channels, every 3x3 conv
+   ``compute`` x the dense model's, and never more than ``max_dropped`` (default
+   ``MAX_DROPPED_FRACTION``) of a node's own inputs to one layer: norm per FLOP alone
+   favours the big early maps, and without the cap it emptied whole layers (the stem's colour channels, every 3x3 conv
    of a ResNet-50's first stages), which no fine-tuning brings back (top-1 at chance).
    With ``compute_groups="all"`` the open cross-node groups compete in the same ranking
    (closing one saves its FLOPs and its bytes). A byte budget leaves the wide late
    layers of a MobileNet (small maps, so cheap on the wire, but 960 outputs per
    channel) almost fully connected: there the cross blocks, not the diagonal ones,
    hold the FLOPs above the budget, and the group lasso has already shrunk them.
+   ``max_dropped=0`` keeps every own channel: only cross-node channels close.
 5. Fine-tune with the masks frozen (closed weights get zero gradient).
 
 With ``prune_steps`` S > 1, steps 2-4 are taken gradually (Zhu & Gupta 2017): every
@@ -66,6 +69,8 @@ class SparsifyConfig:
     compute: float | None = None  # optional FLOPs budget: total / dense FLOPs
     params: float | None = None  # optional storage budget: max over nodes of node params / dense params
     compute_groups: str = "own"  # what compute pruning may close: "own" (diagonal blocks) or "all" (cross too)
+    max_dropped: float = MAX_DROPPED_FRACTION  # compute pruning: most of a node's own inputs one layer may lose
+    lasso_flops: bool = False  # group lasso weighs each group's FLOPs next to its bytes (see GroupLasso)
     distill: float = 0.0  # weight of the dense teacher's distillation loss (disco_zoo.distill); 0: labels only
     prune_steps: int = 1  # budgets reached in this many pruning steps (cubic schedule); 1: all at once
     prune_step_epochs: int = 1  # masks-frozen epochs after each pruning step but the last
@@ -87,6 +92,12 @@ def _rows_onehot(layer: LayerSplit) -> torch.Tensor:
     return onehot
 
 
+def _relative(costs: dict[str, float]) -> dict[str, float]:
+    """Each layer's cost over the mean layer's, so penalties of different units add up."""
+    mean = sum(costs.values()) / max(len(costs), 1)
+    return {name: cost / mean if mean else 0.0 for name, cost in costs.items()}
+
+
 def _offdiag_open(layer: LayerSplit) -> torch.Tensor:
     """(nodes, in) 1 where (k, c) is an open off-diagonal group."""
     open_ = torch.zeros(layer.nodes, layer.in_channels)
@@ -98,19 +109,30 @@ def _offdiag_open(layer: LayerSplit) -> torch.Tensor:
 
 
 class GroupLasso:
-    """sum over open off-diagonal groups of cost_g * ||W_g||_2 (cost: relative bytes)."""
+    """sum over open off-diagonal groups of cost_g * ||W_g||_2.
 
-    def __init__(self, model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    cost: the group's bytes per inference relative to the mean layer's; with ``flops``
+    (a compute budget is coming), the mean of that and its FLOPs relative to the mean
+    layer's. Bytes alone leave the late layers of a MobileNet (small maps, so nearly
+    free on the wire, but hundreds of outputs per channel) unshrunk, and compute pruning
+    then has to close their large weights, or drop own channels, all at once.
+    """
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], flops: bool = False) -> None:
         part = get_partition(model)
         shapes = layer_shapes(model, input_shape)
         modules = dict(model.named_modules())
         self.terms: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
         splits = {name: layer for name, layer in part.layers.items() if layer.mode == "split"}
-        costs = {name: layer_channel_bytes(layer, shapes, 1) for name, layer in splits.items()}  # every call's
-        mean = sum(costs.values()) / max(len(costs), 1)
+        costs = _relative({name: layer_channel_bytes(layer, shapes, 1) for name, layer in splits.items()})
+        if flops:
+            per_entry = disco_accounting(model, input_shape).flops_per_entry
+            group_flops = _relative({name: per_entry[name] * layer.out_channels / layer.nodes
+                                     for name, layer in splits.items()})
+            costs = {name: (costs[name] + group_flops[name]) / 2 for name in costs}
         for name, cost in costs.items():
             layer = part.layers[name]
-            weight = _offdiag_open(layer) * (cost / mean)
+            weight = _offdiag_open(layer) * cost
             self.terms.append((modules[name], _rows_onehot(layer), weight))
 
     def __call__(self) -> torch.Tensor:
@@ -233,7 +255,8 @@ COMPUTE_GROUPS = ("own", "all")
 
 
 def prune_compute(
-    model: nn.Module, compute: float, input_shape: tuple[int, ...], groups: str = "own"
+    model: nn.Module, compute: float, input_shape: tuple[int, ...], groups: str = "own",
+    max_dropped: float = MAX_DROPPED_FRACTION,
 ) -> dict[str, Any]:
     """Close groups until FLOPs <= compute x dense FLOPs: node k's own input channels
     (diagonal blocks), and with ``groups="all"`` its open cross-node ones as well."""
@@ -260,7 +283,9 @@ def prune_compute(
                 for j, c in [(k, c) for c in own] + (cross if groups == "all" else []):
                     candidates.append((norms[k, c].item() / max(flops, 1e-9), len(candidates), name, k, j, c, flops))
     candidates.sort(key=lambda g: (g[0], g[1]))
-    room = {(name, k): int(MAX_DROPPED_FRACTION * len(layer.in_groups[k])) - len(layer.dropped[k])
+    if not 0 <= max_dropped <= 1:
+        raise DiscoZooError(f"max dropped must be in [0, 1], got {max_dropped}")
+    room = {(name, k): int(max_dropped * len(layer.in_groups[k])) - len(layer.dropped[k])
             for name, layer in part.layers.items() if layer.mode == "split" for k in range(layer.nodes)}
     removed = 0.0
     for _, _, name, k, j, c, flops in candidates:
@@ -275,7 +300,7 @@ def prune_compute(
             removed += flops
     if removed < excess:
         raise DiscoZooError(
-            f"compute {compute} is below what dropping at most {MAX_DROPPED_FRACTION:g} of each layer's own "
+            f"compute {compute} is below what dropping at most {max_dropped:g} of each layer's own "
             "inputs on each node allows" + ("" if groups == "all" else " (--compute-groups all may also close "
                                            "cross-node channels)") + "; raise --compute")
     for layer in part.layers.values():
@@ -356,7 +381,7 @@ def sparsify(
         divergence = divergence if divergence is not None else get_task(DEFAULT_TASK).distillation_loss
         loss = distilled_loss(task_loss, model, divergence, cfg.distill,
                               distill_outputs_of if distill_outputs_of is not None else (lambda m: m))
-    penalty = GroupLasso(model, input_shape)
+    penalty = GroupLasso(model, input_shape, flops=cfg.lasso_flops)
     if cfg.epochs:
         train = TrainConfig(epochs=cfg.epochs, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed)
         fit(model, train_loader, train, lambda m: cfg.penalty * penalty(), description="group lasso",
@@ -367,7 +392,7 @@ def sparsify(
         if params is not None:
             stats.update(prune_params(model, params, input_shape, cfg.dtype_bytes))
         if compute is not None:
-            stats.update(prune_compute(model, compute, input_shape, cfg.compute_groups))
+            stats.update(prune_compute(model, compute, input_shape, cfg.compute_groups, cfg.max_dropped))
         if step < len(schedule) and cfg.prune_step_epochs:
             train = TrainConfig(epochs=cfg.prune_step_epochs, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                 seed=cfg.seed + step)

@@ -6,8 +6,9 @@ between kinds lives behind this interface, so none of those loops asks which tas
 runs:
 
 * data: the embedded default set of the kind and the real on-disk format (``--data
-  PATH``), for training (:meth:`Task.train_data`) and for evaluating a pretrained
-  model (:meth:`Task.eval_split`, checked against the model's config);
+  PATH``), for training (:meth:`Task.train_data`, with the augmentation the kind
+  offers, :attr:`Task.train_augmentation`, under ``--augment``) and for evaluating a
+  pretrained model (:meth:`Task.eval_split`, checked against the model's config);
 * the training loss, from a batch and the model (:meth:`Task.training_loss`: a loss of
   (output, target), or one the model itself returns);
 * post-processing: the model's raw outputs (on the root node, after the heads are
@@ -115,6 +116,7 @@ class Task(ABC):
     embedded_dataset: ClassVar[str]  # what ``--data`` calls the kind's embedded default
     hub_tag: ClassVar[str]  # the Hugging Face pipeline tag of a model card ("image-classification")
     deployment_size: ClassVar[int]  # input side also accounted and timed by eval (224; 512 segmentation; 256 LR SR)
+    train_augmentation: ClassVar[str | None] = None  # what ``--augment`` does to training samples; None: not offered
 
     @property
     def primary_metric(self) -> Metric:
@@ -122,9 +124,20 @@ class Task(ABC):
 
     # -- data -------------------------------------------------------------------------------
 
+    def train_data(self, data: str, input_size: int, batch_size: int, seed: int, limit: int | None = None,
+                   augment: bool = False) -> TrainData:
+        """Seeded loaders from the embedded set (``data == embedded_dataset``) or a folder;
+        ``augment`` transforms the training samples as :attr:`train_augmentation` says."""
+        if augment and self.train_augmentation is None:
+            from disco_zoo.errors import DiscoZooError
+
+            raise DiscoZooError(f"{self.name} training has no augmentation; leave out --augment")
+        return self.load_train_data(data, input_size, batch_size, seed, limit, augment)
+
     @abstractmethod
-    def train_data(self, data: str, input_size: int, batch_size: int, seed: int, limit: int | None = None) -> TrainData:
-        """Seeded loaders from the embedded set (``data == embedded_dataset``) or a folder."""
+    def load_train_data(self, data: str, input_size: int, batch_size: int, seed: int, limit: int | None,
+                        augment: bool) -> TrainData:
+        """:meth:`train_data` once ``augment`` is known to be offered."""
 
     @abstractmethod
     def eval_split(self, data: str, config: FolderConfig) -> EvalSplit:

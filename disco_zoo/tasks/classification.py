@@ -40,7 +40,8 @@ class ClassificationTask(Task):
 
     # -- data -------------------------------------------------------------------------------
 
-    def train_data(self, data: str, input_size: int, batch_size: int, seed: int, limit: int | None = None) -> TrainData:
+    def load_train_data(self, data: str, input_size: int, batch_size: int, seed: int, limit: int | None,
+                        augment: bool) -> TrainData:
         if data == self.embedded_dataset:
             from disco_zoo.data.digits import digits_loaders
 

@@ -77,6 +77,8 @@ class DetectionTask(Task):
     embedded_dataset = "digit_boxes"
     hub_tag = "object-detection"
     deployment_size = 640  # the usual COCO detector input side
+    train_augmentation = ("photometric distortion, zoom-out and SSD's min-IoU random crop, no flip "
+                          "(disco_zoo.data.box_augment)")
 
     def embedded_facts(self, side: int, test_images: int | None = None) -> EmbeddedDataFacts:
         from disco_zoo.data.digit_boxes import BOXES_COUNTS, DIGITS_PER_BOX_CANVAS
@@ -104,7 +106,8 @@ class DetectionTask(Task):
             return embedded_boxes_folder(side)
         return Path(data)
 
-    def train_data(self, data: str, input_size: int, batch_size: int, seed: int, limit: int | None = None) -> TrainData:
+    def load_train_data(self, data: str, input_size: int, batch_size: int, seed: int, limit: int | None,
+                        augment: bool) -> TrainData:
         from disco_zoo.data.coco_folder import annotation_path, check_min_size, coco_folder_loader
 
         check_min_size(input_size, MIN_INPUT_SIDE, f"--input-size {input_size}")
@@ -119,7 +122,8 @@ class DetectionTask(Task):
         loaders = {}
         for split in ("train", "val", "test"):
             read = split if annotation_path(root, split).is_file() else "val"
-            loaders[split] = coco_folder_loader(root, read, batch_size, train=split == "train", seed=seed, limit=limit)
+            loaders[split] = coco_folder_loader(root, read, batch_size, train=split == "train", seed=seed, limit=limit,
+                                                augment=augment and split == "train")
         names = self._folder(loaders["train"]).class_names
         for split in ("val", "test"):
             if self._folder(loaders[split]).class_names != names:

@@ -138,7 +138,8 @@ class SegmentationTask(Task):
 
     # -- data -------------------------------------------------------------------------------
 
-    def train_data(self, data: str, input_size: int, batch_size: int, seed: int, limit: int | None = None) -> TrainData:
+    def load_train_data(self, data: str, input_size: int, batch_size: int, seed: int, limit: int | None,
+                        augment: bool) -> TrainData:
         from disco_zoo.data.image_folder import IMAGENET_MEAN, IMAGENET_STD
         from disco_zoo.data.mask_folder import mask_folder_loader, read_class_names
 

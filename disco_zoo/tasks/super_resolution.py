@@ -161,7 +161,8 @@ class SuperResolutionTask(Task):
 
         return whole_images(pairs, lambda pair: SRTarget(to_tensor(pair.hr), pair.scale))
 
-    def train_data(self, data: str, input_size: int, batch_size: int, seed: int, limit: int | None = None) -> TrainData:
+    def load_train_data(self, data: str, input_size: int, batch_size: int, seed: int, limit: int | None,
+                        augment: bool) -> TrainData:
         """``train``: :data:`PATCHES_PER_EPOCH` random LR patches of ``input_size`` a side
         (``limit``: that many patches, and the first ``limit`` images of each split); ``val``
         and ``test``: whole images, one per batch (``val`` is ``test`` without a val/ folder)."""
