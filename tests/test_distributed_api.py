@@ -45,8 +45,13 @@ def _expected_traffic(model, part, batches):
 
 
 def _assert_gone(pids, run_dir):
+    """Within 10 s: the ranks dead, then (the reaper kills first, removes files last) the
+    run's folder gone and no process naming it."""
+    def lingering():
+        return any(pid_alive(p) for p in pids) or run_dir.exists() or processes_mentioning(str(run_dir))
+
     deadline = time.monotonic() + 10
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+    while lingering() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [p for p in pids if pid_alive(p)], "a rank outlived the session"
     assert not run_dir.exists() and not processes_mentioning(str(run_dir))
