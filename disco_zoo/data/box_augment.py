@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["ZOOM_FILL", "box_augmentation", "augment_sample"]
+__all__ = ["ZOOM_FILL", "ZOOM_SIDES", "MIN_BOX_SIDE", "box_augmentation", "augment_sample"]
 
 ZOOM_FILL = 0.15  # zoom-out background, in [0, 1]: mid-dark, like the canvases' gradients
 ZOOM_SIDES = (1.0, 1.5)  # zoom-out canvas side / image side

@@ -168,11 +168,13 @@ class CocoFolder(Dataset):
 
     def __init__(self, root: Path | str, split: str, augment: bool = False) -> None:
         self.annotations = read_annotations(root, split)
-        self.transform: Any = None
+        self.transform: Any = None  # (image, target) -> (image, target)
         if augment:
-            from disco_zoo.data.box_augment import box_augmentation
+            from functools import partial
 
-            self.transform = box_augmentation()
+            from disco_zoo.data.box_augment import augment_sample, box_augmentation
+
+            self.transform = partial(augment_sample, box_augmentation())
 
     def __len__(self) -> int:
         return len(self.annotations.files)
@@ -184,11 +186,8 @@ class CocoFolder(Dataset):
         image = torch.from_numpy(np.array(load_rgb(str(found.files[index])), dtype=np.uint8)).permute(2, 0, 1)
         target = {"boxes": torch.from_numpy(found.boxes[index]), "labels": torch.from_numpy(found.labels[index]),
                   "image_id": found.image_ids[index]}
-        if self.transform is None:
-            return image.float() / 255.0, target
-        from disco_zoo.data.box_augment import augment_sample
-
-        return augment_sample(self.transform, image.float() / 255.0, target)
+        sample = image.float() / 255.0, target
+        return sample if self.transform is None else self.transform(*sample)
 
 
 def collate(batch: Sequence[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:

@@ -262,6 +262,8 @@ def prune_compute(
     (diagonal blocks), and with ``groups="all"`` its open cross-node ones as well."""
     if groups not in COMPUTE_GROUPS:
         raise DiscoZooError(f"compute groups must be one of {', '.join(COMPUTE_GROUPS)}, got {groups!r}")
+    if not 0 <= max_dropped <= 1:
+        raise DiscoZooError(f"max dropped must be in [0, 1], got {max_dropped}")
     part = get_partition(model).copy()  # a copy: the model changes only on success
     acc = disco_accounting(model, input_shape)
     budget = compute * acc.flops_dense
@@ -283,8 +285,6 @@ def prune_compute(
                 for j, c in [(k, c) for c in own] + (cross if groups == "all" else []):
                     candidates.append((norms[k, c].item() / max(flops, 1e-9), len(candidates), name, k, j, c, flops))
     candidates.sort(key=lambda g: (g[0], g[1]))
-    if not 0 <= max_dropped <= 1:
-        raise DiscoZooError(f"max dropped must be in [0, 1], got {max_dropped}")
     room = {(name, k): int(max_dropped * len(layer.in_groups[k])) - len(layer.dropped[k])
             for name, layer in part.layers.items() if layer.mode == "split" for k in range(layer.nodes)}
     removed = 0.0
@@ -363,6 +363,8 @@ def sparsify(
         raise DiscoZooError(f"compute must be in (0, 1], got {cfg.compute}")
     if cfg.compute_groups not in COMPUTE_GROUPS:
         raise DiscoZooError(f"compute groups must be one of {', '.join(COMPUTE_GROUPS)}, got {cfg.compute_groups!r}")
+    if not 0 <= cfg.max_dropped <= 1:
+        raise DiscoZooError(f"max dropped must be in [0, 1], got {cfg.max_dropped}")
     if cfg.params is not None and not 0 < cfg.params <= 1:
         raise DiscoZooError(f"params must be in (0, 1], got {cfg.params}")
     from disco_zoo.train import TrainConfig, fit, recalibrate_batchnorm
